@@ -1,0 +1,261 @@
+"""The model interface shared by gradient and EM/ALS recommenders, and the
+full-batch gradient trainer with early stopping.
+
+A recommender is built from a frozen config, a seed and a device, then ``fit`` on a
+``TrainData`` (the interaction matrix Y and, for graph models, the normalized
+adjacency). After fitting it scores users against all items, or given pairs. Models
+never resolve the device, never seed global generators, never touch MLflow.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from debias_pipeline.config import require
+from debias_pipeline.metrics import ranking_metrics
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """What a model trains on.
+
+    Attributes:
+        interactions: (n_users, n_items) CSR matrix Y, 1 for a positive biased rating.
+        adjacency: (n_users + n_items, n_users + n_items) normalized adjacency
+            D^-1/2 A D^-1/2 of the train positives, or ``None`` for non-graph models.
+    """
+
+    interactions: sp.csr_matrix
+    adjacency: sp.csr_matrix | None = None
+
+    @property
+    def n_users(self) -> int:
+        return int(self.interactions.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        return int(self.interactions.shape[1])
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    """Rows of the validation split used for early stopping (NDCG@k)."""
+
+    users: np.ndarray  # (n_rows,)
+    items: np.ndarray  # (n_rows,)
+    labels: np.ndarray  # (n_rows,)
+    k: int = 5
+
+    def ndcg(self, model: Recommender) -> float:
+        """NDCG@k of ``model`` on these rows (thesis protocol)."""
+        scores = model.score_pairs(self.users, self.items)
+        return ranking_metrics(self.users, self.items, self.labels, scores, self.k).ndcg
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Hyperparameters every gradient model shares.
+
+    Attributes:
+        lr: Adam learning rate (the study: 0.04).
+        weight_decay: λ of the L2 term λ Σ ||E||² on the base embeddings.
+        epochs: maximum number of full-batch epochs.
+        patience: evaluations without a better validation NDCG before stopping.
+        eval_every: epochs between two validation evaluations.
+    """
+
+    lr: float = 0.04
+    weight_decay: float = 1e-6
+    epochs: int = 300
+    patience: int = 20
+    eval_every: int = 1
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        require(self.patience >= 1, f"patience must be >= 1, got {self.patience}")
+        require(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
+
+
+@dataclass
+class EpochRecord:
+    """One line of the learning curve."""
+
+    epoch: int
+    train_loss: float
+    validation_ndcg: float | None = None
+
+
+class Recommender(ABC):
+    """Interface of every model: ``fit(data) -> self``, ``score(users) -> (n, n_items)``."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+
+    def __init__(self, config: Any, *, seed: int = 0, device: torch.device | str = "cpu") -> None:
+        self.config = config
+        self.seed = seed
+        self.device = torch.device(device)
+        self.history: list[EpochRecord] = []
+        self.best_epoch: int | None = None
+
+    @abstractmethod
+    def fit(self, data: TrainData, validation: ValidationSet | None = None) -> Self:
+        """Train on ``data``; with ``validation``, stop early on its NDCG@k."""
+
+    @abstractmethod
+    def score(self, users: np.ndarray | None = None) -> np.ndarray:
+        """Preference scores, (len(users), n_items); all users when ``users`` is None."""
+
+    def score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Preference scores of the given (user, item) pairs, (n_pairs,)."""
+        unique_users, inverse = np.unique(users, return_inverse=True)
+        return self.score(unique_users)[inverse, items]
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to restore the fitted model (tensors on the CPU)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config}, seed={self.seed}, device={self.device})"
+
+
+class FullBatchRecommender(Recommender):
+    """A gradient model trained full-batch over all |U| x |I| pairs with Adam.
+
+    Subclasses build an ``nn.Module`` from the data, define the loss over all pairs and
+    the preference embeddings. This class owns the loop: one Adam step per epoch,
+    validation NDCG every ``eval_every`` epochs, early stopping with ``patience`` and
+    restoration of the best epoch's weights.
+    """
+
+    def __init__(self, config: Any, *, seed: int = 0, device: torch.device | str = "cpu") -> None:
+        super().__init__(config, seed=seed, device=device)
+        self.module: nn.Module | None = None
+        self._user_emb: torch.Tensor | None = None  # (n_users, d) preference, cached after fit
+        self._item_emb: torch.Tensor | None = None  # (n_items, d)
+
+    @abstractmethod
+    def build_module(self, data: TrainData, generator: torch.Generator) -> nn.Module:
+        """Create the parameters (embeddings start as N(0, 0.01²) unless stated)."""
+
+    @abstractmethod
+    def loss(self, targets: torch.Tensor) -> torch.Tensor:
+        """Training loss over all pairs; ``targets`` is the dense (n_users, n_items) Y."""
+
+    @abstractmethod
+    def preference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final user (n_users, d) and item (n_items, d) preference embeddings."""
+
+    def fit(
+        self,
+        data: TrainData,
+        validation: ValidationSet | None = None,
+        on_epoch: Callable[[EpochRecord], None] | None = None,
+    ) -> Self:
+        config: TrainingConfig = self.config
+        generator = torch.Generator().manual_seed(self.seed)
+        self.module = self.build_module(data, generator).to(self.device)
+        targets = torch.as_tensor(data.interactions.toarray(), dtype=torch.float32, device=self.device)
+        optimizer = torch.optim.Adam(self.module.parameters(), lr=config.lr)
+        self.history = []
+        best_ndcg, best_state, since_best = -math.inf, None, 0
+        bar = tqdm(range(1, config.epochs + 1), desc=self.name, disable=None, leave=False)
+        for epoch in bar:
+            self.module.train()
+            optimizer.zero_grad(set_to_none=True)
+            loss = self.loss(targets)
+            loss.backward()
+            optimizer.step()
+            record = EpochRecord(epoch=epoch, train_loss=float(loss.detach()))
+            if not math.isfinite(record.train_loss):
+                raise FloatingPointError(f"{self.name}: training loss is {record.train_loss} at epoch {epoch}")
+            if validation is not None and epoch % config.eval_every == 0:
+                self._cache_embeddings()
+                record.validation_ndcg = validation.ndcg(self)
+                if record.validation_ndcg > best_ndcg:
+                    best_ndcg, since_best, self.best_epoch = record.validation_ndcg, 0, epoch
+                    best_state = copy.deepcopy(self.module.state_dict())
+                else:
+                    since_best += 1
+                bar.set_postfix(loss=f"{record.train_loss:.4f}", ndcg=f"{record.validation_ndcg:.4f}")
+            self.history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+            if validation is not None and since_best >= config.patience:
+                break
+        if best_state is not None:
+            self.module.load_state_dict(best_state)
+        else:
+            self.best_epoch = self.history[-1].epoch
+        self._cache_embeddings()
+        return self
+
+    @torch.no_grad()
+    def _cache_embeddings(self) -> None:
+        self.module.eval()
+        users, items = self.preference_embeddings()
+        self._user_emb, self._item_emb = users.detach(), items.detach()
+
+    def _require_fitted(self) -> None:
+        if self._user_emb is None:
+            raise RuntimeError(f"{self.name} is not fitted; call fit() first")
+
+    @torch.no_grad()
+    def score(self, users: np.ndarray | None = None) -> np.ndarray:
+        self._require_fitted()
+        user_emb = self._user_emb if users is None else self._user_emb[torch.as_tensor(users, device=self.device)]
+        return (user_emb @ self._item_emb.T).cpu().numpy()
+
+    @torch.no_grad()
+    def score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        self._require_fitted()
+        u = self._user_emb[torch.as_tensor(users, device=self.device)]
+        v = self._item_emb[torch.as_tensor(items, device=self.device)]
+        return (u * v).sum(dim=1).cpu().numpy()
+
+    def state_dict(self) -> dict[str, Any]:
+        self._require_fitted()
+        return {
+            "model": self.name,
+            "config": copy.deepcopy(self.config),
+            "seed": self.seed,
+            "best_epoch": self.best_epoch,
+            "weights": {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()},
+        }
+
+
+@dataclass(frozen=True)
+class TowerConfig:
+    """One embedding tower: MF (``num_layers = 0``) or LightGCN propagation."""
+
+    embedding_dim: int = 200
+    num_layers: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.embedding_dim >= 1, f"embedding_dim must be >= 1, got {self.embedding_dim}")
+        require(self.num_layers >= 0, f"num_layers must be >= 0, got {self.num_layers}")
+
+
+def sparse_to_torch(matrix: sp.spmatrix, device: torch.device) -> torch.Tensor:
+    """A scipy sparse matrix as a torch sparse CSR tensor (float32) on ``device``."""
+    csr = sp.csr_matrix(matrix, dtype=np.float32)
+    return torch.sparse_csr_tensor(
+        torch.as_tensor(csr.indptr, dtype=torch.int64),
+        torch.as_tensor(csr.indices, dtype=torch.int64),
+        torch.as_tensor(csr.data),
+        size=csr.shape,
+    ).to(device)
+

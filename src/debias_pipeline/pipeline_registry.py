@@ -1,0 +1,41 @@
+"""Project pipelines.
+
+``data_processing`` builds the shared inputs; every model of ``MODEL_NAMESPACES`` gets
+the same training + evaluation template under its own namespace, its hyperparameters
+in the block ``<namespace>.model`` of ``conf/base/parameters_training.yml``:
+
+- ``train_<namespace>``: data processing, then that model;
+- ``__default__``: data processing, then every model.
+"""
+
+from __future__ import annotations
+
+from kedro.pipeline import Pipeline
+
+from debias_pipeline.pipelines.data_processing import pipeline as data_processing
+from debias_pipeline.pipelines.evaluation import pipeline as evaluation
+from debias_pipeline.pipelines.training import pipeline as training
+
+MODEL_NAMESPACES = ("mf", "lightgcn", "dual")
+
+
+def model_pipeline(namespace: str) -> Pipeline:
+    """Train and evaluate the model of parameter block ``<namespace>.model``."""
+    template = training.create_pipeline(namespace) + evaluation.create_pipeline()
+    return Pipeline(
+        template,
+        namespace=namespace,
+        inputs=training.SHARED_INPUTS,
+        parameters=training.SHARED_PARAMETERS,
+    )
+
+
+def register_pipelines() -> dict[str, Pipeline]:
+    """Register the project's pipelines."""
+    shared = data_processing.create_pipeline() + training.create_device_pipeline()
+    models = {namespace: model_pipeline(namespace) for namespace in MODEL_NAMESPACES}
+    pipelines: dict[str, Pipeline] = {"data_processing": data_processing.create_pipeline()}
+    for namespace, pipeline in models.items():
+        pipelines[f"train_{namespace}"] = shared + pipeline
+    pipelines["__default__"] = shared + sum(models.values(), Pipeline([]))
+    return pipelines

@@ -1,0 +1,40 @@
+"""The training template, reused for every model under its own namespace."""
+
+from functools import partial, update_wrapper
+
+from kedro.pipeline import Pipeline, node
+
+from debias_pipeline.pipelines.training.nodes import resolve_compute_device, train_model
+
+SHARED_INPUTS = {"train_matrix", "normalized_adjacency", "unbiased_split", "compute_device"}
+SHARED_PARAMETERS = {"params:seed", "params:evaluation"}
+
+
+def create_device_pipeline() -> Pipeline:
+    """Resolve the ``device`` parameter once for every model of the run."""
+    return Pipeline(
+        [node(resolve_compute_device, inputs="params:device", outputs="compute_device", name="resolve_compute_device")]
+    )
+
+
+def create_pipeline(namespace: str = "model") -> Pipeline:
+    """Training nodes of the model whose parameters are the block ``<namespace>.model``."""
+    train = update_wrapper(partial(train_model, where=f"{namespace}.model"), train_model)
+    return Pipeline(
+        [
+            node(
+                train,
+                inputs=[
+                    "train_matrix",
+                    "normalized_adjacency",
+                    "unbiased_split",
+                    "params:model",
+                    "params:seed",
+                    "compute_device",
+                    "params:evaluation",
+                ],
+                outputs=["trained_model", "model_weights", "learning_curves", "training_history"],
+                name="train_model",
+            ),
+        ]
+    )
