@@ -98,7 +98,12 @@ def build_config(cls: type[T], params: Mapping[str, Any] | None, where: str) -> 
     try:
         return cls(**values)
     except ValueError as error:
-        raise ValueError(f"in parameters '{where}': {error}") from None
+        # Range checks word their message "<field> must ...": name the dotted parameter.
+        message = str(error)
+        field_name = message.split(" ", 1)[0]
+        if field_name in fields:
+            raise ValueError(f"parameter '{where}.{field_name}': {message}") from None
+        raise ValueError(f"in parameters '{where}': {message}") from None
 
 
 def require(condition: bool, message: str) -> None:

@@ -117,6 +117,14 @@ class MlflowArtifactHook:
         namespace, _, _ = dataset_name.rpartition(".")
         mlflow.log_artifact(str(path), artifact_path=namespace or "data")
 
+    @hook_impl(trylast=True)
+    def after_pipeline_run(self, **kwargs: Any) -> None:
+        # kedro-mlflow re-enters the run before every node and ends it once, so the
+        # run stays on mlflow's stack: a second run in the same process would
+        # otherwise log into this one.
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+
 
 class CleanupFailedRunHook:
     """Delete the versioned artifacts a failed run wrote, so none is half-written.

@@ -114,6 +114,12 @@ def generate_synthetic(config: SyntheticConfig, seed: int) -> SyntheticData:
         exposure_logits, config.train_ratings_per_user / n_items, weights=rate_probability
     )
     true_exposure = _sigmoid(exposure_logits)
+    reachable = float(np.mean(true_exposure * rate_probability)) * n_items
+    if abs(reachable - config.train_ratings_per_user) > 1e-3 * config.train_ratings_per_user:
+        raise ValueError(
+            f"parameter 'synthetic.train_ratings_per_user' = {config.train_ratings_per_user} cannot be reached "
+            f"with n_items = {n_items} and these rating rates (at most {reachable:.2f} per user)"
+        )
 
     liked = rng.random((n_users, n_items)) < true_preference
     shown = rng.random((n_users, n_items)) < true_exposure

@@ -75,36 +75,34 @@ def _matrix_to_table(matrix: np.ndarray) -> pd.DataFrame:
 
 
 def _read_triples(path: Path) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(path, sep=r"\s+", header=None, dtype=str, engine="python", skip_blank_lines=False)
-    except pd.errors.EmptyDataError:
-        raise DatasetError(f"{path}: the file holds no ratings (it is empty)") from None
-    except pd.errors.ParserError as error:
-        raise DatasetError(f"{path}: expected 'user<TAB>item<TAB>rating' lines: {error}") from None
-    if frame.shape[1] != 3 or frame.isna().any(axis=None):
-        bad = frame.index[frame.isna().any(axis=1)] if frame.shape[1] >= 3 else frame.index
-        row = int(bad[0]) + 1 if len(bad) else 1
-        raise DatasetError(f"{path} row {row}: expected 3 fields 'user<TAB>item<TAB>rating'")
-    frame.columns = ["user", "item", "rating"]
-    numeric = frame.apply(pd.to_numeric, errors="coerce")
-    bad_rows = numeric.isna().any(axis=1)
+    lines = path.read_text().splitlines()
+    numbered = [(number, line.split()) for number, line in enumerate(lines, start=1) if line.strip()]
+    if not numbered:
+        raise DatasetError(f"{path}: the file holds no ratings (it is empty)")
+    for number, fields in numbered:
+        if len(fields) != 3:
+            raise DatasetError(f"{path} row {number}: expected 3 fields 'user<TAB>item<TAB>rating', got {len(fields)}")
+    line_numbers = np.array([number for number, _ in numbered], dtype=np.int64)
+    text = pd.DataFrame([fields for _, fields in numbered], columns=["user", "item", "rating"])
+    numeric = text.apply(pd.to_numeric, errors="coerce")
+    bad_rows = numeric.isna().any(axis=1).to_numpy()
     if bad_rows.any():
-        row = int(np.flatnonzero(bad_rows.to_numpy())[0])
-        raise DatasetError(f"{path} row {row + 1}: non-numeric value in {frame.iloc[row].tolist()}")
+        at = int(np.flatnonzero(bad_rows)[0])
+        raise DatasetError(f"{path} row {line_numbers[at]}: non-numeric value in {text.iloc[at].tolist()}")
     for column in ("user", "item"):
         ids = numeric[column].to_numpy()
         invalid = (ids < 0) | (ids != np.floor(ids))
         if invalid.any():
-            row = int(np.flatnonzero(invalid)[0])
+            at = int(np.flatnonzero(invalid)[0])
             raise DatasetError(
-                f"{path} row {row + 1}: {column} id {frame[column].iloc[row]!r} is not a non-negative integer"
+                f"{path} row {line_numbers[at]}: {column} id {text[column].iat[at]!r} is not a non-negative integer"
             )
     return pd.DataFrame(
         {
             "user": numeric["user"].to_numpy(np.int64),
             "item": numeric["item"].to_numpy(np.int64),
             "rating": numeric["rating"].to_numpy(np.float64),
-            "line": np.arange(1, len(numeric) + 1, dtype=np.int64),
+            "line": line_numbers,
         }
     )
 

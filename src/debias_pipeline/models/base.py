@@ -57,6 +57,13 @@ class ValidationSet:
     labels: np.ndarray  # (n_rows,)
     k: int = 5
 
+    def __post_init__(self) -> None:
+        if not np.any(self.labels > 0):
+            raise ValueError(
+                f"the validation split has no positive row ({len(self.labels)} rows): NDCG@{self.k} is "
+                "undefined and early stopping impossible; raise split.validation_fraction"
+            )
+
     def ndcg(self, model: Recommender) -> float:
         """NDCG@k of ``model`` on these rows (thesis protocol)."""
         scores = model.score_pairs(self.users, self.items)
@@ -127,6 +134,11 @@ class Recommender(ABC):
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to restore the fitted model (tensors on the CPU)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any], data: TrainData) -> Self:
+        """Restore a fitted model from ``state_dict()`` output; ``data`` gives the shapes
+        (and the adjacency of graph models). Returns the model, ready to score."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config}, seed={self.seed}, device={self.device})"
@@ -216,15 +228,24 @@ class FullBatchRecommender(Recommender):
     @torch.no_grad()
     def score(self, users: np.ndarray | None = None) -> np.ndarray:
         self._require_fitted()
-        user_emb = self._user_emb if users is None else self._user_emb[torch.as_tensor(users, device=self.device)]
+        user_emb = self._user_emb if users is None else self._user_emb[_index(users, self.device)]
         return (user_emb @ self._item_emb.T).cpu().numpy()
 
     @torch.no_grad()
     def score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         self._require_fitted()
-        u = self._user_emb[torch.as_tensor(users, device=self.device)]
-        v = self._item_emb[torch.as_tensor(items, device=self.device)]
+        u = self._user_emb[_index(users, self.device)]
+        v = self._item_emb[_index(items, self.device)]
         return (u * v).sum(dim=1).cpu().numpy()
+
+    def load_state_dict(self, state: dict[str, Any], data: TrainData) -> Self:
+        if state.get("model") != self.name:
+            raise ValueError(f"state of model {state.get('model')!r} cannot be loaded into {self.name!r}")
+        self.module = self.build_module(data, torch.Generator().manual_seed(self.seed)).to(self.device)
+        self.module.load_state_dict(state["weights"])
+        self.best_epoch = state.get("best_epoch")
+        self._cache_embeddings()
+        return self
 
     def state_dict(self) -> dict[str, Any]:
         self._require_fitted()
@@ -247,6 +268,11 @@ class TowerConfig:
     def __post_init__(self) -> None:
         require(self.embedding_dim >= 1, f"embedding_dim must be >= 1, got {self.embedding_dim}")
         require(self.num_layers >= 0, f"num_layers must be >= 0, got {self.num_layers}")
+
+
+def _index(ids: np.ndarray, device: torch.device) -> torch.Tensor:
+    # np.array copies: pandas hands out read-only views, which torch refuses to wrap.
+    return torch.from_numpy(np.array(ids, dtype=np.int64)).to(device)
 
 
 def sparse_to_torch(matrix: sp.spmatrix, device: torch.device) -> torch.Tensor:

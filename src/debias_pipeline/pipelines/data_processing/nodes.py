@@ -48,17 +48,17 @@ def _check_table(table: pd.DataFrame, path: str) -> None:
     ratings = table["rating"].to_numpy()
     bad = (ratings < RATING_MIN) | (ratings > RATING_MAX) | (ratings != np.floor(ratings))
     if bad.any():
-        row = table.iloc[int(np.flatnonzero(bad)[0])]
+        at = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"{path} row {row['line']}: rating {row['rating']:g} (user {row['user']}, item {row['item']}) "
-            f"is outside {RATING_MIN}..{RATING_MAX}"
+            f"{path} row {table['line'].iat[at]}: rating {ratings[at]:g} "
+            f"(user {table['user'].iat[at]}, item {table['item'].iat[at]}) is outside {RATING_MIN}..{RATING_MAX}"
         )
     duplicated = table.duplicated(["user", "item"], keep=False).to_numpy()
     if duplicated.any():
         rows = table.loc[duplicated].sort_values(["user", "item", "line"]).head(2)
-        first, second = rows.iloc[0], rows.iloc[1]
+        first, second = rows["line"].tolist()
         raise ValueError(
-            f"{path} rows {first['line']} and {second['line']}: (user {first['user']}, item {first['item']}) "
+            f"{path} rows {first} and {second}: (user {rows['user'].iat[0]}, item {rows['item'].iat[0]}) "
             "is rated twice in one set"
         )
 
@@ -183,8 +183,7 @@ def build_normalized_adjacency(train_matrix: sp.csr_matrix) -> sp.csr_matrix:
     Returns:
         (n_users + n_items, n_users + n_items) symmetric CSR matrix, float32.
     """
-    r = sp.csr_matrix(train_matrix, dtype=np.float64)
-    r.data[:] = 1.0
+    r = (sp.csr_matrix(train_matrix) != 0).astype(np.float64)  # a new matrix: the input is not touched
     adjacency = sp.bmat([[None, r], [r.T, None]], format="csr")  # (n_nodes, n_nodes)
     degree = np.asarray(adjacency.sum(axis=1)).ravel()
     inv_sqrt = np.zeros_like(degree)

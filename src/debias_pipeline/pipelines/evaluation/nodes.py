@@ -37,6 +37,10 @@ def evaluation_config(evaluation: dict[str, Any]) -> EvaluationConfig:
     return build_config(EvaluationConfig, evaluation, "evaluation")
 
 
+def _format(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def evaluate_model(
     trained_model: Recommender, unbiased_split: pd.DataFrame, evaluation: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, dict[str, float | int]], pd.DataFrame]:
@@ -64,14 +68,15 @@ def evaluate_model(
     for split in SPLITS:
         rows = predictions[predictions["split"] == split]
         result = ranking_metrics(rows["user"], rows["item"], rows["label"], rows["score"], config.k)
-        metrics.update(result.as_dict(split))
+        # A split without any positive has no metric: null in JSON, absent from MLflow.
+        metrics.update({key: None if value != value else value for key, value in result.as_dict(split).items()})
     logger.info(
-        "%s: test Recall@%d = %.4f, NDCG@%d = %.4f (%d users, %d skipped without a positive)",
+        "%s: test Recall@%d = %s, NDCG@%d = %s (%d users, %d skipped without a positive)",
         trained_model.name,
         config.k,
-        metrics[f"test_recall_at_{config.k}"],
+        _format(metrics[f"test_recall_at_{config.k}"]),
         config.k,
-        metrics[f"test_ndcg_at_{config.k}"],
+        _format(metrics[f"test_ndcg_at_{config.k}"]),
         metrics["test_users_evaluated"],
         metrics["test_users_skipped"],
     )

@@ -1,0 +1,219 @@
+"""Evaluation nodes, called directly, against metrics worked out by hand.
+
+A stub recommender with a fixed score matrix stands in for a trained model, so the
+ranking of every user, and therefore Recall@K and NDCG@K, can be written down.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Self
+
+import matplotlib.figure
+import numpy as np
+import pandas as pd
+import pytest
+
+from debias_pipeline.models import Recommender, TrainData, ValidationSet
+from debias_pipeline.pipelines.evaluation.nodes import evaluate_model, plot_learning_curve
+
+# 1 / log2(3): the discount of rank 2.
+D2 = 1 / math.log2(3)
+
+SCORES = np.array(
+    [
+        [0.9, 0.1, 0.5, 0.3, 0.2, 0.0],  # u0
+        [0.2, 0.8, 0.4, 0.6, 0.0, 0.1],  # u1
+        [0.5, 0.5, 0.1, 0.0, 0.3, 0.2],  # u2: items 0 and 1 tie
+        [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],  # u3
+    ]
+)
+
+
+@dataclass(frozen=True)
+class StubConfig:
+    pass
+
+
+class FixedScores(Recommender):
+    """A 'trained' model whose preference scores are ``SCORES``."""
+
+    name = "stub"
+    Config = StubConfig
+
+    def __init__(self, best_epoch: int | None = 7) -> None:
+        super().__init__(StubConfig())
+        self.best_epoch = best_epoch
+
+    def fit(self, data: TrainData, validation: ValidationSet | None = None) -> Self:
+        return self
+
+    def score(self, users: np.ndarray | None = None) -> np.ndarray:
+        return SCORES.copy() if users is None else SCORES[np.asarray(users)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scores": SCORES.copy()}
+
+    def load_state_dict(self, state: dict[str, Any], data: TrainData) -> Self:
+        return self
+
+
+# (user, item, label, split). Ranked by score, descending, ties to the lower item id, K = 2:
+# test
+#   u0: i0 (0.9, -) i2 (0.5, +) | i3 (0.3, -) i1 (0.1, +)  recall 1/2, NDCG D2 / (1 + D2)
+#   u1: i1 (0.8, -) i3 (0.6, +)                            recall 1,   NDCG D2
+#   u2: i0 (0.5, -) i1 (0.5, +) | i2 (0.1, -)              recall 1,   NDCG D2 (the tie rule)
+#   u3: no positive                                        skipped
+# validation
+#   u0: i4 (0.2, +) i5 (0.0, -)                            recall 1,   NDCG 1
+#   u1: i2 (0.4, -) i0 (0.2, +) | i4 (0.0, +)              recall 1/2, NDCG D2 / (1 + D2)
+#   u3: i5 (0.6, -) i3 (0.4, +)                            recall 1,   NDCG D2
+ROWS = [
+    (2, 1, 1, "test"),
+    (0, 4, 1, "validation"),
+    (0, 0, 0, "test"),
+    (1, 3, 1, "test"),
+    (3, 0, 0, "test"),
+    (0, 1, 1, "test"),
+    (1, 2, 0, "validation"),
+    (2, 2, 0, "test"),
+    (0, 2, 1, "test"),
+    (3, 3, 1, "validation"),
+    (1, 1, 0, "test"),
+    (0, 5, 0, "validation"),
+    (1, 0, 1, "validation"),
+    (0, 3, 0, "test"),
+    (2, 0, 0, "test"),
+    (3, 5, 0, "validation"),
+    (1, 4, 1, "validation"),
+    (3, 1, 0, "test"),
+]
+EXPECTED_K2 = {
+    "test_recall_at_2": (1 / 2 + 1 + 1) / 3,
+    "test_ndcg_at_2": (D2 / (1 + D2) + D2 + D2) / 3,
+    "test_users_evaluated": 3,
+    "test_users_skipped": 1,
+    "validation_recall_at_2": (1 + 1 / 2 + 1) / 3,
+    "validation_ndcg_at_2": (1 + D2 / (1 + D2) + D2) / 3,
+    "validation_users_evaluated": 3,
+    "validation_users_skipped": 0,
+}
+
+
+@pytest.fixture
+def unbiased_split() -> pd.DataFrame:
+    users, items, labels, splits = zip(*ROWS, strict=True)
+    return pd.DataFrame(
+        {
+            "user": np.array(users, dtype=np.int64),
+            "item": np.array(items, dtype=np.int64),
+            "rating": np.where(np.array(labels) == 1, 5, 2),
+            "label": np.array(labels, dtype=np.int8),
+            "split": list(splits),
+        }
+    )
+
+
+def test_metrics_by_hand(unbiased_split: pd.DataFrame) -> None:
+    metrics, _, _ = evaluate_model(FixedScores(), unbiased_split, {"k": 2})
+    assert set(metrics) == {"model", "k", "best_epoch", *EXPECTED_K2}
+    assert metrics["model"] == "stub"
+    assert metrics["k"] == 2
+    assert metrics["best_epoch"] == 7
+    for key, expected in EXPECTED_K2.items():
+        assert metrics[key] == pytest.approx(expected, abs=1e-12), key
+
+
+def test_metrics_are_json_able(unbiased_split: pd.DataFrame) -> None:
+    metrics, _, _ = evaluate_model(FixedScores(), unbiased_split, {"k": 2})
+    assert json.loads(json.dumps(metrics)) == pytest.approx(metrics)
+
+
+def test_mlflow_metrics(unbiased_split: pd.DataFrame) -> None:
+    _, mlflow_metrics, _ = evaluate_model(FixedScores(), unbiased_split, {"k": 2})
+    assert set(mlflow_metrics) == {*EXPECTED_K2, "best_epoch"}
+    for key, expected in {**EXPECTED_K2, "best_epoch": 7}.items():
+        assert set(mlflow_metrics[key]) == {"value", "step"}
+        assert isinstance(mlflow_metrics[key]["value"], float)
+        assert mlflow_metrics[key]["value"] == pytest.approx(expected, abs=1e-12)
+        assert mlflow_metrics[key]["step"] == 0
+
+
+def test_default_k_is_5_in_every_name(unbiased_split: pd.DataFrame) -> None:
+    metrics, mlflow_metrics, _ = evaluate_model(FixedScores(), unbiased_split, {})
+    assert metrics["k"] == 5
+    for split in ("test", "validation"):
+        assert {f"{split}_recall_at_5", f"{split}_ndcg_at_5"} <= set(mlflow_metrics)
+    # Every user has at most 4 rows of a split, so K = 5 finds every positive.
+    assert metrics["test_recall_at_5"] == 1.0
+    assert metrics["validation_recall_at_5"] == 1.0
+    # test u0: positives at ranks 2 and 4 -> (D2 + 1/log2 5) / (1 + D2); u1, u2: rank 2 -> D2.
+    u0 = (D2 + 1 / math.log2(5)) / (1 + D2)
+    assert metrics["test_ndcg_at_5"] == pytest.approx((u0 + D2 + D2) / 3, abs=1e-12)
+
+
+def test_unknown_best_epoch_is_not_sent_to_mlflow(unbiased_split: pd.DataFrame) -> None:
+    metrics, mlflow_metrics, _ = evaluate_model(FixedScores(best_epoch=None), unbiased_split, {"k": 2})
+    assert metrics["best_epoch"] is None
+    assert "best_epoch" not in mlflow_metrics
+
+
+def test_predictions_table(unbiased_split: pd.DataFrame) -> None:
+    _, _, predictions = evaluate_model(FixedScores(), unbiased_split, {"k": 2})
+    assert list(predictions.columns) == ["user", "item", "split", "label", "score"]
+    assert len(predictions) == len(ROWS)
+    # Same rows, same order as the split; the score is the stub's entry for the pair.
+    assert predictions["user"].tolist() == [row[0] for row in ROWS]
+    assert predictions["item"].tolist() == [row[1] for row in ROWS]
+    assert predictions["label"].tolist() == [row[2] for row in ROWS]
+    assert predictions["split"].tolist() == [row[3] for row in ROWS]
+    assert predictions["score"].tolist() == [SCORES[user, item] for user, item, _, _ in ROWS]
+
+
+def test_evaluate_model_leaves_the_split_alone(unbiased_split: pd.DataFrame) -> None:
+    before = unbiased_split.copy()
+    evaluate_model(FixedScores(), unbiased_split, {"k": 2})
+    pd.testing.assert_frame_equal(unbiased_split, before)
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "message"),
+    [({"k": 0}, r"evaluation.*k must be >= 1"), ({"kk": 2}, r"evaluation\.kk"), ({"k": 2.5}, r"evaluation\.k")],
+)
+def test_bad_evaluation_parameters(unbiased_split: pd.DataFrame, evaluation: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        evaluate_model(FixedScores(), unbiased_split, evaluation)
+
+
+# ---- plot_learning_curve --------------------------------------------------------------------
+
+
+def test_learning_curve_plots_loss_and_validation_ndcg() -> None:
+    history = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3, 4],
+            "train_loss": [0.7, 0.5, 0.4, 0.35],
+            "validation_ndcg_at_5": [np.nan, 0.2, np.nan, 0.3],
+        }
+    )
+    before = history.copy()
+    figure = plot_learning_curve(history)
+    assert isinstance(figure, matplotlib.figure.Figure)
+    loss_axis, ndcg_axis = figure.axes
+    (loss_line,) = loss_axis.get_lines()
+    assert list(loss_line.get_xdata()) == [1, 2, 3, 4]
+    assert list(loss_line.get_ydata()) == [0.7, 0.5, 0.4, 0.35]
+    (ndcg_line,) = ndcg_axis.get_lines()
+    assert list(ndcg_line.get_xdata()) == [2, 4]
+    assert list(ndcg_line.get_ydata()) == [0.2, 0.3]
+    assert ndcg_axis.get_ylabel() == "validation ndcg at 5"
+    pd.testing.assert_frame_equal(history, before)
+
+
+def test_learning_curve_without_validation_has_one_axis() -> None:
+    figure = plot_learning_curve(pd.DataFrame({"epoch": [1, 2], "train_loss": [0.7, 0.6]}))
+    (axis,) = figure.axes
+    assert axis.get_xlabel() == "epoch"
+    assert list(axis.get_lines()[0].get_ydata()) == [0.7, 0.6]

@@ -1,0 +1,305 @@
+"""Whole pipelines run with ``SequentialRunner`` on an in-memory ``DataCatalog``.
+
+No files, no MLflow: every input is a ``MemoryDataset`` (parameters are datasets
+named ``params:...``) and every output the runner creates is one too.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import matplotlib.figure
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+import yaml
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Pipeline
+from kedro.runner import SequentialRunner
+
+from debias_pipeline.datasets import RawRatings
+from debias_pipeline.models import MODELS, build_model
+from debias_pipeline.pipeline_registry import MODEL_NAMESPACES, register_pipelines
+from debias_pipeline.pipelines.data_processing import pipeline as data_processing
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
+DATA_NODES = {
+    "ingest_ratings",
+    "binarize_ratings",
+    "build_train_matrix",
+    "split_unbiased_ratings",
+    "build_normalized_adjacency",
+}
+MODEL_NODES = ("train_model", "evaluate_model", "plot_learning_curve")
+
+SYNTHETIC = {
+    "n_users": 40,
+    "n_items": 30,
+    "rank": 2,
+    "train_ratings_per_user": 6.0,
+    "test_items_per_user": 8,
+}
+SMALL_MODELS: dict[str, dict[str, Any]] = {
+    "mf": {"name": "mf", "embedding_dim": 8, "epochs": 30, "lr": 0.05, "patience": 10},
+    "lightgcn": {"name": "lightgcn", "embedding_dim": 8, "num_layers": 2, "epochs": 30, "lr": 0.05, "patience": 10},
+    "dual": {
+        "name": "dual",
+        "preference": {"embedding_dim": 8},
+        "exposure": {"embedding_dim": 4, "num_layers": 1},
+        "epochs": 30,
+        "lr": 0.05,
+        "patience": 10,
+    },
+}
+
+
+class KeptMemoryDataset(MemoryDataset):
+    """A MemoryDataset the runner cannot release, so intermediate outputs can be read after the run."""
+
+    def _release(self) -> None:
+        pass
+
+
+def catalog_for(raw: RawRatings, *, dataset: str, seed: int = 0, keep: tuple[str, ...] = ()) -> DataCatalog:
+    parameters: dict[str, Any] = {
+        "dataset": dataset,
+        "seed": seed,
+        "device": "cpu",
+        "synthetic": SYNTHETIC,
+        "binarization": {"threshold": 4},
+        "split": {"validation_fraction": 0.25},
+        "evaluation": {"k": 5},
+        **{f"{namespace}.model": block for namespace, block in SMALL_MODELS.items()},
+    }
+    datasets = {f"params:{name}": MemoryDataset(value) for name, value in parameters.items()}
+    datasets["raw_ratings"] = MemoryDataset(raw, copy_mode="assign")
+    # As in conf/base/catalog.yml: in-memory torch objects pass by reference.
+    datasets["compute_device"] = MemoryDataset(copy_mode="assign")
+    for namespace in SMALL_MODELS:
+        datasets[f"{namespace}.trained_model"] = MemoryDataset(copy_mode="assign")
+    for name in keep:
+        datasets[name] = KeptMemoryDataset()
+    return DataCatalog(datasets)
+
+
+def run(pipeline: Pipeline, catalog: DataCatalog) -> DataCatalog:
+    SequentialRunner().run(pipeline, catalog)
+    return catalog
+
+
+# ---- (a) data processing ---------------------------------------------------------------------
+
+
+def test_data_processing_on_synthetic_data() -> None:
+    catalog = run(
+        data_processing.create_pipeline(),
+        catalog_for(RawRatings(name="synthetic"), dataset="synthetic", keep=("train_matrix", "interactions")),
+    )
+    n_users, n_items = SYNTHETIC["n_users"], SYNTHETIC["n_items"]
+    train_matrix = catalog.load("train_matrix")
+    adjacency = catalog.load("normalized_adjacency")
+    split = catalog.load("unbiased_split")
+    truth = catalog.load("ground_truth")
+
+    assert isinstance(train_matrix, sp.csr_matrix) and isinstance(adjacency, sp.csr_matrix)
+    assert train_matrix.shape == (n_users, n_items)
+    assert set(np.unique(train_matrix.data)) == {1.0}
+    assert adjacency.shape == (n_users + n_items, n_users + n_items)
+    assert abs(adjacency - adjacency.T).max() == 0
+    assert adjacency.nnz == 2 * train_matrix.nnz
+    assert truth["preference"].shape == truth["exposure"].shape == (n_users, n_items)
+
+    assert len(split) == n_users * SYNTHETIC["test_items_per_user"]
+    assert split["user"].between(0, n_users - 1).all() and split["item"].between(0, n_items - 1).all()
+    assert split["split"].value_counts().to_dict() == {"validation": len(split) // 4, "test": len(split) * 3 // 4}
+    interactions = catalog.load("interactions")
+    assert train_matrix.nnz == int(((interactions["source"] == "biased") & (interactions["label"] == 1)).sum())
+
+
+def triples(rows: list[tuple[int, int, float]]) -> pd.DataFrame:
+    users, items, ratings = zip(*rows, strict=True)
+    return pd.DataFrame(
+        {
+            "user": np.array(users, dtype=np.int64),
+            "item": np.array(items, dtype=np.int64),
+            "rating": np.array(ratings, dtype=np.float64),
+            "line": np.arange(1, len(rows) + 1, dtype=np.int64),
+        }
+    )
+
+
+def test_data_processing_on_triples() -> None:
+    # Users 10, 20, 30 -> 0, 1, 2; items 5, 7, 9 -> 0, 1, 2 (sorted original ids).
+    raw = RawRatings(
+        name="yahoo_r3",
+        tables={
+            "biased": triples([(10, 5, 5), (10, 7, 2), (30, 5, 4), (20, 9, 1)]),
+            "unbiased": triples([(20, 7, 5), (30, 9, 3), (10, 9, 4), (30, 7, 1)]),
+        },
+        files={"biased": "memory/train.txt", "unbiased": "memory/test.txt"},
+    )
+    catalog = run(
+        data_processing.create_pipeline(), catalog_for(raw, dataset="yahoo_r3", keep=("train_matrix", "id_maps"))
+    )
+
+    # Positives (rating >= 4) of the biased set: (10, 5) and (30, 5).
+    expected_y = np.array([[1, 0, 0], [0, 0, 0], [1, 0, 0]], dtype=np.float32)
+    np.testing.assert_array_equal(catalog.load("train_matrix").toarray(), expected_y)
+
+    # Degrees: u0 = 1, u2 = 1, i0 = 2, so Â[u, i0] = 1/√2; nodes u0, u1, u2, i0, i1, i2.
+    expected_adjacency = np.zeros((6, 6))
+    expected_adjacency[0, 3] = expected_adjacency[3, 0] = 2**-0.5
+    expected_adjacency[2, 3] = expected_adjacency[3, 2] = 2**-0.5
+    np.testing.assert_allclose(catalog.load("normalized_adjacency").toarray(), expected_adjacency, rtol=1e-6)
+
+    id_maps = catalog.load("id_maps")
+    assert id_maps[id_maps["entity"] == "user"]["original_id"].tolist() == [10, 20, 30]
+    assert id_maps[id_maps["entity"] == "item"]["original_id"].tolist() == [5, 7, 9]
+
+    split = catalog.load("unbiased_split")
+    # round(0.25 * 4) = 1 validation row, listed first.
+    assert split["split"].tolist() == ["validation", "test", "test", "test"]
+    labels = {(u, i): label for u, i, label in split[["user", "item", "label"]].itertuples(index=False)}
+    assert labels == {(1, 1): 1, (2, 2): 0, (0, 2): 1, (2, 1): 0}
+    assert catalog.load("ground_truth")["preference"].shape == (0, 0)
+
+
+# ---- (b) the registry ------------------------------------------------------------------------
+
+
+def test_registered_pipelines() -> None:
+    pipelines = register_pipelines()
+    expected_models = set(MODEL_NAMESPACES)
+    assert expected_models == {"mf", "lightgcn", "dual"}
+    assert set(pipelines) == {"__default__", "data_processing", *(f"train_{m}" for m in expected_models)}
+
+    assert {n.name for n in pipelines["data_processing"].nodes} == DATA_NODES
+    for model in expected_models:
+        names = {n.name for n in pipelines[f"train_{model}"].nodes}
+        assert names == DATA_NODES | {"resolve_compute_device"} | {f"{model}.{node}" for node in MODEL_NODES}
+    default = {n.name for n in pipelines["__default__"].nodes}
+    model_nodes = {f"{m}.{n}" for m in expected_models for n in MODEL_NODES}
+    assert default == DATA_NODES | {"resolve_compute_device"} | model_nodes
+
+
+@pytest.mark.parametrize("model", MODEL_NAMESPACES)
+def test_model_pipelines_share_the_data_and_own_their_block(model: str) -> None:
+    pipeline = register_pipelines()[f"train_{model}"]
+    assert pipeline.inputs() == {
+        "raw_ratings",
+        "params:dataset",
+        "params:synthetic",
+        "params:seed",
+        "params:binarization",
+        "params:split",
+        "params:device",
+        "params:evaluation",
+        f"params:{model}.model",
+    }
+    train = next(n for n in pipeline.nodes if n.name == f"{model}.train_model")
+    assert set(train.inputs) >= {"train_matrix", "normalized_adjacency", "unbiased_split", "compute_device"}
+    outputs = ("trained_model", "model_weights", "learning_curves", "training_history")
+    assert set(train.outputs) == {f"{model}.{name}" for name in outputs}
+    assert pipeline.outputs() >= {f"{model}.metrics", f"{model}.mlflow_metrics", f"{model}.predictions"}
+
+
+@pytest.mark.parametrize("model", MODEL_NAMESPACES)
+def test_configured_model_blocks_build(model: str) -> None:
+    parameters = yaml.safe_load((CONF / "parameters_training.yml").read_text())
+    block = parameters[model]["model"]
+    assert block["name"] in MODELS
+    built = build_model(block, f"{model}.model", seed=0, device=torch.device("cpu"))
+    assert built.name == block["name"]
+
+
+# ---- (c) whole model pipelines ----------------------------------------------------------------
+
+
+@cache
+def default_run() -> DataCatalog:
+    """``__default__`` (data, device, every model) once on the synthetic data."""
+    return run(
+        register_pipelines()["__default__"],
+        catalog_for(RawRatings(name="synthetic"), dataset="synthetic", keep=("train_matrix",)),
+    )
+
+
+def train_dual(seed: int) -> DataCatalog:
+    catalog = catalog_for(RawRatings(name="synthetic"), dataset="synthetic", seed=seed)
+    return run(register_pipelines()["train_dual"], catalog)
+
+
+@pytest.mark.parametrize("model", MODEL_NAMESPACES)
+def test_every_model_pipeline_reports_metrics(model: str) -> None:
+    catalog = default_run()
+    metrics = catalog.load(f"{model}.metrics")
+    assert metrics["model"] == SMALL_MODELS[model]["name"]
+    for split in ("validation", "test"):
+        for metric in ("recall", "ndcg"):
+            assert 0.0 <= metrics[f"{split}_{metric}_at_5"] <= 1.0
+    assert 1 <= metrics["best_epoch"] <= SMALL_MODELS[model]["epochs"]
+
+    mlflow_metrics = catalog.load(f"{model}.mlflow_metrics")
+    assert mlflow_metrics["test_recall_at_5"] == {"value": metrics["test_recall_at_5"], "step": 0}
+
+    predictions = catalog.load(f"{model}.predictions")
+    assert list(predictions.columns) == ["user", "item", "split", "label", "score"]
+    assert len(predictions) == SYNTHETIC["n_users"] * SYNTHETIC["test_items_per_user"]
+    assert np.isfinite(predictions["score"]).all()
+
+    curves = catalog.load(f"{model}.learning_curves")
+    assert set(curves) == {"train_loss", "epoch_validation_ndcg_at_5"}
+    weights = catalog.load(f"{model}.model_weights")
+    assert weights["model"] == SMALL_MODELS[model]["name"]
+    assert all(t.device.type == "cpu" for t in weights["weights"].values())
+    assert isinstance(catalog.load(f"{model}.learning_curve_plot"), matplotlib.figure.Figure)
+
+
+def test_the_models_train_on_the_shared_matrix() -> None:
+    catalog = default_run()
+    n_users, n_items = catalog.load("train_matrix").shape
+    for model in MODEL_NAMESPACES:
+        weights = catalog.load(f"{model}.model_weights")["weights"]
+        user_tables = [t for name, t in weights.items() if name.endswith("user_embedding")]
+        item_tables = [t for name, t in weights.items() if name.endswith("item_embedding")]
+        assert user_tables and all(t.shape[0] == n_users for t in user_tables)
+        assert item_tables and all(t.shape[0] == n_items for t in item_tables)
+
+
+def test_train_dual_is_deterministic_on_cpu() -> None:
+    first, again = train_dual(seed=0), train_dual(seed=0)
+    assert first.load("dual.metrics") == again.load("dual.metrics")
+    pd.testing.assert_frame_equal(first.load("dual.predictions"), again.load("dual.predictions"))
+    for name, tensor in first.load("dual.model_weights")["weights"].items():
+        assert torch.equal(tensor, again.load("dual.model_weights")["weights"][name]), name
+
+
+def test_train_dual_depends_on_the_seed() -> None:
+    first, other = train_dual(seed=0), train_dual(seed=1)
+    # The seed draws the simulator, the split and the initialization: the rows themselves differ.
+    assert not first.load("dual.predictions")[["user", "item"]].equals(other.load("dual.predictions")[["user", "item"]])
+
+
+def test_train_dual_matches_the_default_run() -> None:
+    # The same model block under __default__ and under train_dual gives the same model.
+    np.testing.assert_array_equal(
+        train_dual(seed=0).load("dual.predictions")["score"].to_numpy(),
+        default_run().load("dual.predictions")["score"].to_numpy(),
+    )
+
+
+def test_inputs_are_checked_before_running() -> None:
+    catalog = catalog_for(RawRatings(name="synthetic"), dataset="synthetic")
+    without_raw = DataCatalog({name: dataset for name, dataset in catalog.items() if name != "raw_ratings"})
+    with pytest.raises(ValueError, match="raw_ratings"):
+        SequentialRunner().run(register_pipelines()["train_dual"], without_raw)
+
+
+def test_a_mismatched_dataset_parameter_fails_with_its_name() -> None:
+    with pytest.raises(ValueError, match="parameter 'dataset' is 'coat'"):
+        run(data_processing.create_pipeline(), catalog_for(RawRatings(name="synthetic"), dataset="coat"))
+

@@ -1,0 +1,189 @@
+"""Training nodes, called directly: device resolution and ``train_model``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from debias_pipeline.metrics import ranking_metrics
+from debias_pipeline.models import MODELS, Recommender
+from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency
+from debias_pipeline.pipelines.training.nodes import resolve_compute_device, train_model
+
+CPU = torch.device("cpu")
+N_USERS, N_ITEMS = 8, 6
+
+SMALL_BLOCKS = {
+    "mf": {"name": "mf", "embedding_dim": 4, "epochs": 12, "lr": 0.05, "patience": 50},
+    "lightgcn": {"name": "lightgcn", "embedding_dim": 4, "num_layers": 2, "epochs": 12, "lr": 0.05, "patience": 50},
+    "dual": {
+        "name": "dual",
+        "preference": {"embedding_dim": 4},
+        "exposure": {"embedding_dim": 2, "num_layers": 1},
+        "epochs": 12,
+        "lr": 0.05,
+        "patience": 50,
+    },
+}
+
+
+def test_every_registered_model_has_a_small_block() -> None:
+    assert set(SMALL_BLOCKS) == set(MODELS)
+
+
+@pytest.fixture
+def train_matrix() -> sp.csr_matrix:
+    # Two groups by parity; user u clicked the same-parity items except item (u % 3) * 2 + u % 2.
+    clicks = np.zeros((N_USERS, N_ITEMS), dtype=np.float32)
+    for user in range(N_USERS):
+        for item in range(user % 2, N_ITEMS, 2):
+            if item != (user % 3) * 2 + user % 2:
+                clicks[user, item] = 1.0
+    return sp.csr_matrix(clicks)
+
+
+@pytest.fixture
+def unbiased_split() -> pd.DataFrame:
+    """Validation: each user's held-out like and one other-group item; test: the rest."""
+    rows = []
+    for user in range(N_USERS):
+        held_out = (user % 3) * 2 + user % 2
+        other = (held_out + 1) % N_ITEMS
+        rows.append((user, held_out, 5, 1, "validation"))
+        rows.append((user, other, 1, 0, "validation"))
+        # Test labels are the opposite of the truth, so a test NDCG differs from the validation one.
+        rows.append((user, (other + 2) % N_ITEMS, 5, 1, "test"))
+        rows.append((user, (held_out + 2) % N_ITEMS, 1, 0, "test"))
+    return pd.DataFrame(rows, columns=["user", "item", "rating", "label", "split"])
+
+
+def run(train_matrix, unbiased_split, block, *, seed=0, evaluation=None, where="model"):
+    return train_model(
+        train_matrix,
+        build_normalized_adjacency(train_matrix),
+        unbiased_split,
+        block,
+        seed,
+        CPU,
+        {"k": 5} if evaluation is None else evaluation,
+        where=where,
+    )
+
+
+# ---- resolve_compute_device -----------------------------------------------------------
+
+
+def test_resolve_cpu() -> None:
+    assert resolve_compute_device("cpu") == torch.device("cpu")
+
+
+def test_resolve_auto_picks_cuda_only_when_present() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_compute_device("auto").type == expected
+
+
+@pytest.mark.parametrize("name", ["gpu", "CPU", "", None, 0])
+def test_resolve_rejects_unknown_names(name: object) -> None:
+    with pytest.raises(ValueError, match=r"'device'.*auto.*cpu.*cuda"):
+        resolve_compute_device(name)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_resolve_cuda_without_cuda_fails_clearly() -> None:
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_compute_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_resolve_cuda_with_cuda() -> None:
+    assert resolve_compute_device("cuda").type == "cuda"
+    assert resolve_compute_device("cuda:0") == torch.device("cuda:0")
+
+
+# ---- train_model ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_BLOCKS))
+def test_train_model_outputs(name: str, train_matrix, unbiased_split) -> None:
+    model, weights, curves, history = run(train_matrix, unbiased_split, SMALL_BLOCKS[name])
+
+    assert isinstance(model, MODELS[name]) and isinstance(model, Recommender)
+    assert model.device == CPU
+    assert model.score().shape == (N_USERS, N_ITEMS)
+    assert weights["model"] == name
+    assert weights["best_epoch"] == model.best_epoch
+    assert all(t.device == CPU for t in weights["weights"].values())
+
+    assert set(curves) == {"train_loss", "epoch_validation_ndcg_at_5"}
+    assert [point["step"] for point in curves["train_loss"]] == list(range(1, 13))
+    assert [point["step"] for point in curves["epoch_validation_ndcg_at_5"]] == list(range(1, 13))
+    assert all(set(point) == {"step", "value"} for points in curves.values() for point in points)
+    assert all(0.0 <= point["value"] <= 1.0 for point in curves["epoch_validation_ndcg_at_5"])
+
+    assert list(history.columns) == ["epoch", "train_loss", "validation_ndcg_at_5"]
+    assert history["epoch"].tolist() == list(range(1, 13))
+    assert history["train_loss"].tolist() == [point["value"] for point in curves["train_loss"]]
+    assert history["validation_ndcg_at_5"].tolist() == [p["value"] for p in curves["epoch_validation_ndcg_at_5"]]
+
+
+def test_train_model_early_stops_on_the_validation_rows_only(train_matrix, unbiased_split) -> None:
+    model, _, curves, _ = run(train_matrix, unbiased_split, SMALL_BLOCKS["mf"], evaluation={"k": 1})
+    best = max(point["value"] for point in curves["epoch_validation_ndcg_at_1"])
+
+    def ndcg_at_1(split: str) -> float:
+        rows = unbiased_split[unbiased_split["split"] == split]
+        scores = model.score_pairs(rows["user"].to_numpy(), rows["item"].to_numpy())
+        return ranking_metrics(rows["user"], rows["item"], rows["label"], scores, 1).ndcg
+
+    assert ndcg_at_1("validation") == pytest.approx(best, abs=1e-12)
+    everything = unbiased_split.assign(split="validation")
+    scores = model.score_pairs(everything["user"].to_numpy(), everything["item"].to_numpy())
+    assert ranking_metrics(everything["user"], everything["item"], everything["label"], scores, 1).ndcg != best
+
+
+def test_train_model_follows_k_and_eval_every(train_matrix, unbiased_split) -> None:
+    block = {**SMALL_BLOCKS["mf"], "eval_every": 3}
+    _, _, curves, history = run(train_matrix, unbiased_split, block, evaluation={"k": 3})
+    assert set(curves) == {"train_loss", "epoch_validation_ndcg_at_3"}
+    assert [point["step"] for point in curves["epoch_validation_ndcg_at_3"]] == [3, 6, 9, 12]
+    evaluated = history.dropna(subset=["validation_ndcg_at_3"])
+    assert evaluated["epoch"].tolist() == [3, 6, 9, 12]
+    assert history["validation_ndcg_at_3"].isna().sum() == 8
+
+
+def test_train_model_is_seeded(train_matrix, unbiased_split) -> None:
+    first = run(train_matrix, unbiased_split, SMALL_BLOCKS["dual"], seed=4)[0].score()
+    again = run(train_matrix, unbiased_split, SMALL_BLOCKS["dual"], seed=4)[0].score()
+    other = run(train_matrix, unbiased_split, SMALL_BLOCKS["dual"], seed=5)[0].score()
+    assert np.array_equal(first, again)
+    assert not np.allclose(first, other)
+
+
+def test_train_model_leaves_its_inputs_alone(train_matrix, unbiased_split) -> None:
+    split_before = unbiased_split.copy()
+    matrix_before = train_matrix.copy()
+    block = {key: (dict(value) if isinstance(value, dict) else value) for key, value in SMALL_BLOCKS["dual"].items()}
+    run(train_matrix, unbiased_split, block)
+    pd.testing.assert_frame_equal(unbiased_split, split_before)
+    assert (train_matrix != matrix_before).nnz == 0
+    assert block == SMALL_BLOCKS["dual"]
+
+
+def test_train_model_names_the_bad_parameter(train_matrix, unbiased_split) -> None:
+    with pytest.raises(ValueError, match=r"mf\.model\.embeding_dim"):
+        run(train_matrix, unbiased_split, {**SMALL_BLOCKS["mf"], "embeding_dim": 4}, where="mf.model")
+    with pytest.raises(ValueError, match=r"valid models: dual, lightgcn, mf"):
+        run(train_matrix, unbiased_split, {**SMALL_BLOCKS["mf"], "name": "wmf"})
+    with pytest.raises(ValueError, match=r"evaluation.*k must be >= 1"):
+        run(train_matrix, unbiased_split, SMALL_BLOCKS["mf"], evaluation={"k": 0})
+
+
+def test_train_model_without_validation_positives_does_not_stop_silently(train_matrix, unbiased_split) -> None:
+    no_positives = unbiased_split.assign(label=np.where(unbiased_split["split"] == "validation", 0, 1))
+    block = {**SMALL_BLOCKS["mf"], "epochs": 12, "patience": 2}
+    # NDCG would be NaN at every epoch and early stopping meaningless: a clear error instead.
+    with pytest.raises(ValueError, match="validation split has no positive row"):
+        run(train_matrix, no_positives, block)

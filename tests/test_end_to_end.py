@@ -1,0 +1,164 @@
+"""Whole runs through ``KedroSession`` in a temporary copy of the project."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+pytestmark = pytest.mark.slow
+
+FAST = {"dual.model.epochs": 15, "dual.model.patience": 5, "mf.model.epochs": 15, "mf.model.patience": 5}
+
+
+def nested(params: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys into nested blocks, as ``kedro run --params=a.b=1`` does."""
+    tree: dict[str, Any] = {}
+    for dotted, value in params.items():
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def run_pipeline(project: Path, pipeline: str, **params: Any) -> str:
+    """Run ``pipeline`` like ``kedro run --pipelines=... --params=...``; return the session id."""
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, runtime_params=nested({**FAST, **params})) as session:
+        session.run(pipeline_names=[pipeline])
+        return session.session_id
+
+
+def latest_run(project: Path) -> mlflow.entities.Run:
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["debias_pipeline"], output_format="list", order_by=["start_time DESC"])
+    return runs[0]
+
+
+def versioned_files(project: Path, version: str) -> list[Path]:
+    return sorted(p for p in (project / "data").rglob("*") if p.is_file() and version in p.parts)
+
+
+def test_train_dual_logs_params_metrics_curves_and_artifacts(project_copy: Path) -> None:
+    version = run_pipeline(project_copy, "train_dual", seed=1)
+
+    run = latest_run(project_copy)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "train_dual"
+    params = run.data.params
+    assert params["dataset"] == "synthetic"
+    assert params["seed"] == "1"
+    assert params["dual.model.exposure.embedding_dim"] == "200"
+    assert params["dual.model.epochs"] == "15"
+    assert params["binarization.threshold"] == "4"
+    assert params["split.validation_fraction"] == "0.2"
+
+    metrics = run.data.metrics
+    for key in ("dual.test_recall_at_5", "dual.test_ndcg_at_5", "dual.validation_ndcg_at_5"):
+        assert 0.0 <= metrics[key] <= 1.0
+    client = mlflow.MlflowClient()
+    losses = client.get_metric_history(run.info.run_id, "dual.train_loss")
+    curve = client.get_metric_history(run.info.run_id, "dual.epoch_validation_ndcg_at_5")
+    assert 1 <= len(losses) <= 15
+    assert [m.step for m in losses] == list(range(1, len(losses) + 1))
+    assert len(curve) == len(losses)
+
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "dual")}
+    assert {"dual/metrics.json", "dual/predictions.csv", "dual/model_weights.pkl", "dual/learning_curve.png"} <= artifacts
+    data_artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "data")}
+    assert {"data/train_matrix.pkl", "data/unbiased_split.parquet", "data/normalized_adjacency.pkl"} <= data_artifacts
+
+    # The versioned metrics file on disk holds the same numbers as MLflow.
+    metrics_file = project_copy / "data/08_reporting/dual/metrics.json" / version / "metrics.json"
+    saved = json.loads(metrics_file.read_text())
+    assert saved["test_recall_at_5"] == pytest.approx(metrics["dual.test_recall_at_5"])
+    assert saved["test_users_skipped"] == metrics["dual.test_users_skipped"]
+
+
+def test_same_seed_same_metrics(project_copy: Path) -> None:
+    first = run_pipeline(project_copy, "train_mf", seed=2)
+    second = run_pipeline(project_copy, "train_mf", seed=2)
+    read = lambda v: json.loads((project_copy / "data/08_reporting/mf/metrics.json" / v / "metrics.json").read_text())  # noqa: E731
+    assert read(first) == read(second)
+
+
+def test_failed_run_leaves_no_versioned_artifact(project_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from debias_pipeline.models.base import FullBatchRecommender
+
+    def broken_fit(self: object, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("training broke")
+
+    monkeypatch.setattr(FullBatchRecommender, "fit", broken_fit)
+    bootstrap_project(project_copy)
+    with KedroSession.create(project_path=project_copy, runtime_params=nested(FAST)) as session:
+        with pytest.raises(RuntimeError, match="training broke"):
+            session.run(pipeline_names=["train_dual"])
+        version = session.session_id
+    # Data processing had saved its artifacts before training failed; all are gone.
+    assert versioned_files(project_copy, version) == []
+    assert latest_run(project_copy).info.status == "FAILED"
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"dataset": "movielens"}, "unknown dataset 'movielens'"),
+        ({"binarization.threshold": 6}, "binarization"),
+        ({"dual.model.name": "transformer"}, "unknown model 'transformer'"),
+        ({"dual.model.exposure.embedding_dim": 0}, "embedding_dim"),
+        ({"device": "tpu"}, "device"),
+    ],
+)
+def test_bad_parameter_stops_before_any_node(project_copy: Path, params: dict[str, Any], message: str) -> None:
+    bootstrap_project(project_copy)
+    with KedroSession.create(project_path=project_copy, runtime_params=nested({**FAST, **params})) as session:
+        with pytest.raises(Exception, match=message):
+            session.run(pipeline_names=["train_dual"])
+    assert not any(p.is_file() for p in (project_copy / "data").rglob("*"))
+
+
+def test_missing_raw_file_names_it(project_copy: Path) -> None:
+    with pytest.raises(Exception, match=r"data/01_raw/coat/train.ascii"):
+        run_pipeline(project_copy, "train_dual", dataset="coat")
+
+
+def test_bad_coat_rating_names_file_and_row(project_copy: Path, coat_dir: Path) -> None:
+    raw = project_copy / "data/01_raw/coat"
+    raw.mkdir()
+    shutil.copy(coat_dir / "test.ascii", raw / "test.ascii")
+    lines = (coat_dir / "train.ascii").read_text().splitlines()
+    values = lines[2].split()
+    values[7] = "7"
+    lines[2] = " ".join(values)
+    (raw / "train.ascii").write_text("\n".join(lines) + "\n")
+    with pytest.raises(Exception, match=r"train.ascii row 3: rating 7"):
+        run_pipeline(project_copy, "train_dual", dataset="coat")
+    assert not any(p.is_file() for p in (project_copy / "data").rglob("*") if "01_raw" not in p.parts)
+
+
+def test_coat_end_to_end(project_copy: Path, coat_dir: Path) -> None:
+    raw = project_copy / "data/01_raw/coat"
+    raw.mkdir()
+    for name in ("train.ascii", "test.ascii"):
+        shutil.copy(coat_dir / name, raw / name)
+    version = run_pipeline(project_copy, "train_mf", dataset="coat", **{"mf.model.epochs": 30})
+
+    import pandas as pd
+
+    ratings = pd.read_parquet(project_copy / "data/02_intermediate/ratings.parquet" / version / "ratings.parquet")
+    counts = ratings["source"].value_counts()
+    assert counts["biased"] == 6960 and counts["unbiased"] == 4640  # PROTOCOL.md §2
+    assert ratings["user"].max() == 289 and ratings["item"].max() == 299
+    split = pd.read_parquet(project_copy / "data/03_primary/unbiased_split.parquet" / version / "unbiased_split.parquet")
+    assert (split["split"] == "validation").sum() == 928  # round(0.2 * 4640)
+    metrics = json.loads((project_copy / "data/08_reporting/mf/metrics.json" / version / "metrics.json").read_text())
+    assert metrics["test_users_evaluated"] + metrics["test_users_skipped"] == 290
+    assert metrics["test_recall_at_5"] > 0.4
