@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import mlflow
 import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -38,9 +41,10 @@ def run_pipeline(project: Path, pipeline: str, **params: Any) -> str:
 
 
 def latest_run(project: Path) -> mlflow.entities.Run:
+    """The newest top-level run (nested runs carry a parent tag)."""
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["debias_pipeline"], output_format="list", order_by=["start_time DESC"])
-    return runs[0]
+    return next(run for run in runs if "mlflow.parentRunId" not in run.data.tags)
 
 
 def versioned_files(project: Path, version: str) -> list[Path]:
@@ -162,3 +166,48 @@ def test_coat_end_to_end(project_copy: Path, coat_dir: Path) -> None:
     metrics = json.loads((project_copy / "data/08_reporting/mf/metrics.json" / version / "metrics.json").read_text())
     assert metrics["test_users_evaluated"] + metrics["test_users_skipped"] == 290
     assert metrics["test_recall_at_5"] > 0.4
+
+
+SHORT_THESIS = {
+    "seeds": [0, 1],
+    "spectra_rows": [],
+    "rows": [
+        {"label": "MF", "table": "5.2", "base": "mf", "study": {"coat": [0.5563, 0.5214]}},
+        {"label": "dual, baseline (MF x MF)", "table": "5.2", "base": "dual"},
+        {"label": "dual, dimension", "table": "5.2", "base": "dual", "select": {"exposure.embedding_dim": [8, 200]}},
+    ],
+}
+
+
+def test_reproduce_thesis_short_run_and_its_notebook(project_copy: Path) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    bootstrap_project(project_copy)
+    params = nested(FAST)
+    params["reproduce_thesis"] = SHORT_THESIS
+    with KedroSession.create(project_path=project_copy, runtime_params=params) as session:
+        session.run(pipeline_names=["reproduce_thesis"])
+        version = session.session_id
+
+    table = (project_copy / "data/08_reporting/reproduce_thesis/comparison.md" / version / "comparison.md").read_text()
+    assert "| 5.2 | dual, dimension |" in table
+    for plot in ("popularity_share", "spectra", "exposure_size", "eigen_grid"):
+        assert (project_copy / f"data/08_reporting/reproduce_thesis/{plot}.png" / version / f"{plot}.png").is_file()
+
+    parent = latest_run(project_copy)
+    assert parent.info.run_name == "reproduce_thesis"
+    children = mlflow.search_runs(
+        experiment_names=["debias_pipeline"], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert len(children) == 3 * 2  # one nested run per row and seed
+    assert set(children["params.row"]) == {row["label"] for row in SHORT_THESIS["rows"]}
+
+    notebook = nbformat.read(REPO / "notebooks" / "reproduce_thesis_comparison.ipynb", as_version=4)
+    os.environ["DEBIAS_PROJECT"] = str(project_copy)
+    try:
+        NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(project_copy)}}).execute()
+    finally:
+        del os.environ["DEBIAS_PROJECT"]
+    printed = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
+    assert "6 nested runs, 2 seeds, 3 rows" in printed

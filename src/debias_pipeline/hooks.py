@@ -19,6 +19,7 @@ from debias_pipeline.device import resolve_device
 from debias_pipeline.models.registry import model_class
 from debias_pipeline.pipelines.data_processing.nodes import BinarizationConfig, SplitConfig
 from debias_pipeline.pipelines.evaluation.nodes import EvaluationConfig
+from debias_pipeline.pipelines.reproduce_thesis.nodes import candidate_blocks, thesis_config
 from debias_pipeline.simulation import SyntheticConfig
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,19 @@ def _lookup(parameters: dict[str, Any], dotted: str) -> Any:
     return value
 
 
+def _validate_model_block(block: Any, where: str) -> None:
+    if not isinstance(block, dict) or "name" not in block:
+        raise ValueError(f"parameter '{where}.name' is missing")
+    cls = model_class(block["name"])
+    build_config(cls.Config, {k: v for k, v in block.items() if k != "name"}, where)
+
+
+def _validate_thesis_rows(parameters: dict[str, Any]) -> None:
+    for row in thesis_config(parameters["reproduce_thesis"]).rows:
+        for _, block in candidate_blocks(row, parameters):
+            _validate_model_block(block, f"reproduce_thesis row '{row.label}'")
+
+
 def validate_parameters(parameters: dict[str, Any], pipeline: Pipeline) -> None:
     """Check every parameter the pipeline's nodes read, before any of them runs.
 
@@ -57,15 +71,15 @@ def validate_parameters(parameters: dict[str, Any], pipeline: Pipeline) -> None:
             raise ValueError(f"parameter 'seed' must be a non-negative integer, got {seed!r}")
     if "device" in used:
         resolve_device(parameters.get("device"))
+    if "parameters" in pipeline.inputs() and "reproduce_thesis" in parameters:
+        used.add("reproduce_thesis")
     for name in sorted(used):
-        if name in _BLOCKS:
+        if name == "reproduce_thesis":
+            _validate_thesis_rows(parameters)
+        elif name in _BLOCKS:
             build_config(_BLOCKS[name], _lookup(parameters, name), name)
         elif name.endswith(".model") or name == "model":
-            block = _lookup(parameters, name)
-            if not isinstance(block, dict) or "name" not in block:
-                raise ValueError(f"parameter '{name}.name' is missing")
-            cls = model_class(block["name"])
-            build_config(cls.Config, {k: v for k, v in block.items() if k != "name"}, name)
+            _validate_model_block(_lookup(parameters, name), name)
 
 
 class ValidateParametersHook:

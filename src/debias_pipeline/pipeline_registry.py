@@ -5,6 +5,8 @@ the same training + evaluation template under its own namespace, its hyperparame
 in the block ``<namespace>.model`` of ``conf/base/parameters_training.yml``:
 
 - ``train_<namespace>``: data processing, then that model;
+- ``train_baselines``: data processing, then every baseline (every model but dual);
+- ``reproduce_thesis``: the study's tables over several seeds (its own package);
 - ``__default__``: data processing, then every model.
 """
 
@@ -14,9 +16,11 @@ from kedro.pipeline import Pipeline
 
 from debias_pipeline.pipelines.data_processing import pipeline as data_processing
 from debias_pipeline.pipelines.evaluation import pipeline as evaluation
+from debias_pipeline.pipelines.reproduce_thesis import pipeline as reproduce_thesis
 from debias_pipeline.pipelines.training import pipeline as training
 
 MODEL_NAMESPACES = ("mf", "lightgcn", "dual")
+METHOD_NAMESPACES = ("dual",)  # the study's method; every other model is a baseline
 
 
 def model_pipeline(namespace: str) -> Pipeline:
@@ -37,5 +41,8 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines: dict[str, Pipeline] = {"data_processing": data_processing.create_pipeline()}
     for namespace, pipeline in models.items():
         pipelines[f"train_{namespace}"] = shared + pipeline
+    baselines = [pipeline for namespace, pipeline in models.items() if namespace not in METHOD_NAMESPACES]
+    pipelines["train_baselines"] = shared + sum(baselines, Pipeline([]))
+    pipelines["reproduce_thesis"] = shared + reproduce_thesis.create_pipeline()
     pipelines["__default__"] = shared + sum(models.values(), Pipeline([]))
     return pipelines

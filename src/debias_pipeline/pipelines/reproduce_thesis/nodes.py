@@ -1,0 +1,373 @@
+"""Nodes that run the study's tables over several seeds and compare them honestly.
+
+Each row of ``reproduce_thesis.rows`` names a base model block (``<base>.model``),
+fixed changes (``set``) and, optionally, hyperparameters the study tuned (``select``:
+every combination is trained, the one with the best validation NDCG@k is kept, per
+seed). For every seed the unbiased split is drawn anew (the seed sets the split and
+the initialization), every candidate is trained with early stopping on validation,
+and validation and test metrics are recorded. Selection never looks at test.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+import torch  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from debias_pipeline.config import require  # noqa: E402
+from debias_pipeline.metrics import ranking_metrics  # noqa: E402
+from debias_pipeline.models import TrainData, build_model  # noqa: E402
+from debias_pipeline.pipelines.data_processing.nodes import split_unbiased_ratings  # noqa: E402
+from debias_pipeline.pipelines.evaluation.nodes import evaluation_config  # noqa: E402
+from debias_pipeline.pipelines.training.nodes import validation_set  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ThesisRow:
+    """One row of the comparison table.
+
+    Attributes:
+        label: the row's name in the table.
+        table: the study's table it reproduces ("5.2", "5.3", "5.4" or "extra").
+        base: namespace of the model block it starts from (``<base>.model``).
+        set: dotted changes to that block (``exposure.num_layers: 3``).
+        select: dotted hyperparameter -> candidate values, chosen on validation.
+        study: dataset -> [Recall@5, NDCG@5] the study reports (null where it has none).
+    """
+
+    label: str
+    table: str
+    base: str
+    set: dict[str, Any] = field(default_factory=dict)
+    select: dict[str, list[Any]] = field(default_factory=dict)
+    study: dict[str, list[float | None]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ThesisConfig:
+    """The ``reproduce_thesis`` parameter block."""
+
+    seeds: tuple[int, ...]
+    reference: str
+    rows: tuple[ThesisRow, ...]
+    spectra_rows: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        require(len(self.seeds) >= 2, "seeds must hold at least two seeds (a paired test needs them)")
+        labels = [row.label for row in self.rows]
+        require(len(set(labels)) == len(labels), f"rows must have distinct labels, got {labels}")
+        require(self.reference in labels, f"reference must be one of the row labels {labels}, got {self.reference!r}")
+
+
+def thesis_config(block: Mapping[str, Any]) -> ThesisConfig:
+    """Check and type the ``reproduce_thesis`` block (errors name the parameter)."""
+    where = "reproduce_thesis"
+    rows = []
+    for index, row in enumerate(block.get("rows") or []):
+        try:
+            rows.append(ThesisRow(**row))
+        except TypeError as error:
+            raise ValueError(f"parameter '{where}.rows[{index}]': {error}") from None
+    try:
+        return ThesisConfig(
+            seeds=tuple(int(s) for s in block.get("seeds", ())),
+            reference=block.get("reference", "MF"),
+            rows=tuple(rows),
+            spectra_rows=tuple(block.get("spectra_rows", ())),
+        )
+    except ValueError as error:
+        raise ValueError(f"parameter '{where}': {error}") from None
+
+
+def _set_dotted(block: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = block
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def candidate_blocks(row: ThesisRow, parameters: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Every (choice, model block) a row trains: the base block with ``set`` applied,
+    then each combination of the ``select`` values."""
+    if row.base not in parameters or "model" not in parameters[row.base]:
+        raise ValueError(f"row {row.label!r}: no parameter block '{row.base}.model'")
+    base = copy.deepcopy(parameters[row.base]["model"])
+    for dotted, value in row.set.items():
+        _set_dotted(base, dotted, value)
+    names = list(row.select)
+    candidates = []
+    for values in itertools.product(*(row.select[name] for name in names)) if names else [()]:
+        choice = dict(zip(names, values, strict=True))
+        block = copy.deepcopy(base)
+        for dotted, value in choice.items():
+            _set_dotted(block, dotted, value)
+        candidates.append((choice, block))
+    return candidates
+
+
+def _split_metrics(model: Any, split: pd.DataFrame, k: int) -> dict[str, float]:
+    result = {}
+    for name in ("validation", "test"):
+        rows = split[split["split"] == name]
+        users, items = rows["user"].to_numpy(np.int64), rows["item"].to_numpy(np.int64)
+        metrics = ranking_metrics(users, items, rows["label"].to_numpy(), model.score_pairs(users, items), k)
+        result[f"{name}_recall"] = metrics.recall
+        result[f"{name}_ndcg"] = metrics.ndcg
+    return result
+
+
+def _log_nested_run(row: ThesisRow, seed: int, block: dict[str, Any], record: dict[str, Any]) -> None:
+    if mlflow.active_run() is None:
+        return
+    with mlflow.start_run(run_name=f"{row.label} / seed {seed}", nested=True):
+        flat = pd.json_normalize(block, sep=".").iloc[0].to_dict()
+        mlflow.log_params({"row": row.label, "table": row.table, "seed": seed, **{f"model.{k}": v for k, v in flat.items()}})
+        mlflow.log_metrics({k: record[k] for k in ("validation_ndcg", "validation_recall", "test_recall", "test_ndcg", "seconds")})
+
+
+def run_thesis_grid(
+    interactions: pd.DataFrame,
+    train_matrix: sp.csr_matrix,
+    normalized_adjacency: sp.csr_matrix,
+    parameters: dict[str, Any],
+    compute_device: torch.device,
+) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
+    """Train every row's candidates for every seed; select on validation.
+
+    Args:
+        interactions: binarized ratings (the unbiased rows are split per seed).
+        train_matrix: Y.
+        normalized_adjacency: Â.
+        parameters: all parameters (rows refer to other model blocks by namespace).
+        compute_device: the resolved device.
+
+    Returns:
+        One line per (row, seed, candidate) with its choice, validation and test
+        metrics, best epoch, wall time and whether validation selected it; and the
+        e_j spectra of the selected models of ``spectra_rows`` for the first seed.
+    """
+    config = thesis_config(parameters["reproduce_thesis"])
+    k = evaluation_config(parameters.get("evaluation")).k
+    data = TrainData(train_matrix, normalized_adjacency)
+    cache: dict[tuple[str, int], tuple[dict[str, Any], Any]] = {}
+    records: list[dict[str, Any]] = []
+    spectra: dict[str, dict[str, np.ndarray]] = {}
+    for seed in config.seeds:
+        split = split_unbiased_ratings(interactions, parameters.get("split"), seed)
+        validation = validation_set(split, evaluation_config(parameters.get("evaluation")))
+        for row in config.rows:
+            row_records = []
+            for choice, block in candidate_blocks(row, parameters):
+                key = (json.dumps(block, sort_keys=True), seed)
+                if key not in cache:
+                    started = time.perf_counter()
+                    model = build_model(block, f"reproduce_thesis[{row.label}]", seed=seed, device=compute_device)
+                    model.fit(data, validation=validation)
+                    metrics = _split_metrics(model, split, k)
+                    metrics.update(best_epoch=model.best_epoch, seconds=time.perf_counter() - started)
+                    cache[key] = (metrics, model if row.label in config.spectra_rows else None)
+                metrics, model = cache[key]
+                row_records.append(
+                    {"row": row.label, "table": row.table, "seed": seed, "choice": json.dumps(choice), **metrics}
+                )
+            best = max(range(len(row_records)), key=lambda i: (row_records[i]["validation_ndcg"], -i))
+            for i, record in enumerate(row_records):
+                record["selected"] = i == best
+            selected = row_records[best]
+            logger.info(
+                "%s seed %d: %s validation NDCG@%d %.4f, test Recall@%d %.4f",
+                row.label, seed, selected["choice"], k, selected["validation_ndcg"], k, selected["test_recall"],
+            )
+            _log_nested_run(row, seed, candidate_blocks(row, parameters)[best][1], selected)
+            if row.label in config.spectra_rows and seed == config.seeds[0]:
+                block = candidate_blocks(row, parameters)[best][1]
+                _, model = cache[(json.dumps(block, sort_keys=True), seed)]
+                spectra[row.label] = model.spectra()
+            records.extend(row_records)
+    return pd.DataFrame.from_records(records), spectra
+
+
+def _mean_std(values: np.ndarray) -> str:
+    return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+
+
+def _paired_p(values: np.ndarray, reference: np.ndarray) -> float:
+    differences = values - reference
+    if np.allclose(differences, 0.0):
+        return float("nan")
+    return float(stats.ttest_rel(values, reference).pvalue)
+
+
+def summarize_thesis(
+    thesis_runs: pd.DataFrame, reproduce_thesis: dict[str, Any], dataset: str
+) -> tuple[pd.DataFrame, str]:
+    """The comparison table: mean ± std per row, change and paired test against the
+    reference row, the study's figure, the wall time.
+
+    Returns:
+        The table (one line per row) and the same as Markdown.
+    """
+    config = thesis_config(reproduce_thesis)
+    selected = thesis_runs[thesis_runs["selected"]].sort_values("seed")
+    reference = selected[selected["row"] == config.reference]
+    lines = []
+    for row in config.rows:
+        runs = selected[selected["row"] == row.label]
+        recall, ndcg = runs["test_recall"].to_numpy(), runs["test_ndcg"].to_numpy()
+        study = row.study.get(dataset) or [None, None]
+        all_candidates = thesis_runs[thesis_runs["row"] == row.label]
+        lines.append(
+            {
+                "table": row.table,
+                "row": row.label,
+                "recall_at_5": _mean_std(recall),
+                "ndcg_at_5": _mean_std(ndcg),
+                "recall_mean": recall.mean(),
+                "recall_std": recall.std(ddof=1),
+                "ndcg_mean": ndcg.mean(),
+                "ndcg_std": ndcg.std(ddof=1),
+                "recall_change_vs_reference": recall.mean() / reference["test_recall"].mean() - 1.0,
+                "ndcg_change_vs_reference": ndcg.mean() / reference["test_ndcg"].mean() - 1.0,
+                "recall_p_vs_reference": _paired_p(recall, reference["test_recall"].to_numpy()),
+                "ndcg_p_vs_reference": _paired_p(ndcg, reference["test_ndcg"].to_numpy()),
+                "study_recall_at_5": study[0],
+                "study_ndcg_at_5": study[1] if len(study) > 1 else None,
+                "selected": "; ".join(sorted(set(runs["choice"]))) if row.select else "",
+                "seconds": all_candidates.drop_duplicates(["choice", "seed"])["seconds"].sum(),
+            }
+        )
+    table = pd.DataFrame(lines)
+    return table, comparison_markdown(table, config, dataset)
+
+
+def _cell(value: float | None, pattern: str) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else pattern.format(value)
+
+
+def comparison_markdown(table: pd.DataFrame, config: ThesisConfig, dataset: str) -> str:
+    """The comparison table as Markdown, with how it was obtained."""
+    header = (
+        f"# reproduce_thesis on `{dataset}`\n\n"
+        f"Seeds {list(config.seeds)}; mean ± std (ddof = 1) of test Recall@5 / NDCG@5; "
+        f"change and paired t-test p-value against `{config.reference}` across seeds; "
+        "every selection (epoch and tuned hyperparameters) on validation only.\n\n"
+        "| table | row | Recall@5 | NDCG@5 | ΔR vs ref | p (R) | ΔN vs ref | p (N) | study R@5 | study N@5 | selected | seconds |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    body = "".join(
+        f"| {r.table} | {r.row} | {r.recall_at_5} | {r.ndcg_at_5} | {_cell(r.recall_change_vs_reference, '{:+.1%}')} | "
+        f"{_cell(r.recall_p_vs_reference, '{:.3f}')} | {_cell(r.ndcg_change_vs_reference, '{:+.1%}')} | "
+        f"{_cell(r.ndcg_p_vs_reference, '{:.3f}')} | {_cell(r.study_recall_at_5, '{:.4f}')} | "
+        f"{_cell(r.study_ndcg_at_5, '{:.4f}')} | {r.selected} | {r.seconds:.0f} |\n"
+        for r in table.itertuples()
+    )
+    return header + body
+
+
+def plot_popularity_share(interactions: pd.DataFrame) -> plt.Figure:
+    """Cumulative share of positives by item popularity, biased train vs unbiased test.
+
+    Items are ordered by their number of positives in the biased set (most popular
+    first); each curve is the share of that set's positives held by the top x% items.
+    """
+    positives = interactions[interactions["label"] == 1]
+    n_items = int(interactions["item"].max()) + 1
+    counts = {
+        source: np.bincount(positives.loc[positives["source"] == source, "item"], minlength=n_items)
+        for source in ("biased", "unbiased")
+    }
+    order = np.argsort(-counts["biased"], kind="stable")
+    share = np.arange(1, n_items + 1) / n_items
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for source, name in (("biased", "biased train"), ("unbiased", "unbiased test")):
+        ordered = counts[source][order]
+        axis.plot(share, np.cumsum(ordered) / max(ordered.sum(), 1), label=name)
+    axis.plot([0, 1], [0, 1], color="grey", linestyle=":", label="no popularity effect")
+    axis.set_xlabel("share of items, most popular (in train) first")
+    axis.set_ylabel("cumulative share of positives")
+    axis.legend()
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def plot_spectra(thesis_spectra: dict[str, dict[str, np.ndarray]]) -> plt.Figure:
+    """Sorted e_j of the preference and exposure towers of each selected dual model."""
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for axis, tower in zip(axes, ("preference", "exposure"), strict=True):
+        for label, spectra in thesis_spectra.items():
+            values = np.asarray(spectra[tower])
+            axis.semilogy(np.arange(1, values.size + 1), np.maximum(values, 1e-12), label=label)
+        axis.set_title(f"{tower} tower")
+        axis.set_xlabel("j")
+    axes[0].set_ylabel("e_j = ||U[:, j]|| · ||V[:, j]||")
+    axes[0].legend()
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def _candidate_curve(thesis_runs: pd.DataFrame, row: str, parameter: str) -> pd.DataFrame:
+    runs = thesis_runs[thesis_runs["row"] == row].copy()
+    runs[parameter] = [json.loads(choice).get(parameter) for choice in runs["choice"]]
+    return runs
+
+
+def plot_exposure_size(thesis_runs: pd.DataFrame, reproduce_thesis: dict[str, Any]) -> plt.Figure:
+    """Test Recall@5 (mean ± std over seeds) against the exposure embedding size."""
+    row = reproduce_thesis.get("exposure_size_row", "dual, dimension")
+    runs = _candidate_curve(thesis_runs, row, "exposure.embedding_dim").dropna(subset=["exposure.embedding_dim"])
+    summary = runs.groupby("exposure.embedding_dim")[["test_recall", "validation_ndcg"]].agg(["mean", "std"])
+    figure, axis = plt.subplots(figsize=(6, 4))
+    sizes = summary.index.to_numpy(dtype=float)
+    axis.errorbar(sizes, summary[("test_recall", "mean")], yerr=summary[("test_recall", "std")], marker="o", capsize=3)
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("exposure embedding size")
+    axis.set_ylabel("test Recall@5 (mean ± std over seeds)")
+    axis.set_title(row)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def plot_eigen_grid(thesis_runs: pd.DataFrame, reproduce_thesis: dict[str, Any]) -> plt.Figure:
+    """Mean test Recall@5 over the λ_o x k grid of the eigen penalty."""
+    row = reproduce_thesis.get("eigen_grid_row", "dual, eigen")
+    runs = thesis_runs[thesis_runs["row"] == row].copy()
+    choices = [json.loads(c) for c in runs["choice"]]
+    runs["lambda"] = [c.get("eigen.lambda_exposure") for c in choices]
+    runs["k"] = [c.get("eigen.k") for c in choices]
+    grid = runs.dropna(subset=["lambda", "k"]).pivot_table(index="lambda", columns="k", values="test_recall", aggfunc="mean")
+    figure, axis = plt.subplots(figsize=(6, 4))
+    image = axis.imshow(grid.to_numpy(), cmap="viridis", aspect="auto")
+    axis.set_xticks(range(grid.shape[1]), [str(c) for c in grid.columns])
+    axis.set_yticks(range(grid.shape[0]), [f"{v:g}" for v in grid.index])
+    axis.set_xlabel("k")
+    axis.set_ylabel("λ_o (exposure)")
+    for (i, j), value in np.ndenumerate(grid.to_numpy()):
+        axis.text(j, i, f"{value:.3f}", ha="center", va="center", color="white", fontsize=8)
+    figure.colorbar(image, label="test Recall@5 (mean over seeds)")
+    axis.set_title(row)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure

@@ -1,0 +1,45 @@
+"""The study's tables over several seeds: grid, comparison table and plots."""
+
+from kedro.pipeline import Pipeline, node
+
+from debias_pipeline.pipelines.reproduce_thesis.nodes import (
+    plot_eigen_grid,
+    plot_exposure_size,
+    plot_popularity_share,
+    plot_spectra,
+    run_thesis_grid,
+    summarize_thesis,
+)
+
+
+def create_pipeline(**kwargs: object) -> Pipeline:
+    return Pipeline(
+        [
+            node(
+                run_thesis_grid,
+                inputs=["interactions", "train_matrix", "normalized_adjacency", "parameters", "compute_device"],
+                outputs=["thesis_runs", "thesis_spectra"],
+                name="run_thesis_grid",
+            ),
+            node(
+                summarize_thesis,
+                inputs=["thesis_runs", "params:reproduce_thesis", "params:dataset"],
+                outputs=["thesis_comparison", "thesis_comparison_markdown"],
+                name="summarize_thesis",
+            ),
+            node(plot_popularity_share, inputs="interactions", outputs="popularity_share_plot", name="plot_popularity_share"),
+            node(plot_spectra, inputs="thesis_spectra", outputs="spectra_plot", name="plot_spectra"),
+            node(
+                plot_exposure_size,
+                inputs=["thesis_runs", "params:reproduce_thesis"],
+                outputs="exposure_size_plot",
+                name="plot_exposure_size",
+            ),
+            node(
+                plot_eigen_grid,
+                inputs=["thesis_runs", "params:reproduce_thesis"],
+                outputs="eigen_grid_plot",
+                name="plot_eigen_grid",
+            ),
+        ]
+    )

@@ -1,0 +1,174 @@
+"""reproduce_thesis nodes: candidates, selection on validation only, the summary."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from debias_pipeline.models.base import Recommender, TrainData, ValidationSet
+from debias_pipeline.pipelines.reproduce_thesis import nodes
+from debias_pipeline.pipelines.reproduce_thesis.nodes import (
+    ThesisRow,
+    candidate_blocks,
+    run_thesis_grid,
+    summarize_thesis,
+    thesis_config,
+)
+
+PARAMETERS = {"dual": {"model": {"name": "dual", "lr": 0.04, "exposure": {"embedding_dim": 200, "num_layers": 0}}}}
+
+
+def test_candidates_apply_set_then_every_select_combination() -> None:
+    row = ThesisRow(
+        label="r",
+        table="5.2",
+        base="dual",
+        set={"preference.num_layers": 2},
+        select={"exposure.num_layers": [0, 1], "lr": [0.01, 0.04, 0.1]},
+    )
+    candidates = candidate_blocks(row, PARAMETERS)
+    assert len(candidates) == 6  # 2 x 3
+    choice, block = candidates[1]
+    assert choice == {"exposure.num_layers": 0, "lr": 0.04}
+    assert block["preference"] == {"num_layers": 2}
+    assert block["exposure"] == {"embedding_dim": 200, "num_layers": 0}
+    assert PARAMETERS["dual"]["model"]["lr"] == 0.04  # the parameters are not touched
+    assert "preference" not in PARAMETERS["dual"]["model"]
+
+
+def test_a_row_without_its_base_block_is_named() -> None:
+    with pytest.raises(ValueError, match="row 'x': no parameter block 'expomf.model'"):
+        candidate_blocks(ThesisRow(label="x", table="5.2", base="expomf"), PARAMETERS)
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ({"seeds": [0], "reference": "MF", "rows": [{"label": "MF", "table": "5.2", "base": "mf"}]}, "two seeds"),
+        ({"seeds": [0, 1], "reference": "LightGCN", "rows": [{"label": "MF", "table": "5.2", "base": "mf"}]}, "reference"),
+        ({"seeds": [0, 1], "reference": "MF", "rows": [{"label": "MF", "table": "5.2", "bse": "mf"}]}, r"rows\[0\]"),
+    ],
+)
+def test_bad_thesis_block_is_named(block: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        thesis_config(block)
+
+
+# --------------------------------------------------------------------------- grid
+# 6 users x 10 items, half the rows validation: the oracle that is right on validation
+# scores NDCG 1 there, the one right on test scores less (some user has both labels).
+class SplitOracle(Recommender):
+    """Scores a pair +label on one split and -label on the other (``good_on``)."""
+
+    name = "oracle"
+    Config = dict
+
+    def __init__(self, good_on: str, labels: dict[tuple[int, int], tuple[str, int]], seed: int) -> None:
+        super().__init__({"good_on": good_on}, seed=seed)
+        self.good_on, self.labels = good_on, labels
+
+    def fit(self, data: TrainData, validation: ValidationSet | None = None) -> Self:
+        self.best_epoch = 1
+        return self
+
+    def score(self, users: np.ndarray | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        out = []
+        for u, i in zip(users, items, strict=True):
+            split, label = self.labels[(int(u), int(i))]
+            out.append(label if split == self.good_on else -label)
+        return np.array(out, dtype=float)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any], data: TrainData) -> Self:
+        return self
+
+
+def test_selection_uses_validation_never_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    users = np.repeat(np.arange(6), 10)
+    items = np.tile(np.arange(10), 6)
+    labels = ((users + items) % 2).astype(np.int8)  # two positives per user
+    interactions = pd.DataFrame(
+        {"user": users, "item": items, "rating": np.where(labels == 1, 5, 1), "source": "unbiased", "label": labels}
+    )
+    built: list[str] = []
+
+    def fake_build(block: dict[str, Any], where: str, *, seed: int, device: torch.device) -> Recommender:
+        split = nodes.split_unbiased_ratings(interactions, {"validation_fraction": 0.5}, seed)
+        lookup = {(r.user, r.item): (r.split, r.label) for r in split.itertuples()}
+        built.append(block["good_on"])
+        return SplitOracle(block["good_on"], lookup, seed)
+
+    monkeypatch.setattr(nodes, "build_model", fake_build)
+    parameters = {
+        "oracle": {"model": {"name": "oracle", "good_on": "test"}},
+        "split": {"validation_fraction": 0.5},
+        "evaluation": {"k": 5},
+        "reproduce_thesis": {
+            "seeds": [0, 1],
+            "reference": "tuned",
+            "rows": [{"label": "tuned", "table": "5.2", "base": "oracle", "select": {"good_on": ["test", "validation"]}}],
+        },
+    }
+    runs, spectra = run_thesis_grid(interactions, sp.csr_matrix((6, 10)), None, parameters, torch.device("cpu"))
+    assert built == ["test", "validation"] * 2  # every candidate, every seed
+    selected = runs[runs["selected"]]
+    assert [json.loads(c)["good_on"] for c in selected["choice"]] == ["validation", "validation"]
+    # The rejected candidate had the better test metrics: selection did not look at them.
+    rejected = runs[~runs["selected"]]
+    assert (rejected["test_ndcg"].to_numpy() > selected["test_ndcg"].to_numpy()).all()
+    assert spectra == {}
+
+
+# --------------------------------------------------------------------------- summary
+def test_summary_by_hand() -> None:
+    # Reference MF recall over seeds 0..2: 0.5, 0.6, 0.7; the row: 0.6, 0.6, 0.9.
+    # Differences 0.1, 0.0, 0.2: mean 0.1, sd 0.1, t = 0.1 / (0.1 / √3) = √3 = 1.7321;
+    # two-sided p with 2 degrees of freedom = 1 - t / √(t² + 2) = 1 - √3/√5 = 0.22540.
+    # Row mean 0.7, sd = √(((-0.1)² + (-0.1)² + 0.2²) / 2) = √0.03 = 0.17321;
+    # change vs MF = 0.7 / 0.6 - 1 = +16.67 %.
+    runs = pd.DataFrame(
+        {
+            "row": ["MF"] * 3 + ["dual"] * 3,
+            "table": ["5.2"] * 6,
+            "seed": [0, 1, 2] * 2,
+            "choice": ["{}"] * 6,
+            "validation_ndcg": [0.0] * 6,
+            "validation_recall": [0.0] * 6,
+            "test_recall": [0.5, 0.6, 0.7, 0.6, 0.6, 0.9],
+            "test_ndcg": [0.4, 0.4, 0.4, 0.4, 0.4, 0.4],
+            "best_epoch": [1] * 6,
+            "seconds": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            "selected": [True] * 6,
+        }
+    )
+    block = {
+        "seeds": [0, 1, 2],
+        "reference": "MF",
+        "rows": [
+            {"label": "MF", "table": "5.2", "base": "mf", "study": {"coat": [0.5563, 0.5214]}},
+            {"label": "dual", "table": "5.2", "base": "dual"},
+        ],
+    }
+    table, markdown = summarize_thesis(runs, block, "coat")
+    dual = table.set_index("row").loc["dual"]
+    assert dual["recall_mean"] == pytest.approx(0.7)
+    assert dual["recall_std"] == pytest.approx(0.0300**0.5)
+    assert dual["recall_change_vs_reference"] == pytest.approx(0.7 / 0.6 - 1)
+    assert dual["recall_p_vs_reference"] == pytest.approx(1 - (3 / 5) ** 0.5, abs=1e-9)
+    assert np.isnan(dual["ndcg_p_vs_reference"])  # identical NDCG: no test
+    assert dual["seconds"] == pytest.approx(15.0)
+    mf = table.set_index("row").loc["MF"]
+    assert mf["study_recall_at_5"] == 0.5563 and np.isnan(dual["study_recall_at_5"])
+    assert "| 5.2 | dual | 0.7000 ± 0.1732 |" in markdown
+    assert "+16.7%" in markdown and "0.225" in markdown
