@@ -98,10 +98,11 @@ def build_config(cls: type[T], params: Mapping[str, Any] | None, where: str) -> 
     try:
         return cls(**values)
     except ValueError as error:
-        # Range checks word their message "<field> must ...": name the dotted parameter.
+        # Range checks word their message "<field> must ..." (or "<field>.<sub> ..."):
+        # name the dotted parameter.
         message = str(error)
         field_name = message.split(" ", 1)[0]
-        if field_name in fields:
+        if field_name.split(".")[0] in fields:
             raise ValueError(f"parameter '{where}.{field_name}': {message}") from None
         raise ValueError(f"in parameters '{where}': {message}") from None
 

@@ -174,8 +174,14 @@ def test_data_processing_on_triples() -> None:
 def test_registered_pipelines() -> None:
     pipelines = register_pipelines()
     expected_models = set(MODEL_NAMESPACES)
-    assert expected_models == {"mf", "lightgcn", "dual"}
-    assert set(pipelines) == {"__default__", "data_processing", *(f"train_{m}" for m in expected_models)}
+    assert {"mf", "lightgcn", "dual"} <= expected_models
+    assert set(pipelines) == {
+        "__default__",
+        "data_processing",
+        "train_baselines",
+        "reproduce_thesis",
+        *(f"train_{m}" for m in expected_models),
+    }
 
     assert {n.name for n in pipelines["data_processing"].nodes} == DATA_NODES
     for model in expected_models:
@@ -184,6 +190,11 @@ def test_registered_pipelines() -> None:
     default = {n.name for n in pipelines["__default__"].nodes}
     model_nodes = {f"{m}.{n}" for m in expected_models for n in MODEL_NODES}
     assert default == DATA_NODES | {"resolve_compute_device"} | model_nodes
+    baselines = {n.name for n in pipelines["train_baselines"].nodes}
+    baseline_nodes = {f"{m}.{n}" for m in expected_models - {"dual"} for n in MODEL_NODES}
+    assert baselines == DATA_NODES | {"resolve_compute_device"} | baseline_nodes
+    thesis = {n.name for n in pipelines["reproduce_thesis"].nodes}
+    assert DATA_NODES | {"resolve_compute_device", "run_thesis_grid", "summarize_thesis"} <= thesis
 
 
 @pytest.mark.parametrize("model", MODEL_NAMESPACES)

@@ -2,22 +2,82 @@
 
 from __future__ import annotations
 
+import math
+import typing
 from dataclasses import dataclass, field
+from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
+from debias_pipeline.config import require
 from debias_pipeline.models.base import FullBatchRecommender, TowerConfig, TrainData, TrainingConfig, sparse_to_torch
 from debias_pipeline.models.losses import dual_bce_all_pairs, l2_penalty
+from debias_pipeline.models.spectra import column_spectrum, required_dimensions, spectral_penalty
 from debias_pipeline.models.towers import EmbeddingTower
+
+EigenForm = Literal["none", "f1", "f2", "power"]
+Embeddings = tuple[torch.Tensor, torch.Tensor]  # users (n_users, d), items (n_items, d)
+
+
+@dataclass(frozen=True)
+class EigenConfig:
+    """The *eigen* penalty (PROTOCOL.md §4): loss += λ_r f(e^P) + λ_o f(e^O).
+
+    e is the sorted column spectrum ``e_j = ||U[:, j]|| · ||V[:, j]||`` of a tower's
+    final embeddings (see ``models.spectra``). The study used λ_r >= 0, λ_o <= 0 with
+    |λ| in [1e-8, 1e-4]; its best run used f2 on the exposure tower with k = 6.
+
+    Attributes:
+        form: f: ``none`` (no penalty, the plain dual loss), ``f1`` (mean of the top k
+            e_j), ``f2`` (top k minus the next k) or ``power`` (the top singular value
+            by one power-iteration step from the all-ones vector; ignores k).
+        k: the k of f1 and f2, 1..30; the penalized towers need embedding_dim >= k
+            (f1) or >= 2k (f2).
+        lambda_preference: λ_r, the weight on the preference tower (either sign).
+        lambda_exposure: λ_o, the weight on the exposure tower (either sign).
+    """
+
+    form: EigenForm = "none"
+    k: int = 6
+    lambda_preference: float = 0.0
+    lambda_exposure: float = 0.0
+
+    def __post_init__(self) -> None:
+        forms = typing.get_args(EigenForm)
+        require(self.form in forms, f"form must be one of {list(forms)}, got {self.form!r}")
+        require(1 <= self.k <= 30, f"k must be in 1..30, got {self.k}")
+        for name in ("lambda_preference", "lambda_exposure"):
+            weight = getattr(self, name)
+            require(math.isfinite(weight), f"{name} must be finite, got {weight}")
+            # A weight with no penalty to scale would be silently ignored: refuse it.
+            require(
+                self.form != "none" or weight == 0,
+                f"{name} must be 0 when form is 'none' (pick f1, f2 or power to use it), got {weight}",
+            )
 
 
 @dataclass(frozen=True)
 class DualConfig(TrainingConfig):
-    """Dual-model hyperparameters: one tower config for each of P and O."""
+    """Dual-model hyperparameters: one tower config for each of P and O, and the
+    optional *eigen* penalty on their spectra."""
 
     preference: TowerConfig = field(default_factory=TowerConfig)
     exposure: TowerConfig = field(default_factory=TowerConfig)
+    eigen: EigenConfig = field(default_factory=EigenConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        eigen = self.eigen
+        needed = required_dimensions(eigen.form, eigen.k)
+        for name, weight in (("preference", eigen.lambda_preference), ("exposure", eigen.lambda_exposure)):
+            embedding_dim = getattr(self, name).embedding_dim
+            require(
+                weight == 0 or embedding_dim >= needed,
+                f"eigen.k = {eigen.k} with form {eigen.form!r} needs {name}.embedding_dim >= {needed}, "
+                f"got {embedding_dim}",
+            )
 
 
 class DualTowers(nn.Module):
@@ -35,8 +95,9 @@ class DualModel(FullBatchRecommender):
     ``ξ̂_ui = σ(r̂_ui) · σ(ô_ui)``, with r̂ from the preference tower and ô from the
     exposure tower, each MF (``num_layers = 0``) or LightGCN with its own embedding
     size and layer count. Loss: mean BCE(ξ̂, Y) over all pairs + ``weight_decay`` ·
-    Σ ||E^(0)||² of both towers; one Adam optimizer updates both. Ranking and
-    evaluation use the preference r̂ alone.
+    Σ ||E^(0)||² of both towers (+ the *eigen* penalty of ``config.eigen``, see
+    ``eigen_penalty``); one Adam optimizer updates both. Ranking and evaluation use
+    the preference r̂ alone.
     """
 
     name = "dual"
@@ -68,4 +129,44 @@ class DualModel(FullBatchRecommender):
         preference = pref_users @ pref_items.T  # (n_users, n_items)
         exposure = expo_users @ expo_items.T  # (n_users, n_items)
         penalty = l2_penalty([*self.module.preference.base_embeddings(), *self.module.exposure.base_embeddings()])
-        return dual_bce_all_pairs(preference, exposure, targets) + self.config.weight_decay * penalty
+        loss = dual_bce_all_pairs(preference, exposure, targets) + self.config.weight_decay * penalty
+        if self.config.eigen.form == "none":
+            return loss
+        return loss + self.eigen_penalty((pref_users, pref_items), (expo_users, expo_items))
+
+    def eigen_penalty(self, preference: Embeddings, exposure: Embeddings) -> torch.Tensor:
+        """λ_r f(e^P) + λ_o f(e^O), the *eigen* term of ``config.eigen``.
+
+        The spectra are taken on the final tower embeddings (after LightGCN
+        propagation), not on E^(0): the final ones are those whose inner products are
+        r̂ and ô, so their spectrum is the spectrum of the score matrix the penalty is
+        about; for an MF tower the two coincide. (The L2 term stays on E^(0).) A tower
+        whose λ is 0 is skipped, so its size need not suit k.
+
+        Args:
+            preference: final preference user (n_users, d_P) and item (n_items, d_P) embeddings.
+            exposure: final exposure user (n_users, d_O) and item (n_items, d_O) embeddings.
+
+        Returns:
+            A scalar tensor (0 when both λ are 0).
+        """
+        eigen = self.config.eigen
+        total = torch.zeros((), device=preference[0].device)
+        for weight, (users, items) in ((eigen.lambda_preference, preference), (eigen.lambda_exposure, exposure)):
+            if weight != 0:
+                total = total + weight * spectral_penalty(eigen.form, users, items, eigen.k)
+        return total
+
+    @torch.no_grad()
+    def spectra(self) -> dict[str, np.ndarray]:
+        """The sorted column spectra e_j of the fitted towers' final embeddings.
+
+        Returns:
+            ``{"preference": (d_P,), "exposure": (d_O,)}``, each descending.
+        """
+        self._require_fitted()
+        self.module.eval()
+        return {
+            name: column_spectrum(*tower()).cpu().numpy()
+            for name, tower in (("preference", self.module.preference), ("exposure", self.module.exposure))
+        }
