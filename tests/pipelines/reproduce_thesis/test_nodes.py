@@ -74,6 +74,8 @@ class SplitOracle(Recommender):
         self.good_on, self.labels = good_on, labels
 
     def fit(self, data: TrainData, validation: ValidationSet | None = None) -> Self:
+        if self.good_on == "diverge":
+            raise FloatingPointError("oracle: training loss is nan at epoch 3")
         self.best_epoch = 1
         return self
 
@@ -117,11 +119,16 @@ def test_selection_uses_validation_never_test(monkeypatch: pytest.MonkeyPatch) -
         "reproduce_thesis": {
             "seeds": [0, 1],
             "reference": "tuned",
-            "rows": [{"label": "tuned", "table": "5.2", "base": "oracle", "select": {"good_on": ["test", "validation"]}}],
+            "rows": [
+                {"label": "tuned", "table": "5.2", "base": "oracle", "select": {"good_on": ["test", "validation", "diverge"]}}
+            ],
         },
     }
     runs, spectra = run_thesis_grid(interactions, sp.csr_matrix((6, 10)), None, parameters, torch.device("cpu"))
-    assert built == ["test", "validation"] * 2  # every candidate, every seed
+    assert built == ["test", "validation", "diverge"] * 2  # every candidate, every seed
+    diverged = runs[runs["diverged"]]
+    assert len(diverged) == 2 and diverged["validation_ndcg"].isna().all() and not diverged["selected"].any()
+    runs = runs[~runs["diverged"]]
     selected = runs[runs["selected"]]
     assert [json.loads(c)["good_on"] for c in selected["choice"]] == ["validation", "validation"]
     # The rejected candidate had the better test metrics: selection did not look at them.

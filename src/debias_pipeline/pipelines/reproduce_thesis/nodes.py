@@ -125,6 +125,14 @@ def candidate_blocks(row: ThesisRow, parameters: Mapping[str, Any]) -> list[tupl
     return candidates
 
 
+_METRIC_NAMES = ("validation_recall", "validation_ndcg", "test_recall", "test_ndcg")
+
+
+def _selection_score(record: dict[str, Any]) -> float:
+    value = record["validation_ndcg"]
+    return -math.inf if value != value else value
+
+
 def _split_metrics(model: Any, split: pd.DataFrame, k: int) -> dict[str, float]:
     result = {}
     for name in ("validation", "test"):
@@ -169,7 +177,9 @@ def run_thesis_grid(
     config = thesis_config(parameters["reproduce_thesis"])
     k = evaluation_config(parameters.get("evaluation")).k
     data = TrainData(train_matrix, normalized_adjacency)
-    cache: dict[tuple[str, int], tuple[dict[str, Any], Any]] = {}
+    # (model block, seed) -> (metrics, e_j spectra of a dual model, else None); rows that
+    # share a configuration (a tuned row's candidate and a fixed row) train it once.
+    cache: dict[tuple[str, int], tuple[dict[str, Any], dict[str, np.ndarray] | None]] = {}
     records: list[dict[str, Any]] = []
     spectra: dict[str, dict[str, np.ndarray]] = {}
     for seed in config.seeds:
@@ -177,20 +187,31 @@ def run_thesis_grid(
         validation = validation_set(split, evaluation_config(parameters.get("evaluation")))
         for row in config.rows:
             row_records = []
-            for choice, block in candidate_blocks(row, parameters):
+            candidates = candidate_blocks(row, parameters)
+            for choice, block in candidates:
                 key = (json.dumps(block, sort_keys=True), seed)
                 if key not in cache:
                     started = time.perf_counter()
                     model = build_model(block, f"reproduce_thesis[{row.label}]", seed=seed, device=compute_device)
-                    model.fit(data, validation=validation)
-                    metrics = _split_metrics(model, split, k)
-                    metrics.update(best_epoch=model.best_epoch, seconds=time.perf_counter() - started)
-                    cache[key] = (metrics, model if row.label in config.spectra_rows else None)
-                metrics, model = cache[key]
+                    model_spectra = None
+                    try:
+                        model.fit(data, validation=validation)
+                        metrics = _split_metrics(model, split, k)
+                        metrics.update(best_epoch=model.best_epoch, diverged=False)
+                        model_spectra = model.spectra() if hasattr(model, "spectra") else None
+                    except FloatingPointError as error:
+                        # A candidate whose loss diverges (e.g. a negative eigen λ stronger
+                        # than the L2 term) is recorded and never selected.
+                        logger.warning("%s seed %d %s: %s", row.label, seed, json.dumps(choice), error)
+                        metrics = {name: float("nan") for name in _METRIC_NAMES}
+                        metrics.update(best_epoch=None, diverged=True)
+                    metrics["seconds"] = time.perf_counter() - started
+                    cache[key] = (metrics, model_spectra)
+                metrics, _ = cache[key]
                 row_records.append(
                     {"row": row.label, "table": row.table, "seed": seed, "choice": json.dumps(choice), **metrics}
                 )
-            best = max(range(len(row_records)), key=lambda i: (row_records[i]["validation_ndcg"], -i))
+            best = max(range(len(row_records)), key=lambda i: (_selection_score(row_records[i]), -i))
             for i, record in enumerate(row_records):
                 record["selected"] = i == best
             selected = row_records[best]
@@ -198,11 +219,11 @@ def run_thesis_grid(
                 "%s seed %d: %s validation NDCG@%d %.4f, test Recall@%d %.4f",
                 row.label, seed, selected["choice"], k, selected["validation_ndcg"], k, selected["test_recall"],
             )
-            _log_nested_run(row, seed, candidate_blocks(row, parameters)[best][1], selected)
-            if row.label in config.spectra_rows and seed == config.seeds[0]:
-                block = candidate_blocks(row, parameters)[best][1]
-                _, model = cache[(json.dumps(block, sort_keys=True), seed)]
-                spectra[row.label] = model.spectra()
+            best_block = candidates[best][1]
+            _log_nested_run(row, seed, best_block, selected)
+            _, best_spectra = cache[(json.dumps(best_block, sort_keys=True), seed)]
+            if row.label in config.spectra_rows and best_spectra is not None and seed == config.seeds[0]:
+                spectra[row.label] = best_spectra
             records.extend(row_records)
     return pd.DataFrame.from_records(records), spectra
 
