@@ -29,3 +29,8 @@ mlflow-ui: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
+
+# Fast paths against the reference paths: one table (see benchmarks/run.py; not part of `make test`).
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)

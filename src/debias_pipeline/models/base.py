@@ -14,7 +14,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from debias_pipeline.config import require
 from debias_pipeline.metrics import ranking_metrics
+from debias_pipeline.models.minibatch import MiniBatchEpochs
 
 
 @dataclass(frozen=True)
@@ -76,10 +77,24 @@ class TrainingConfig:
 
     Attributes:
         lr: Adam learning rate (the study: 0.04).
-        weight_decay: λ of the L2 term λ Σ ||E||² on the base embeddings.
-        epochs: maximum number of full-batch epochs.
+        weight_decay: λ of the L2 term on the base embeddings: λ Σ ||E||² with
+            ``loss: bce``; λ · mean over the batch of ||e_u||² + ||e_i||² + ||e_j||²
+            (the triple's base embeddings) with ``loss: bpr``.
+        epochs: maximum number of epochs (one Adam step each with ``bce``; one pass
+            over the shuffled train positives with ``bpr``).
         patience: evaluations without a better validation NDCG before stopping.
         eval_every: epochs between two validation evaluations.
+        loss: ``bce``, the study's full-batch loss over all |U| x |I| pairs; or ``bpr``,
+            mini-batch training on sampled (user, positive, negative) triples, the
+            LightGCN papers' setting (MF and LightGCN: BPR; the dual model: its click
+            likelihood on the triple's two pairs). Y is never densified with ``bpr``.
+        batch_size: triples per Adam step (``bpr`` only).
+        negative_sampling: how the negative j of a triple is drawn among the items the
+            user has no train positive for (``bpr`` only): ``uniform``; ``popularity``,
+            proportional to the item's number of train positives; ``hard``, uniformly
+            among the user's ``hard_pool_size`` top-scored such items, re-ranked with the
+            current preference scores at the start of every epoch.
+        hard_pool_size: size of each user's pool of hard negatives.
     """
 
     lr: float = 0.04
@@ -87,6 +102,10 @@ class TrainingConfig:
     epochs: int = 300
     patience: int = 20
     eval_every: int = 1
+    loss: Literal["bce", "bpr"] = "bce"
+    batch_size: int = 2048
+    negative_sampling: Literal["uniform", "popularity", "hard"] = "uniform"
+    hard_pool_size: int = 100
 
     def __post_init__(self) -> None:
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")
@@ -94,6 +113,13 @@ class TrainingConfig:
         require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         require(self.patience >= 1, f"patience must be >= 1, got {self.patience}")
         require(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
+        require(self.loss in ("bce", "bpr"), f"loss must be 'bce' or 'bpr', got {self.loss!r}")
+        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        require(
+            self.negative_sampling in ("uniform", "popularity", "hard"),
+            f"negative_sampling must be 'uniform', 'popularity' or 'hard', got {self.negative_sampling!r}",
+        )
+        require(self.hard_pool_size >= 1, f"hard_pool_size must be >= 1, got {self.hard_pool_size}")
 
 
 @dataclass
@@ -171,6 +197,10 @@ class FullBatchRecommender(Recommender):
     def preference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final user (n_users, d) and item (n_items, d) preference embeddings."""
 
+    def batch_loss(self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """Loss of a batch of sampled triples (``loss: bpr``); (batch,) ids on the device."""
+        raise NotImplementedError(f"{self.name} has no mini-batch loss; train it with loss: bce")
+
     def fit(
         self,
         data: TrainData,
@@ -180,40 +210,29 @@ class FullBatchRecommender(Recommender):
         config: TrainingConfig = self.config
         generator = torch.Generator().manual_seed(self.seed)
         self.module = self.build_module(data, generator).to(self.device)
+        if config.loss == "bpr":
+            # Hundreds of steps per epoch: Adam's single fused kernel per parameter pays.
+            optimizer = torch.optim.Adam(self.module.parameters(), lr=config.lr, fused=True)
+            run_epoch = MiniBatchEpochs(self, data, optimizer)
+        else:
+            optimizer = torch.optim.Adam(self.module.parameters(), lr=config.lr)
+            run_epoch = self._full_batch_epochs(data, optimizer)
+        run_with_early_stopping(self, lambda: float(run_epoch()), validation, on_epoch)
+        return self
+
+    def _full_batch_epochs(self, data: TrainData, optimizer: torch.optim.Optimizer) -> Callable[[], torch.Tensor]:
+        """One Adam step on the loss over all pairs per call (``loss: bce``)."""
         targets = torch.as_tensor(data.interactions.toarray(), dtype=torch.float32, device=self.device)
-        optimizer = torch.optim.Adam(self.module.parameters(), lr=config.lr)
-        self.history = []
-        best_ndcg, best_state, since_best = -math.inf, None, 0
-        bar = tqdm(range(1, config.epochs + 1), desc=self.name, disable=None, leave=False)
-        for epoch in bar:
+
+        def run_epoch() -> torch.Tensor:
             self.module.train()
             optimizer.zero_grad(set_to_none=True)
             loss = self.loss(targets)
             loss.backward()
             optimizer.step()
-            record = EpochRecord(epoch=epoch, train_loss=float(loss.detach()))
-            if not math.isfinite(record.train_loss):
-                raise FloatingPointError(f"{self.name}: training loss is {record.train_loss} at epoch {epoch}")
-            if validation is not None and epoch % config.eval_every == 0:
-                self._cache_embeddings()
-                record.validation_ndcg = validation.ndcg(self)
-                if record.validation_ndcg > best_ndcg:
-                    best_ndcg, since_best, self.best_epoch = record.validation_ndcg, 0, epoch
-                    best_state = copy.deepcopy(self.module.state_dict())
-                else:
-                    since_best += 1
-                bar.set_postfix(loss=f"{record.train_loss:.4f}", ndcg=f"{record.validation_ndcg:.4f}")
-            self.history.append(record)
-            if on_epoch is not None:
-                on_epoch(record)
-            if validation is not None and since_best >= config.patience:
-                break
-        if best_state is not None:
-            self.module.load_state_dict(best_state)
-        else:
-            self.best_epoch = self.history[-1].epoch
-        self._cache_embeddings()
-        return self
+            return loss.detach()
+
+        return run_epoch
 
     @torch.no_grad()
     def _cache_embeddings(self) -> None:
@@ -285,3 +304,47 @@ def sparse_to_torch(matrix: sp.spmatrix, device: torch.device) -> torch.Tensor:
         size=csr.shape,
     ).to(device)
 
+
+
+def run_with_early_stopping(
+    model: Any,
+    run_epoch: Callable[[], float],
+    validation: ValidationSet | None,
+    on_epoch: Callable[[EpochRecord], None] | None,
+) -> None:
+    """The epoch loop every iterative model shares.
+
+    ``run_epoch`` trains one epoch (an Adam step, a mini-batch pass, an ALS or EM
+    sweep) and returns its training loss. Validation NDCG@k is evaluated every
+    ``eval_every`` epochs; after ``patience`` evaluations without improvement the loop
+    stops, and the best evaluation's weights are restored. ``model`` has ``module``,
+    ``config`` (``epochs``, ``patience``, ``eval_every``), ``history``, ``best_epoch``
+    and ``_cache_embeddings()``.
+    """
+    config = model.config
+    model.history = []
+    best_ndcg, best_state, since_best = -math.inf, None, 0
+    bar = tqdm(range(1, config.epochs + 1), desc=model.name, disable=None, leave=False)
+    for epoch in bar:
+        record = EpochRecord(epoch=epoch, train_loss=run_epoch())
+        if not math.isfinite(record.train_loss):
+            raise FloatingPointError(f"{model.name}: training loss is {record.train_loss} at epoch {epoch}")
+        if validation is not None and epoch % config.eval_every == 0:
+            model._cache_embeddings()
+            record.validation_ndcg = validation.ndcg(model)
+            if record.validation_ndcg > best_ndcg:
+                best_ndcg, since_best, model.best_epoch = record.validation_ndcg, 0, epoch
+                best_state = copy.deepcopy(model.module.state_dict())
+            else:
+                since_best += 1
+            bar.set_postfix(loss=f"{record.train_loss:.4f}", ndcg=f"{record.validation_ndcg:.4f}")
+        model.history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        if validation is not None and since_best >= config.patience:
+            break
+    if best_state is not None:
+        model.module.load_state_dict(best_state)
+    else:
+        model.best_epoch = model.history[-1].epoch
+    model._cache_embeddings()

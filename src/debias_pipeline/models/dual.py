@@ -14,6 +14,7 @@ from torch import nn
 from debias_pipeline.config import require
 from debias_pipeline.models.base import FullBatchRecommender, TowerConfig, TrainData, TrainingConfig, sparse_to_torch
 from debias_pipeline.models.losses import dual_bce_all_pairs, l2_penalty
+from debias_pipeline.models.minibatch import dual_batch_loss
 from debias_pipeline.models.spectra import column_spectrum, required_dimensions, spectral_penalty
 from debias_pipeline.models.towers import EmbeddingTower
 
@@ -122,6 +123,17 @@ class DualModel(FullBatchRecommender):
         """Exposure logits ô, (n_users, n_items)."""
         users, items = self.module.exposure()
         return users @ items.T
+
+    def batch_loss(self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """Click likelihood of a batch of sampled triples (``loss: bpr``): both towers
+        score the same (user, positive, negative) triples."""
+        loss = dual_batch_loss(
+            self.module.preference, self.module.exposure, users, positives, negatives, self.config.weight_decay
+        )
+        if self.config.eigen.form == "none":
+            return loss
+        # The spectrum needs the full tables: one propagation per batch.
+        return loss + self.eigen_penalty(self.module.preference(), self.module.exposure())
 
     def loss(self, targets: torch.Tensor) -> torch.Tensor:
         pref_users, pref_items = self.module.preference()

@@ -1,4 +1,5 @@
-"""Losses over all (user, item) pairs, written so that they can be checked by hand."""
+"""Losses over all (user, item) pairs and over sampled triples, written so that they
+can be checked by hand."""
 
 from __future__ import annotations
 
@@ -6,6 +7,15 @@ from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
+
+# Elements per chunk of the fused dual BCE. On the CPU a chunk's dozen temporaries
+# (1 MB each) stay in the cache while each op is still large enough to be split across
+# threads; on CUDA, large chunks keep the kernel launches few.
+_CPU_CHUNK = 1 << 18
+_CUDA_CHUNK = 1 << 22
+# softplus(x) = x to within float64 rounding beyond 40 (log1p(e^-40) = 4e-18); the
+# default threshold of 20 would be off by 2e-9 there.
+_SOFTPLUS_THRESHOLD = 40.0
 
 
 def bce_all_pairs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -18,22 +28,153 @@ def bce_all_pairs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, targets)
 
 
+def _softplus(x: torch.Tensor) -> torch.Tensor:
+    return F.softplus(x, threshold=_SOFTPLUS_THRESHOLD)
+
+
+def _dual_bce_terms(
+    preference: torch.Tensor, exposure: torch.Tensor, targets: torch.Tensor, grad_scale: float | None
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Summed loss of one chunk and, unless ``grad_scale`` is None, ``grad_scale`` times
+    its derivatives with respect to r̂ and ô (same shape as the chunk).
+
+    With p = σ(r̂), q = σ(ô) and z = softplus(ô) − r̂:
+    - a click costs ``-log(pq) = softplus(-r̂) + softplus(-ô)``, derivatives −σ(−r̂), −σ(−ô);
+    - a non-click costs ``-log(1 − pq) = softplus(r̂) − softplus(−z)``, because
+      ``1 − pq = σ(−r̂) / σ(z)``; derivatives ``p·q·σ(z)`` and ``q·σ(−z)``.
+    Every term is a softplus or a sigmoid: no cancellation of probabilities near 1,
+    finite for any logits.
+    """
+    r, o, y = preference, exposure, targets
+    softplus_r = _softplus(r)
+    softplus_o = _softplus(o)
+    z = softplus_o - r
+    minus_z = -z
+    click = (softplus_r + softplus_o).sub_(r).sub_(o)
+    no_click = softplus_r.sub_(_softplus(minus_z))
+    loss = torch.lerp(no_click, click, y).sum()
+    if grad_scale is None:
+        return loss, None, None
+    sigmoid_o = torch.sigmoid(o)
+    grad_r = torch.sigmoid(r).mul_(sigmoid_o).mul_(torch.sigmoid(z))
+    grad_r = torch.lerp(grad_r, torch.sigmoid(-r).neg_(), y).mul_(grad_scale)
+    grad_o = sigmoid_o.mul_(torch.sigmoid(minus_z))
+    grad_o = torch.lerp(grad_o, torch.sigmoid(-o).neg_(), y).mul_(grad_scale)
+    return loss, grad_r, grad_o
+
+
+class _DualBCE(torch.autograd.Function):
+    """Mean dual BCE with its analytic gradient, computed chunk by chunk.
+
+    Besides its inputs and the two gradient tables it returns, nothing of size
+    n_users x n_items is ever held: σ(r̂), σ(ô), ξ̂ and the per-pair losses exist only
+    one chunk at a time. The gradients are computed in the forward pass (one pass over
+    the logits) and scaled in place by the incoming gradient, so the graph supports a
+    single backward pass.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, preference: torch.Tensor, exposure: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        n_pairs = preference.numel()
+        flat_r, flat_o = preference.reshape(-1), exposure.reshape(-1)
+        flat_y = targets.reshape(-1).to(preference.dtype)
+        want_r, want_o = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_scale = 1.0 / max(n_pairs, 1) if (want_r or want_o) else None
+        grad_r = torch.empty_like(flat_r) if grad_scale is not None else None
+        grad_o = torch.empty_like(flat_o) if grad_scale is not None else None
+        chunk = _CUDA_CHUNK if preference.is_cuda else _CPU_CHUNK
+        n_chunks = max(1, -(-n_pairs // chunk))
+        sums = torch.empty(n_chunks, dtype=preference.dtype, device=preference.device)
+        for index in range(n_chunks):
+            part = slice(index * chunk, (index + 1) * chunk)
+            sums[index], part_r, part_o = _dual_bce_terms(flat_r[part], flat_o[part], flat_y[part], grad_scale)
+            if grad_scale is not None:
+                grad_r[part] = part_r
+                grad_o[part] = part_o
+        ctx.gradients = None
+        if grad_scale is not None:
+            ctx.gradients = (
+                grad_r.view(preference.shape) if want_r else None,
+                grad_o.view(exposure.shape) if want_o else None,
+            )
+        return sums.sum() / n_pairs
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        if ctx.gradients is None:
+            raise RuntimeError("dual_bce_all_pairs supports one backward pass per forward pass")
+        grad_r, grad_o = ctx.gradients
+        ctx.gradients = None
+        return (
+            None if grad_r is None else grad_r.mul_(grad_output),
+            None if grad_o is None else grad_o.mul_(grad_output),
+            None,
+        )
+
+
 def dual_bce_all_pairs(preference: torch.Tensor, exposure: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean BCE of ξ̂ = σ(r̂)·σ(ô) against the clicks Y over all pairs.
 
-    ``log ξ̂ = logσ(r̂) + logσ(ô)`` and, since ``1 - σ(r̂)σ(ô) = σ(-r̂) + σ(r̂)σ(-ô)``,
-    ``log(1 - ξ̂) = logaddexp(logσ(-r̂), logσ(r̂) + logσ(-ô))``: exact in log space, no
-    clamp, finite gradients even for confident wrong clicks.
+    ``-log ξ̂ = softplus(-r̂) + softplus(-ô)`` and, since ``1 - σ(r̂)σ(ô) = σ(-r̂)/σ(z)``
+    with ``z = softplus(ô) - r̂``, ``-log(1 - ξ̂) = softplus(r̂) - softplus(-z)``: exact in
+    log space, no clamp, finite gradients even for confident wrong clicks. Computed in
+    chunks with an analytic backward pass, so that neither ξ̂ nor any other
+    (n_users, n_items) intermediate is materialized (see ``_DualBCE``). ``targets``
+    receive no gradient.
 
     Args:
         preference: (n_users, n_items) preference logits r̂.
         exposure: (n_users, n_items) exposure logits ô.
-        targets: (n_users, n_items) Y in {0, 1}.
+        targets: (n_users, n_items) Y in {0, 1} (soft targets in [0, 1] give the same
+            linear mix of the two terms).
     """
-    log_preference = F.logsigmoid(preference)
-    log_click = log_preference + F.logsigmoid(exposure)
-    log_no_click = torch.logaddexp(F.logsigmoid(-preference), log_preference + F.logsigmoid(-exposure))
-    return -(targets * log_click + (1.0 - targets) * log_no_click).mean()
+    if not preference.shape == exposure.shape == targets.shape:
+        raise ValueError(
+            f"preference, exposure and targets must have one shape, got "
+            f"{tuple(preference.shape)}, {tuple(exposure.shape)} and {tuple(targets.shape)}"
+        )
+    return _DualBCE.apply(preference, exposure, targets)
+
+
+def bpr_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """Mean BPR loss ``-log σ(r̂_ui - r̂_uj)`` over sampled triples (Rendle et al., UAI 2009).
+
+    Args:
+        positive: (batch,) scores r̂_ui of the observed items.
+        negative: (batch,) scores r̂_uj of the sampled negatives.
+    """
+    return F.softplus(negative - positive).mean()
+
+
+def dual_triple_loss(
+    preference_positive: torch.Tensor,
+    preference_negative: torch.Tensor,
+    exposure_positive: torch.Tensor,
+    exposure_negative: torch.Tensor,
+) -> torch.Tensor:
+    """The dual model's likelihood on sampled triples (u, i, j): mean over the triples
+    of ``-log ξ̂_ui - log(1 - ξ̂_uj)``, ξ̂ = σ(r̂)·σ(ô).
+
+    It is the full-batch dual BCE with the non-clicks replaced by one sampled negative
+    per click, so σ(r̂)·σ(ô) keeps its meaning of a click probability; a ranking loss on
+    log ξ̂ would not. Computed in log space like ``dual_bce_all_pairs``.
+
+    Args:
+        preference_positive: (batch,) r̂_ui.
+        preference_negative: (batch,) r̂_uj.
+        exposure_positive: (batch,) ô_ui.
+        exposure_negative: (batch,) ô_uj.
+    """
+    preference = torch.cat([preference_positive, preference_negative])
+    exposure = torch.cat([exposure_positive, exposure_negative])
+    targets = torch.cat([torch.ones_like(preference_positive), torch.zeros_like(preference_negative)])
+    # dual_bce_all_pairs averages over 2·batch pairs; the loss is per triple.
+    return 2.0 * dual_bce_all_pairs(preference, exposure, targets)
 
 
 def l2_penalty(tensors: Iterable[torch.Tensor]) -> torch.Tensor:

@@ -12,6 +12,16 @@ import torch
 from torch import nn
 
 
+def sparse_mm(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """``matrix @ dense`` for a sparse CSR ``matrix``, into a fresh tensor.
+
+    ``addmm`` with beta = 0 gives the same numbers as ``torch.sparse.mm`` without first
+    zero-filling and copying the output (a third of the product's time on the CPU).
+    """
+    out = dense.new_empty(matrix.shape[0], dense.shape[1])
+    return torch.addmm(out, matrix, dense, beta=0.0, out=out)
+
+
 class _SymmetricSpMM(torch.autograd.Function):
     """``Â @ X`` for a symmetric sparse Â: the backward pass is ``Â @ grad``.
 
@@ -22,11 +32,11 @@ class _SymmetricSpMM(torch.autograd.Function):
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         ctx.adjacency = adjacency
-        return torch.sparse.mm(adjacency, x)
+        return sparse_mm(adjacency, x)
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
-        return None, torch.sparse.mm(ctx.adjacency, grad)
+        return None, sparse_mm(ctx.adjacency, grad)
 
 
 def propagate(adjacency: torch.Tensor, embeddings: torch.Tensor, num_layers: int) -> torch.Tensor:

@@ -118,8 +118,9 @@ def unbiased_split() -> pd.DataFrame:
 
 def test_metrics_by_hand(unbiased_split: pd.DataFrame) -> None:
     metrics, _, _ = evaluate_model(FixedScores(), unbiased_split, {"k": 2})
-    assert set(metrics) == {"model", "k", "best_epoch", *EXPECTED_K2}
+    assert set(metrics) == {"model", "protocol", "k", "best_epoch", *EXPECTED_K2}
     assert metrics["model"] == "stub"
+    assert metrics["protocol"] == "thesis"
     assert metrics["k"] == 2
     assert metrics["best_epoch"] == 7
     for key, expected in EXPECTED_K2.items():

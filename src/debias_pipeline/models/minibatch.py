@@ -1,0 +1,213 @@
+"""Mini-batch training on sampled (user, positive, negative) triples (``loss: bpr``).
+
+An epoch is one pass over the train positives in a shuffled order, ``batch_size`` of
+them per Adam step, each with one negative drawn by the configured sampler. A LightGCN
+tower propagates the graph for every batch, as in LightGCN (He et al., SIGIR 2020), but
+forms the layer mean only at the batch's rows, with a hand-written backward pass
+(``_BatchPropagation``). Everything stays on the model's device; the epoch's loss is
+read back once, at its end. Y is never densified.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from debias_pipeline.models.losses import bpr_loss, dual_triple_loss, l2_penalty
+from debias_pipeline.models.sampling import build_negative_sampler
+from debias_pipeline.models.towers import EmbeddingTower, sparse_mm
+
+if TYPE_CHECKING:
+    from debias_pipeline.models.base import FullBatchRecommender, TrainData
+
+
+def _rows_and_transpose(adjacency: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Â[rows, :] (len(rows), n) and Â[:, rows] (n, len(rows)) as CSR tensors, for a
+    symmetric CSR Â on the CPU. scipy slices and transposes (O(nnz of the rows), no
+    sort); torch would sort to multiply by a transposed CSR."""
+    crow, col, values = adjacency.crow_indices(), adjacency.col_indices(), adjacency.values()
+    matrix = sp.csr_matrix((values.numpy(), col.numpy(), crow.numpy()), shape=tuple(adjacency.shape), copy=False)
+    selected = matrix[rows]
+    transposed = selected.T.tocsr()  # Â[rows, :]ᵀ = Â[:, rows], Â being symmetric
+    index_dtype = col.numpy().dtype
+    return tuple(
+        torch.sparse_csr_tensor(
+            torch.from_numpy(part.indptr.astype(index_dtype, copy=False)),
+            torch.from_numpy(part.indices.astype(index_dtype, copy=False)),
+            torch.from_numpy(part.data),
+            size=part.shape,
+        )
+        for part in (selected, transposed)
+    )
+
+
+class _BatchPropagation(torch.autograd.Function):
+    """LightGCN's layer mean ``(1/(K+1)) Σ_k Â^k E`` at the rows ``ids`` only.
+
+    Layers 1..K-1 are propagated in full; with ``last`` (Â[ids, :] and Â[:, ids], ids
+    unique) the K-th layer is computed for those rows alone, in the forward and in the
+    backward pass. The backward pass is Horner's scheme, h ← Â h + Sᵀ g, with S the row
+    selection and g the incoming gradient / (K+1): Â is symmetric and the map linear, so
+    nothing of the forward pass is saved but Â.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        nodes: torch.Tensor,
+        adjacency: torch.Tensor,
+        num_layers: int,
+        ids: torch.Tensor,
+        last: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> torch.Tensor:
+        ctx.adjacency, ctx.num_layers, ctx.ids, ctx.last = adjacency, num_layers, ids, last
+        ctx.n_nodes = nodes.shape[0]
+        layer = nodes
+        total = nodes[ids]  # (len(ids), d)
+        for _ in range(num_layers - 1):
+            layer = sparse_mm(adjacency, layer)
+            total += layer[ids]
+        total += sparse_mm(last[0], layer) if last is not None else sparse_mm(adjacency, layer)[ids]
+        return total.div_(num_layers + 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:
+        grad = grad / (ctx.num_layers + 1)  # (len(ids), d)
+        if ctx.last is not None:
+            h = sparse_mm(ctx.last[1], grad)  # Â[:, ids] g
+        else:
+            selected = torch.zeros(ctx.n_nodes, grad.shape[1], dtype=grad.dtype, device=grad.device)
+            h = sparse_mm(ctx.adjacency, selected.index_add_(0, ctx.ids, grad))
+        h.index_add_(0, ctx.ids, grad)  # + Sᵀ g; ids may repeat
+        for _ in range(ctx.num_layers - 1):
+            h = sparse_mm(ctx.adjacency, h).index_add_(0, ctx.ids, grad)
+        return h, None, None, None, None
+
+
+def tower_rows(tower: EmbeddingTower, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tower's final embeddings of the given users (n, d) and items (m, d).
+
+    For LightGCN only the layer mean at those rows is formed (``_BatchPropagation``). On
+    the CPU the rows are made unique and the last layer is restricted to them; on a GPU,
+    where that would need the sizes on the host every batch, the last layer is full.
+    """
+    if tower.num_layers == 0:
+        return tower.user_embedding[users], tower.item_embedding[items]
+    nodes = torch.cat([tower.user_embedding, tower.item_embedding])  # (n_users + n_items, d)
+    ids = torch.cat([users, items + tower.n_users])
+    if tower.adjacency.device.type == "cpu":
+        rows, inverse = torch.unique(ids, return_inverse=True)
+        last = _rows_and_transpose(tower.adjacency, rows.numpy())
+        final = _BatchPropagation.apply(nodes, tower.adjacency, tower.num_layers, rows, last)[inverse]
+    else:
+        final = _BatchPropagation.apply(nodes, tower.adjacency, tower.num_layers, ids, None)
+    return final[: users.numel()], final[users.numel() :]
+
+
+def triple_scores(
+    tower: EmbeddingTower, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scores of a batch of triples under one tower, and the batch's L2 term.
+
+    Args:
+        tower: the embedding tower (MF or LightGCN).
+        users, positives, negatives: (batch,) ids.
+
+    Returns:
+        ``r̂_ui`` (batch,), ``r̂_uj`` (batch,) and the mean over the batch of
+        ``||e_u||² + ||e_i||² + ||e_j||²`` on the base embeddings E^(0).
+    """
+    user_vectors, item_vectors = tower_rows(tower, users, torch.cat([positives, negatives]))
+    positive_vectors, negative_vectors = item_vectors.split(users.numel())
+    positive_scores = (user_vectors * positive_vectors).sum(dim=1)
+    negative_scores = (user_vectors * negative_vectors).sum(dim=1)
+    base_users, base_items = tower.base_embeddings()
+    penalty = l2_penalty([base_users[users], base_items[positives], base_items[negatives]]) / users.numel()
+    return positive_scores, negative_scores, penalty
+
+
+def bpr_batch_loss(
+    tower: EmbeddingTower,
+    users: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    weight_decay: float,
+) -> torch.Tensor:
+    """BPR on the triples + ``weight_decay`` x the batch L2 term (``triple_scores``)."""
+    positive_scores, negative_scores, penalty = triple_scores(tower, users, positives, negatives)
+    return bpr_loss(positive_scores, negative_scores) + weight_decay * penalty
+
+
+def dual_batch_loss(
+    preference: EmbeddingTower,
+    exposure: EmbeddingTower,
+    users: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    weight_decay: float,
+) -> torch.Tensor:
+    """The dual model on the same triples: ``dual_triple_loss`` of both towers' scores
+    + ``weight_decay`` x the sum of both towers' batch L2 terms."""
+    preference_positive, preference_negative, preference_penalty = triple_scores(
+        preference, users, positives, negatives
+    )
+    exposure_positive, exposure_negative, exposure_penalty = triple_scores(exposure, users, positives, negatives)
+    loss = dual_triple_loss(preference_positive, preference_negative, exposure_positive, exposure_negative)
+    return loss + weight_decay * (preference_penalty + exposure_penalty)
+
+
+class MiniBatchEpochs:
+    """Runs one mini-batch epoch of ``model`` per call and returns its mean batch loss.
+
+    The shuffling and the negatives come from one generator on the model's device,
+    seeded with the model's seed: on the CPU the same seed gives the same numbers.
+
+    Args:
+        model: a gradient model whose ``batch_loss`` scores triples; its module is built.
+        data: the train data (Y as a sparse matrix).
+        optimizer: the optimizer of the model's parameters.
+    """
+
+    def __init__(self, model: FullBatchRecommender, data: TrainData, optimizer: torch.optim.Optimizer) -> None:
+        config = model.config
+        self.model = model
+        self.optimizer = optimizer
+        self.batch_size = config.batch_size
+        self.generator = torch.Generator(device=model.device).manual_seed(model.seed)
+        self.sampler = build_negative_sampler(
+            config.negative_sampling, data.interactions, self.generator, hard_pool_size=config.hard_pool_size
+        )
+        train = self.sampler.train  # canonical CSR of the positives
+        rows = np.repeat(np.arange(train.shape[0], dtype=np.int64), np.diff(train.indptr))
+        self.users = torch.from_numpy(rows).to(model.device)  # (n_positives,)
+        self.items = torch.from_numpy(train.indices.astype(np.int64)).to(model.device)  # (n_positives,)
+
+    @torch.no_grad()
+    def _refresh_sampler(self) -> None:
+        user_emb, item_emb = self.model.preference_embeddings()  # (n_users, d), (n_items, d)
+        self.sampler.refresh(lambda users: user_emb[users] @ item_emb.T)
+
+    def __call__(self, max_batches: int | None = None) -> torch.Tensor:
+        """One epoch; ``max_batches`` stops it early (for timing a part of an epoch)."""
+        model, optimizer = self.model, self.optimizer
+        model.module.train()
+        if self.sampler.needs_scores:
+            self._refresh_sampler()
+        n_positives = self.users.numel()
+        order = torch.randperm(n_positives, generator=self.generator, device=self.users.device)
+        total = torch.zeros((), dtype=torch.float64, device=self.users.device)
+        stop = n_positives if max_batches is None else min(n_positives, max_batches * self.batch_size)
+        for start in range(0, stop, self.batch_size):
+            batch = order[start : start + self.batch_size]
+            users = self.users[batch]
+            negatives = self.sampler.sample(users)
+            optimizer.zero_grad(set_to_none=True)
+            loss = model.batch_loss(users, self.items[batch], negatives)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * batch.numel()
+        return total / stop
