@@ -10,13 +10,23 @@ import torch
 from debias_pipeline.config import build_config
 from debias_pipeline.models.base import Recommender
 from debias_pipeline.models.dual import DualModel
+from debias_pipeline.models.expomf import ExpoMF
 from debias_pipeline.models.lightgcn import LightGCN
 from debias_pipeline.models.mf import MF
+from debias_pipeline.models.ngcf import NGCF
+from debias_pipeline.models.recrec import ReCRec
+from debias_pipeline.models.relmf import RelMF
+from debias_pipeline.models.wmf import WMF
 
 MODELS: dict[str, type[Recommender]] = {
     "mf": MF,
     "lightgcn": LightGCN,
     "dual": DualModel,
+    "ngcf": NGCF,
+    "wmf": WMF,
+    "expomf": ExpoMF,
+    "relmf": RelMF,
+    "recrec": ReCRec,
 }
 
 

@@ -27,6 +27,11 @@ SMALL_BLOCKS = {
         "lr": 0.05,
         "patience": 50,
     },
+    "ngcf": {"name": "ngcf", "embedding_dim": 4, "num_layers": 2, "epochs": 12, "lr": 0.05, "patience": 50},
+    "wmf": {"name": "wmf", "embedding_dim": 4, "epochs": 12, "patience": 50},
+    "expomf": {"name": "expomf", "embedding_dim": 4, "epochs": 12, "patience": 50},
+    "relmf": {"name": "relmf", "embedding_dim": 4, "epochs": 12, "lr": 0.05, "patience": 50},
+    "recrec": {"name": "recrec", "embedding_dim": 4, "epochs": 12, "lr": 0.05, "patience": 50},
 }
 
 
@@ -175,8 +180,8 @@ def test_train_model_leaves_its_inputs_alone(train_matrix, unbiased_split) -> No
 def test_train_model_names_the_bad_parameter(train_matrix, unbiased_split) -> None:
     with pytest.raises(ValueError, match=r"mf\.model\.embeding_dim"):
         run(train_matrix, unbiased_split, {**SMALL_BLOCKS["mf"], "embeding_dim": 4}, where="mf.model")
-    with pytest.raises(ValueError, match=r"valid models: dual, lightgcn, mf"):
-        run(train_matrix, unbiased_split, {**SMALL_BLOCKS["mf"], "name": "wmf"})
+    with pytest.raises(ValueError, match=r"unknown model 'mf_typo'; valid models: dual, expomf, lightgcn, mf"):
+        run(train_matrix, unbiased_split, {**SMALL_BLOCKS["mf"], "name": "mf_typo"})
     with pytest.raises(ValueError, match=r"evaluation.*k must be >= 1"):
         run(train_matrix, unbiased_split, SMALL_BLOCKS["mf"], evaluation={"k": 0})
 
