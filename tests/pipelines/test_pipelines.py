@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
-import yaml
+from omegaconf import OmegaConf
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
@@ -54,6 +54,12 @@ SMALL_MODELS: dict[str, dict[str, Any]] = {
         "lr": 0.05,
         "patience": 10,
     },
+    "ngcf": {"name": "ngcf", "embedding_dim": 8, "num_layers": 2, "epochs": 30, "lr": 0.05, "patience": 10},
+    "wmf": {"name": "wmf", "embedding_dim": 8, "epochs": 10, "patience": 5},
+    "expomf": {"name": "expomf", "embedding_dim": 8, "epochs": 10, "patience": 5},
+    "relmf": {"name": "relmf", "embedding_dim": 8, "epochs": 30, "lr": 0.05, "patience": 10},
+    "recrec_f": {"name": "recrec", "variant": "F", "embedding_dim": 8, "epochs": 30, "lr": 0.05, "patience": 10},
+    "recrec_i": {"name": "recrec", "variant": "I", "embedding_dim": 8, "epochs": 30, "lr": 0.05, "patience": 10},
 }
 
 
@@ -180,6 +186,7 @@ def test_registered_pipelines() -> None:
         "data_processing",
         "train_baselines",
         "reproduce_thesis",
+        "study_hypotheses",
         *(f"train_{m}" for m in expected_models),
     }
 
@@ -220,7 +227,9 @@ def test_model_pipelines_share_the_data_and_own_their_block(model: str) -> None:
 
 @pytest.mark.parametrize("model", MODEL_NAMESPACES)
 def test_configured_model_blocks_build(model: str) -> None:
-    parameters = yaml.safe_load((CONF / "parameters_training.yml").read_text())
+    parameters: dict[str, Any] = {}
+    for path in sorted(CONF.glob("parameters*.yml")):
+        parameters.update(OmegaConf.to_container(OmegaConf.load(path)))
     block = parameters[model]["model"]
     assert block["name"] in MODELS
     built = build_model(block, f"{model}.model", seed=0, device=torch.device("cpu"))

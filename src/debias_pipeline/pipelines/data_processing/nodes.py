@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from debias_pipeline.config import build_config, require
 from debias_pipeline.datasets.raw_ratings import DATASETS, SOURCES, RawRatings
-from debias_pipeline.simulation import SyntheticConfig, generate_synthetic
+from debias_pipeline.simulation import GroundTruth, SyntheticConfig, generate_synthetic
 
 RATING_MIN, RATING_MAX = 1, 5
 
@@ -91,7 +91,7 @@ def _contiguous_ids(raw: RawRatings) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def ingest_ratings(
     raw: RawRatings, dataset: str, synthetic: dict[str, Any], seed: int
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
+) -> tuple[pd.DataFrame, pd.DataFrame, GroundTruth | dict[str, np.ndarray]]:
     """Validate the raw files (or run the simulator) into one tidy ratings table.
 
     Args:
@@ -102,9 +102,11 @@ def ingest_ratings(
 
     Returns:
         ``ratings`` (user, item, rating, source = biased | unbiased) with 0-based
-        contiguous ids; ``id_maps`` (entity, index, original_id); ``ground_truth``
-        with the true ``preference`` and ``exposure`` probability matrices
-        (synthetic only; (0, 0) arrays for real data, whose truth nobody knows).
+        contiguous ids; ``id_maps`` (entity, index, original_id); ``ground_truth``:
+        for synthetic data the simulator's ``GroundTruth`` (factors of the true
+        preference and exposure logits; ``truth["preference"]`` is the dense matrix
+        when small), for real data (0, 0) ``preference`` and ``exposure`` arrays,
+        since nobody knows their truth.
 
     Raises:
         ValueError: Naming the file and row of a bad rating, a duplicated pair or
@@ -119,7 +121,7 @@ def ingest_ratings(
         )
     if dataset == "synthetic":
         data = generate_synthetic(build_config(SyntheticConfig, synthetic, "synthetic"), seed)
-        n_users, n_items = data.true_preference.shape
+        n_users, n_items = data.truth.n_users, data.truth.n_items
         id_maps = pd.concat(
             [
                 pd.DataFrame({"entity": "user", "index": np.arange(n_users), "original_id": np.arange(n_users)}),
@@ -127,8 +129,7 @@ def ingest_ratings(
             ],
             ignore_index=True,
         )
-        truth = {"preference": data.true_preference, "exposure": data.true_exposure}
-        return data.ratings, id_maps, truth
+        return data.ratings, id_maps, data.truth
 
     for source in SOURCES:
         _check_table(raw.tables[source], raw.files[source])

@@ -1,0 +1,1 @@
+"""The study's hypotheses, measured on simulated worlds whose truth is known."""

@@ -1,0 +1,347 @@
+"""The study_hypotheses nodes: the plan and its checks, gains and paired tests by hand,
+and a whole run of the pipeline on a tiny world with ``SequentialRunner``."""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import matplotlib.figure
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from scipy import stats
+
+from debias_pipeline.pipelines.study_hypotheses import pipeline as study_hypotheses
+from debias_pipeline.pipelines.study_hypotheses.nodes import (
+    paired_p_value,
+    plan_study,
+    simulate_worlds,
+    study_mlflow_metrics,
+    summarize_study,
+)
+from debias_pipeline.pipelines.training import pipeline as training
+from tests.test_end_to_end import latest_run, run_pipeline
+
+CONF = Path(__file__).resolve().parents[3] / "conf" / "base"
+EVALUATION = {"k": 5}
+
+
+def small(**block: Any) -> dict[str, Any]:
+    return {"epochs": 20, "patience": 5, "lr": 0.05, **block}
+
+
+WORLD = {
+    "preset": "coat_like",
+    "n_users": 40,
+    "n_items": 30,
+    "rank": 2,
+    "exposure_rank": 1,
+    "train_ratings_per_user": 5.0,
+    "test_items_per_user": 8,
+}
+MODELS = {
+    "mf": {"name": "mf", **small(embedding_dim=8)},
+    "dual": {"name": "dual", "preference": {"embedding_dim": 8}, "exposure": {"embedding_dim": 4}, **small()},
+}
+SWEEPS = {
+    "exposure_rank": [1, 4],
+    "exposure_layers": [0, 1],
+    "eigen": {"form": "f2", "k": 1, "lambda_preference": 0.0, "lambda_exposure": -1e-4},
+    "bias_strength": [0.0, 1.0],
+}
+SEEDS = [0, 1]
+TRUTH = {"top_n": 3, "max_pairs": 600}
+
+
+def plan(**changes: Any):
+    arguments = {"world": WORLD, "seeds": SEEDS, "truth": TRUTH, "models": MODELS, "sweeps": SWEEPS, **changes}
+    return plan_study(**arguments)
+
+
+# ---- the plan ------------------------------------------------------------------------------------
+
+
+def test_plan_lists_every_fit_of_every_sweep():
+    study = plan()
+    counts = {sweep: len(study.runs_of(sweep)) for sweep in study_hypotheses.PLAIN_SWEEPS + ("spectra",)}
+    # models: 2 blocks; sizes: 2; layers: 2; spectra: mf, dual, dual + eigen; β: 2 x (mf, dual); x 2 seeds
+    assert counts == {"models": 4, "exposure_rank": 4, "exposure_layers": 4, "spectra": 6, "bias_strength": 8}
+    sizes = {run.setting: run.block["exposure"]["embedding_dim"] for run in study.runs_of("exposure_rank")}
+    assert sizes == {"1": 1, "4": 4}
+    layers = {run.setting: run.block["exposure"]["num_layers"] for run in study.runs_of("exposure_layers")}
+    assert layers == {"0": 0, "1": 1}
+    eigen = [run for run in study.runs_of("spectra") if run.setting == "f2"]
+    assert {run.block["eigen"]["lambda_exposure"] for run in eigen} == {-1e-4}
+    assert {run.world for run in study.runs_of("bias_strength")} == {(0.0, 0), (0.0, 1), (1.0, 0), (1.0, 1)}
+    assert study.worlds() == [(0.0, 0), (0.0, 1), (1.0, 0), (1.0, 1)]
+    assert MODELS["dual"]["exposure"] == {"embedding_dim": 4}  # the inputs are not mutated
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"world": {**WORLD, "n_users": "forty"}}, r"study_hypotheses\.world\.n_users"),
+        ({"world": {"preset": "movielens"}}, r"study_hypotheses\.world\.preset"),
+        ({"seeds": [0, 0]}, r"study_hypotheses\.seeds"),
+        ({"seeds": []}, r"study_hypotheses\.seeds"),
+        ({"truth": {"top_n": 0}}, r"study_hypotheses\.truth\.top_n"),
+        ({"models": {"dual": MODELS["dual"]}}, r"study_hypotheses\.models\.mf"),
+        (
+            {"models": {**MODELS, "mf": {**MODELS["mf"], "embedding_dim": 0}}},
+            r"study_hypotheses\.models\.mf\.embedding_dim",
+        ),
+        ({"sweeps": {**SWEEPS, "exposure_rank": [0, 4]}}, r"study_hypotheses\.sweeps"),
+        ({"sweeps": {**SWEEPS, "eigen": {"form": "none"}}}, r"study_hypotheses\.sweeps\.eigen"),
+        # f2 with k = 3 needs an exposure tower of 6 dimensions; the dual block has 4
+        ({"sweeps": {**SWEEPS, "eigen": {**SWEEPS["eigen"], "k": 3}}}, r"study_hypotheses\.sweeps.*embedding_dim >= 6"),
+        ({"sweeps": {**SWEEPS, "bias_strength": [-1.0]}}, r"study_hypotheses\.sweeps"),
+    ],
+)
+def test_plan_refuses_bad_parameters_naming_them(changes, message):
+    with pytest.raises(ValueError, match=message):
+        plan(**changes)
+
+
+def test_the_configured_study_plans():
+    parameters = yaml.safe_load((CONF / "parameters_study_hypotheses.yml").read_text())["study_hypotheses"]
+    study = plan_study(**parameters)
+    assert study.config.preset == "coat_like"
+    assert {run.sweep for run in study.runs} == set(study_hypotheses.PLAIN_SWEEPS) | {"spectra"}
+
+
+def test_simulate_worlds_builds_each_world_once():
+    study = plan()
+    worlds, statistics = simulate_worlds(study, {"threshold": 4}, {"validation_fraction": 0.25}, EVALUATION)
+    assert set(worlds) == set(study.worlds())
+    world = worlds[(1.0, 0)]
+    assert world.train.interactions.shape == (40, 30)
+    assert world.train.adjacency.shape == (70, 70)
+    assert len(world.unbiased_split) == 40 * 8
+    assert world.truth.n_users == 40
+    assert len(statistics) == 4
+    assert (statistics["true_exposure_rank"] == np.where(statistics["bias_strength"] == 0, 1, 2)).all()
+    assert (statistics["target_users"] == 290).all()  # the preset's targets ride along
+    # random exposure: a perfect click model ranks exactly as the true preference does
+    random_exposure = statistics[statistics["bias_strength"] == 0]
+    assert (random_exposure["click_oracle_truth_ndcg_at_5"] == 1.0).all()
+    assert statistics["popularity_truth_ndcg_at_5"].between(0, 1).all()
+
+
+# ---- gains and paired tests by hand ---------------------------------------------------------------
+
+
+def test_paired_p_value_by_hand():
+    # differences 0.1, 0.2, 0.3: mean 0.2, sd 0.1, t = 0.2 / (0.1 / √3) = 2√3, df = 2
+    expected = 2 * stats.t.sf(2 * math.sqrt(3), df=2)
+    assert paired_p_value(np.array([0.1, 0.2, 0.3])) == pytest.approx(expected)
+    assert math.isnan(paired_p_value(np.array([0.1])))
+    assert math.isnan(paired_p_value(np.array([0.2, 0.2])))
+
+
+def runs_table(sweep: str, model: str, setting: str, ndcg: list[float], strength: float = 1.0) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "sweep": sweep,
+            "setting": setting,
+            "value": math.nan,
+            "model": model,
+            "bias_strength": strength,
+            "seed": range(len(ndcg)),
+            "truth_ndcg_at_5": ndcg,
+            "test_ndcg_at_5": [0.5] * len(ndcg),
+            "truth_recall_at_5": ndcg,
+            "test_recall_at_5": [0.5] * len(ndcg),
+            "exposure_auc": math.nan if model == "mf" else 0.7,
+        }
+    )
+
+
+def test_summary_means_and_gains_by_hand():
+    models = pd.concat(
+        [
+            runs_table("models", "mf", "default", [0.2, 0.3, 0.4]),
+            runs_table("models", "dual", "default", [0.3, 0.5, 0.7]),
+        ]
+    )
+    # the exposure-rank sweep has no MF of its own: its gains are against the models sweep's MF
+    exposure_rank = runs_table("exposure_rank", "dual", "4", [0.2, 0.3, 0.4])
+    bias = pd.concat(
+        [
+            runs_table("bias_strength", "mf", "0", [0.4, 0.4, 0.4], 0.0),
+            runs_table("bias_strength", "dual", "0", [0.3, 0.5, 0.4], 0.0),
+        ]
+    )
+    empty = pd.DataFrame(columns=models.columns)
+    summary = summarize_study(models, exposure_rank, empty, empty, bias, EVALUATION)
+
+    def line(sweep: str, model: str, metric: str = "truth_ndcg_at_5") -> pd.Series:
+        rows = summary[(summary["sweep"] == sweep) & (summary["model"] == model) & (summary["metric"] == metric)]
+        assert len(rows) == 1
+        return rows.iloc[0]
+
+    dual = line("models", "dual")
+    assert (dual["mean"], dual["std"], dual["n"]) == (pytest.approx(0.5), pytest.approx(0.2), 3)
+    # differences 0.1, 0.2, 0.3
+    assert dual["gain_mean"] == pytest.approx(0.2) and dual["gain_std"] == pytest.approx(0.1)
+    assert dual["gain_p_value"] == pytest.approx(paired_p_value(np.array([0.1, 0.2, 0.3])))
+    assert line("exposure_rank", "dual")["gain_mean"] == pytest.approx(0.0)
+    # β = 0 pairs with the β = 0 MF: differences -0.1, 0.1, 0
+    bias = line("bias_strength", "dual")
+    assert bias["gain_mean"] == pytest.approx(0.0) and bias["gain_std"] == pytest.approx(0.1)
+    assert math.isnan(line("models", "mf")["gain_mean"])
+    assert math.isnan(line("models", "mf", "exposure_auc")["mean"])
+
+    metrics = study_mlflow_metrics(summary, EVALUATION)
+    assert metrics["models.default.dual.truth_ndcg_at_5"] == {"value": pytest.approx(0.5), "step": 0}
+    assert metrics["models.default.dual.truth_ndcg_at_5_gain"]["value"] == pytest.approx(0.2)
+    assert "models.default.mf.truth_ndcg_at_5_gain" not in metrics
+    assert "models.default.mf.exposure_auc" not in metrics
+    assert metrics["bias_strength.0.dual.exposure_auc"]["value"] == pytest.approx(0.7)
+
+
+# ---- the whole pipeline on a tiny world --------------------------------------------------------------
+
+
+class KeptMemoryDataset(MemoryDataset):
+    """Not released by the runner, so intermediate outputs can be read after the run."""
+
+    def _release(self) -> None:
+        pass
+
+
+FIGURES = ("exposure_rank", "exposure_layers", "spectra", "bias_strength")
+KEPT = (
+    "summary",
+    "world_statistics",
+    "spectra",
+    "report",
+    "mlflow_metrics",
+    *(f"{sweep}_runs" for sweep in ("models", "exposure_rank", "exposure_layers", "spectra", "bias_strength")),
+    *(f"{figure}_plot" for figure in FIGURES),
+)
+
+
+@cache
+def tiny_run() -> DataCatalog:
+    parameters = {
+        "study_hypotheses.world": WORLD,
+        "study_hypotheses.seeds": SEEDS,
+        "study_hypotheses.truth": TRUTH,
+        "study_hypotheses.models": MODELS,
+        "study_hypotheses.sweeps": SWEEPS,
+        "evaluation": EVALUATION,
+        "binarization": {"threshold": 4},
+        "split": {"validation_fraction": 0.25},
+        "device": "cpu",
+    }
+    datasets = {f"params:{name}": MemoryDataset(value) for name, value in parameters.items()}
+    datasets["compute_device"] = MemoryDataset(copy_mode="assign")
+    datasets["study_hypotheses.worlds"] = MemoryDataset(copy_mode="assign")
+    for name in KEPT:
+        datasets[f"study_hypotheses.{name}"] = KeptMemoryDataset()
+    catalog = DataCatalog(datasets)
+    SequentialRunner().run(training.create_device_pipeline() + study_hypotheses.create_pipeline(), catalog)
+    return catalog
+
+
+def test_pipeline_reads_only_its_block_and_the_shared_parameters():
+    assert study_hypotheses.create_pipeline().inputs() == {
+        "compute_device",
+        "params:evaluation",
+        "params:binarization",
+        "params:split",
+        *(f"params:study_hypotheses.{name}" for name in ("world", "seeds", "truth", "models", "sweeps")),
+    }
+
+
+@pytest.mark.parametrize(
+    ("sweep", "rows"),
+    [("models", 4), ("exposure_rank", 4), ("exposure_layers", 4), ("spectra", 6), ("bias_strength", 8)],
+)
+def test_every_fit_is_measured(sweep, rows):
+    runs = tiny_run().load(f"study_hypotheses.{sweep}_runs")
+    assert len(runs) == rows
+    for metric in ("test_recall_at_5", "test_ndcg_at_5", "truth_recall_at_5", "truth_ndcg_at_5", "preference_auc"):
+        assert runs[metric].between(0, 1).all(), metric
+    dual = runs[runs["model"] == "dual"]
+    assert dual["exposure_auc"].between(0, 1).all() and dual["exposure_effective_rank"].ge(1).all()
+    assert runs.loc[runs["model"] == "mf", "exposure_auc"].isna().all()
+    assert (runs["best_epoch"] <= runs["epochs_run"]).all()
+
+
+def test_spectra_table_holds_towers_and_truth():
+    spectra = tiny_run().load("study_hypotheses.spectra")
+    fits = spectra[spectra["model"] != "truth"].groupby(["setting", "model", "tower"])["j"].max().to_dict()
+    assert fits == {
+        ("f2", "dual", "exposure"): 4,
+        ("f2", "dual", "preference"): 8,
+        ("none", "dual", "exposure"): 4,
+        ("none", "dual", "preference"): 8,
+        ("none", "mf", "preference"): 8,
+    }
+    truth = spectra[spectra["model"] == "truth"]
+    # the non-zero singular values: ranks 3 (rank 2 + item bias) and 2 (exposure rank 1 + offset/popularity)
+    assert truth.groupby("tower")["j"].max().to_dict() == {"exposure": 2, "preference": 3}
+    for _, group in spectra.groupby(["setting", "model", "tower", "seed"]):
+        assert (np.diff(group.sort_values("j")["value"].to_numpy()) <= 1e-12).all()  # descending
+
+
+def test_figures_report_and_metrics():
+    catalog = tiny_run()
+    for figure in FIGURES:
+        assert isinstance(catalog.load(f"study_hypotheses.{figure}_plot"), matplotlib.figure.Figure)
+    report = catalog.load("study_hypotheses.report")
+    for heading in ("## The simulated world", "Hypothesis 1", "Hypothesis 2", "Hypothesis 3", "exposure-bias strength"):
+        assert heading in report
+    assert report.count("](data:image/png;base64,") == 4
+    metrics = catalog.load("study_hypotheses.mlflow_metrics")
+    assert "bias_strength.0.dual.truth_ndcg_at_5_gain" in metrics
+    assert all(set(value) == {"value", "step"} for value in metrics.values())
+    summary = catalog.load("study_hypotheses.summary")
+    assert set(summary["sweep"]) == {"models", "exposure_rank", "exposure_layers", "spectra", "bias_strength"}
+
+
+# ---- through KedroSession: the catalog, versioning and MLflow ---------------------------------------
+
+
+@pytest.mark.slow
+def test_kedro_run_saves_versioned_outputs_and_logs_them(project_copy: Path) -> None:
+    tiny = {"epochs": 10, "patience": 3}
+    version = run_pipeline(
+        project_copy,
+        "study_hypotheses",
+        **{
+            "study_hypotheses.world": WORLD,
+            "study_hypotheses.seeds": SEEDS,
+            "study_hypotheses.truth": TRUTH,
+            "study_hypotheses.models.mf": {**MODELS["mf"], **tiny},
+            "study_hypotheses.models.lightgcn": {"embedding_dim": 8, **tiny},
+            "study_hypotheses.models.dual": {**MODELS["dual"], **tiny},
+            "study_hypotheses.sweeps": SWEEPS,
+        },
+    )
+    saved = {
+        path.relative_to(project_copy / "data").parts[:-2]
+        for path in (project_copy / "data").rglob("*")
+        if path.is_file() and version in path.parts
+    }
+    tables = {f"{sweep}_runs.csv" for sweep in ("models", "exposure_rank", "exposure_layers", "spectra", "bias_strength")}
+    assert {("07_model_output", "study_hypotheses", name) for name in tables | {"spectra.csv"}} <= saved
+    reporting = {"report.md", "summary.csv", "world_statistics.csv", *(f"{figure}.png" for figure in FIGURES)}
+    assert {("08_reporting", "study_hypotheses", name) for name in reporting} <= saved
+    report = project_copy / "data/08_reporting/study_hypotheses/report.md" / version / "report.md"
+    assert "Hypothesis 3" in report.read_text()
+
+    run = latest_run(project_copy)
+    assert run.info.status == "FINISHED" and run.info.run_name == "study_hypotheses"
+    assert 0 <= run.data.metrics["study_hypotheses.models.default.dual.truth_ndcg_at_5"] <= 1
+    assert "study_hypotheses.bias_strength.0.dual.truth_ndcg_at_5_gain_p" in run.data.metrics
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "study_hypotheses")}
+    assert {"study_hypotheses/report.md", "study_hypotheses/summary.csv", "study_hypotheses/spectra.png"} <= artifacts
