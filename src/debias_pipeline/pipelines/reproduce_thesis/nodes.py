@@ -175,7 +175,8 @@ def run_thesis_grid(
         e_j spectra of the selected models of ``spectra_rows`` for the first seed.
     """
     config = thesis_config(parameters["reproduce_thesis"])
-    k = evaluation_config(parameters.get("evaluation")).k
+    evaluation = evaluation_config(parameters.get("evaluation"))
+    k = evaluation.k
     data = TrainData(train_matrix, normalized_adjacency)
     # (model block, seed) -> (metrics, e_j spectra of a dual model, else None); rows that
     # share a configuration (a tuned row's candidate and a fixed row) train it once.
@@ -184,7 +185,7 @@ def run_thesis_grid(
     spectra: dict[str, dict[str, np.ndarray]] = {}
     for seed in config.seeds:
         split = split_unbiased_ratings(interactions, parameters.get("split"), seed)
-        validation = validation_set(split, evaluation_config(parameters.get("evaluation")))
+        validation = validation_set(split, evaluation)
         for row in config.rows:
             row_records = []
             candidates = candidate_blocks(row, parameters)
