@@ -2,13 +2,15 @@
 
     python scripts/seed_sweep.py --dataset coat --models mf dual --seeds 0 1 2 3 4
     python scripts/seed_sweep.py --dataset coat --models mf dual --set weight_decay=1e-5
+    python scripts/seed_sweep.py --dataset movielens_100k --models mf lightgcn --params evaluation.protocol=leave_one_out
 
 Each (model, seed) is one ``kedro run --pipelines=train_<model> --params=dataset=..,seed=..``
-in this process, so every run is in MLflow as usual. The seed sets the unbiased split
-and the initialization; runs with the same seed share the split, which is what makes
-the test paired. Prints mean ± std (sample std, ddof=1) of validation and test metrics
-and, for every model after the first, a paired t-test against the first on test NDCG
-and Recall.
+in this process, so every run is in MLflow as usual. The seed sets the split and the
+initialization; runs with the same seed share the split, which is what makes the test
+paired. Prints mean ± std (sample std, ddof=1) of the validation selection metric and
+of the test metrics at every cut-off of the protocol (Recall and NDCG; HR too under
+leave_one_out), the wall time per run and, for every model after the first, a paired
+t-test against the first on each test metric.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +33,18 @@ def parse_overrides(items: list[str]) -> dict[str, object]:
     return OmegaConf.to_container(OmegaConf.from_dotlist(items)) if items else {}
 
 
-def run_once(project: Path, model: str, dataset: str, seed: int, overrides: dict[str, object]) -> dict:
-    block = {key: value for key, value in overrides.items()}
-    params = {"dataset": dataset, "seed": seed, model: {"model": block}} if block else {"dataset": dataset, "seed": seed}
-    with KedroSession.create(project_path=project, runtime_params=params) as session:
+def run_once(
+    project: Path, model: str, dataset: str, seed: int, overrides: dict[str, object], params: dict[str, object]
+) -> dict:
+    runtime = {**params, "dataset": dataset, "seed": seed}
+    if overrides:
+        runtime[model] = {"model": dict(overrides)}
+    started = time.perf_counter()
+    with KedroSession.create(project_path=project, runtime_params=runtime) as session:
         session.run(pipeline_names=[f"train_{model}"])
         version = session.session_id
     path = project / "data/08_reporting" / model / "metrics.json" / version / "metrics.json"
-    return json.loads(path.read_text())
+    return {**json.loads(path.read_text()), "seconds": time.perf_counter() - started}
 
 
 def main() -> None:
@@ -46,6 +53,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["mf", "dual"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--set", nargs="*", default=[], help="model parameter overrides key=value (every model)")
+    parser.add_argument("--params", nargs="*", default=[], help="other parameter overrides key=value (evaluation.protocol=...)")
     parser.add_argument("--output", type=Path, help="write the per-seed results as JSON here")
     args = parser.parse_args()
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
@@ -53,19 +61,22 @@ def main() -> None:
     project = Path.cwd()
     bootstrap_project(project)
     overrides = parse_overrides(args.set)
-    results = {m: [run_once(project, m, args.dataset, s, overrides) for s in args.seeds] for m in args.models}
-    k = results[args.models[0]][0]["k"]
-    keys = [f"validation_ndcg_at_{k}", f"test_recall_at_{k}", f"test_ndcg_at_{k}"]
+    params = parse_overrides(args.params)
+    results = {m: [run_once(project, m, args.dataset, s, overrides, params) for s in args.seeds] for m in args.models}
+    first = results[args.models[0]][0]
+    names = ["recall", "ndcg"] + (["hr"] if first["protocol"] == "leave_one_out" else [])
+    keys = [f"validation_{first['selection_metric']}"] + [f"test_{n}_at_{k}" for k in first["k"] for n in names]
 
-    print(f"\ndataset={args.dataset} seeds={args.seeds} overrides={overrides}")
-    print(f"{'model':<10}" + "".join(f"{key:>26}" for key in keys) + f"{'best epochs':>16}")
+    print(f"\ndataset={args.dataset} protocol={first['protocol']} seeds={args.seeds} overrides={overrides} params={params}")
+    print(f"{'model':<10}" + "".join(f"{key:>26}" for key in keys) + f"{'best epochs':>16}{'s/run':>8}")
     for model, runs in results.items():
         cells = []
         for key in keys:
             values = np.array([r[key] for r in runs])
             cells.append(f"{values.mean():.4f} ± {values.std(ddof=1):.4f}".rjust(26))
         epochs = ",".join(str(r["best_epoch"]) for r in runs)
-        print(f"{model:<10}" + "".join(cells) + f"{epochs:>16}")
+        seconds = np.median([r["seconds"] for r in runs])
+        print(f"{model:<10}" + "".join(cells) + f"{epochs:>16}{seconds:>8.0f}")
     reference = args.models[0]
     for model in args.models[1:]:
         for key in keys[1:]:

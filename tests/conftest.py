@@ -52,3 +52,21 @@ def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(project)
     monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "true")
     return project
+
+
+def shared_data_folder(name: str) -> Path:
+    """``../shared/data/<name>`` (or ``$DEBIAS_DATA_DIR/<name>``): skipped when absent,
+    failed when DEBIAS_REQUIRE_DATA=1 (as in CI)."""
+    folder = Path(os.environ.get("DEBIAS_DATA_DIR", REPO.parent / "shared" / "data")) / name
+    if not folder.is_dir():
+        message = f"dataset folder {folder} not found"
+        if os.environ.get("DEBIAS_REQUIRE_DATA") == "1":
+            pytest.fail(message + " and DEBIAS_REQUIRE_DATA=1 requires it")
+        pytest.skip(message)
+    return folder
+
+
+@pytest.fixture
+def shared_dataset():  # noqa: ANN201 (a factory fixture)
+    """Locate a dataset of ../shared/data by name (see ``shared_data_folder``)."""
+    return shared_data_folder

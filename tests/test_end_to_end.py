@@ -62,8 +62,12 @@ def test_train_dual_logs_params_metrics_curves_and_artifacts(project_copy: Path)
     assert params["seed"] == "1"
     assert params["dual.model.exposure.embedding_dim"] == "200"
     assert params["dual.model.epochs"] == "15"
-    assert params["binarization.threshold"] == "4"
-    assert params["split.validation_fraction"] == "0.2"
+    # null: the dataset's defaults (threshold 4 on the simulator's 1..5 ratings, 0.2 of
+    # the unbiased rows for validation, the thesis protocol at K = 5).
+    assert params["binarization.threshold"] == "None"
+    assert params["split.validation_fraction"] == "None"
+    assert params["evaluation.protocol"] == "None"
+    assert params["evaluation.k"] == "None"
 
     metrics = run.data.metrics
     for key in ("dual.test_recall_at_5", "dual.test_ndcg_at_5", "dual.validation_ndcg_at_5"):
@@ -78,13 +82,22 @@ def test_train_dual_logs_params_metrics_curves_and_artifacts(project_copy: Path)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "dual")}
     assert {"dual/metrics.json", "dual/predictions.csv", "dual/model_weights.pkl", "dual/learning_curve.png"} <= artifacts
     data_artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "data")}
-    assert {"data/train_matrix.pkl", "data/unbiased_split.parquet", "data/normalized_adjacency.pkl"} <= data_artifacts
+    assert {
+        "data/ratings.parquet",
+        "data/interactions.parquet",
+        "data/interaction_split.parquet",
+        "data/dataset_summary.json",
+        "data/train_matrix.pkl",
+        "data/normalized_adjacency.pkl",
+    } <= data_artifacts
 
     # The versioned metrics file on disk holds the same numbers as MLflow.
     metrics_file = project_copy / "data/08_reporting/dual/metrics.json" / version / "metrics.json"
     saved = json.loads(metrics_file.read_text())
+    assert saved["protocol"] == "thesis" and saved["k"] == [5] and saved["selection_metric"] == "ndcg_at_5"
     assert saved["test_recall_at_5"] == pytest.approx(metrics["dual.test_recall_at_5"])
     assert saved["test_users_skipped"] == metrics["dual.test_users_skipped"]
+    assert saved["test_precision_at_5"] == pytest.approx(metrics["dual.test_precision_at_5"])
 
 
 def test_same_seed_same_metrics(project_copy: Path) -> None:
@@ -116,6 +129,12 @@ def test_failed_run_leaves_no_versioned_artifact(project_copy: Path, monkeypatch
     [
         ({"dataset": "movielens"}, "unknown dataset 'movielens'"),
         ({"binarization.threshold": 6}, "binarization"),
+        ({"preprocessing.duplicates": "keep"}, "preprocessing.duplicates"),
+        ({"evaluation.k": 0}, "evaluation"),
+        # The simulator has no timestamps: leave_one_out cannot split it.
+        ({"evaluation.protocol": "leave_one_out"}, "'leave_one_out'.*no timestamps"),
+        # strong_generalization scores unseen users: the dual model cannot fold them in.
+        ({"evaluation.protocol": "strong_generalization"}, "cannot score a user it was not trained on"),
         ({"dual.model.name": "transformer"}, "unknown model 'transformer'"),
         ({"dual.model.exposure.embedding_dim": 0}, "embedding_dim"),
         ({"device": "tpu"}, "device"),
@@ -127,6 +146,9 @@ def test_bad_parameter_stops_before_any_node(project_copy: Path, params: dict[st
         with pytest.raises(Exception, match=message):
             session.run(pipeline_names=["train_dual"])
     assert not any(p.is_file() for p in (project_copy / "data").rglob("*"))
+    # No node ran: not even the folder of a versioned dataset was made.
+    layers = {project_copy / "data" / layer.name for layer in (project_copy / "data").iterdir()}
+    assert {p for p in (project_copy / "data").rglob("*")} == layers
 
 
 def test_missing_raw_file_names_it(project_copy: Path) -> None:
@@ -161,9 +183,18 @@ def test_coat_end_to_end(project_copy: Path, coat_dir: Path) -> None:
     counts = ratings["source"].value_counts()
     assert counts["biased"] == 6960 and counts["unbiased"] == 4640  # PROTOCOL.md §2
     assert ratings["user"].max() == 289 and ratings["item"].max() == 299
-    split = pd.read_parquet(project_copy / "data/03_primary/unbiased_split.parquet" / version / "unbiased_split.parquet")
+    split = pd.read_parquet(
+        project_copy / "data/03_primary/interaction_split.parquet" / version / "interaction_split.parquet"
+    )
     assert (split["split"] == "validation").sum() == 928  # round(0.2 * 4640)
+    assert (split["split"] == "test").sum() == 4640 - 928
+    assert ((split["split"] == "train") == (split["source"] == "biased")).all()
+    summary = json.loads(
+        (project_copy / "data/02_intermediate/dataset_summary.json" / version / "dataset_summary.json").read_text()
+    )
+    assert (summary["n_users"], summary["n_items"]) == (290, 300)
     metrics = json.loads((project_copy / "data/08_reporting/mf/metrics.json" / version / "metrics.json").read_text())
+    assert metrics["protocol"] == "thesis" and metrics["k"] == [5]
     assert metrics["test_users_evaluated"] + metrics["test_users_skipped"] == 290
     assert metrics["test_recall_at_5"] > 0.4
 

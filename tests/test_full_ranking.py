@@ -12,8 +12,16 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.metrics import full_ranking_metrics, per_user_full_ranking, top_k_unseen, train_positives
+from debias_pipeline.metrics import (
+    full_ranking_metrics,
+    full_ranking_relevance,
+    metrics_from_relevance,
+    per_user_full_ranking,
+    top_k_unseen,
+    train_positives,
+)
 from debias_pipeline.models import Recommender, TrainData, build_model
+from debias_pipeline.pipelines.data_processing.nodes import build_evaluators
 from debias_pipeline.pipelines.evaluation.nodes import evaluate_model
 from tests.pipelines.evaluation.test_nodes import FixedScores as StubModel
 
@@ -63,6 +71,36 @@ def test_per_user_full_ranking_by_hand(k: int) -> None:
     assert skipped == 1
     np.testing.assert_allclose(recall, expected_recall, rtol=0, atol=1e-12)
     np.testing.assert_allclose(ndcg, expected_ndcg, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("k", "precision", "hr"),
+    [
+        (2, [1 / 2, 1 / 2, 0.0], [1.0, 1.0, 0.0]),  # u0: 1 hit, u1: 1 hit, u2: none in the top 2
+        (4, [2 / 4, 1 / 4, 1 / 4], [1.0, 1.0, 1.0]),  # u0: 2 hits, u1 and u2: 1 each
+    ],
+)
+def test_full_ranking_relevance_by_hand(k: int, precision: list[float], hr: list[float]) -> None:
+    # The relevance matrix behind every metric: 1 where the item at that rank is relevant
+    # (the rankings of the ROWS comment, train items masked).
+    user_ids, relevance, n_relevant, skipped = full_ranking_relevance(fixed_scores, TRAIN, USERS, ITEMS, LABELS, 4)
+    assert user_ids.tolist() == [0, 1, 2]
+    assert skipped == 1
+    np.testing.assert_array_equal(relevance, [[1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]])
+    np.testing.assert_array_equal(n_relevant, [2, 1, 1])
+    values = metrics_from_relevance(relevance, n_relevant, k)
+    expected_recall, expected_ndcg = EXPECTED[k]
+    np.testing.assert_allclose(values["recall"], expected_recall, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(values["ndcg"], expected_ndcg, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(values["precision"], precision, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(values["hr"], hr, rtol=0, atol=1e-12)
+
+
+def test_full_ranking_relevance_reports_the_ranked_items() -> None:
+    ranked: list[torch.Tensor] = []
+    full_ranking_relevance(fixed_scores, TRAIN, USERS, ITEMS, LABELS, 3, ranked=ranked, chunk_elements=6)
+    # One user per chunk (6 items); the rankings of the ROWS comment, cut at 3.
+    assert [chunk.tolist() for chunk in ranked] == [[[1, 2, 3]], [[1, 2, 3]], [[0, 3, 4]]]
 
 
 def test_full_ranking_metrics_average_the_users() -> None:
@@ -137,16 +175,27 @@ class FixedScores(StubModel):
         return SCORES.astype(np.float64) if users is None else SCORES[np.asarray(users)].astype(np.float64)
 
 
-def split_table(split: str) -> pd.DataFrame:
+def split_table(split: str, rows: list[tuple[int, int, int]] = ROWS) -> pd.DataFrame:
+    """Rows of one split of the interaction split table, every one a target."""
+    users, items, labels = (np.array(column) for column in zip(*rows, strict=True))
     return pd.DataFrame(
         {
-            "user": USERS.astype(np.int64),
-            "item": ITEMS.astype(np.int64),
-            "rating": np.where(LABELS == 1, 5, 2),
-            "label": LABELS.astype(np.int8),
-            "split": [split] * len(ROWS),
+            "user": users.astype(np.int64),
+            "item": items.astype(np.int64),
+            "rating": np.where(labels == 1, 5, 2),
+            "label": labels.astype(np.int8),
+            "split": [split] * len(rows),
+            "role": "target",
         }
     )
+
+
+def full_ranking_evaluation(model: Recommender, validation: pd.DataFrame, test: pd.DataFrame, k: int = 2):
+    interaction_split = pd.concat([test, validation], ignore_index=True)
+    evaluators = build_evaluators(
+        interaction_split, TRAIN, {"protocol": "full_ranking", "k": k}, "synthetic", {}
+    )
+    return evaluate_model(model, evaluators)
 
 
 def mf_with_scores() -> Recommender:
@@ -163,38 +212,80 @@ def mf_with_scores() -> Recommender:
     return model
 
 
+# Validation rows that leave the test ranking of the hand example alone: u3's item 1 (u3
+# has no test positive). u3 ranks 5, 4, 3, 2, 1, 0: item 1 at rank 5, outside K = 2.
+U3_VALIDATION = [(3, 1, 1)]
+
+
 @pytest.mark.parametrize("model", [FixedScores(), mf_with_scores()], ids=["score-method", "embeddings"])
 def test_evaluate_model_full_ranking(model: Recommender) -> None:
-    unbiased = pd.concat([split_table("test"), split_table("validation")], ignore_index=True)
-    evaluation = {"k": 5, "protocol": "full_ranking", "full_ranking_k": 2}
-    metrics, mlflow_metrics, predictions = evaluate_model(model, unbiased, evaluation, TRAIN)
+    metrics, mlflow_metrics, predictions = full_ranking_evaluation(
+        model, split_table("validation"), split_table("test", ROWS)
+    )
     assert metrics["protocol"] == "full_ranking"
-    assert metrics["k"] == 2
-    for split in ("test", "validation"):
-        assert metrics[f"{split}_recall_at_2"] == pytest.approx((1 / 2 + 1) / 3, abs=1e-9)
-        assert metrics[f"{split}_ndcg_at_2"] == pytest.approx((1 / (1 + D2) + D2) / 3, abs=1e-9)
-        assert metrics[f"{split}_users_evaluated"] == 3
-        assert metrics[f"{split}_users_skipped"] == 1
-        assert mlflow_metrics[f"{split}_recall_at_2"]["value"] == metrics[f"{split}_recall_at_2"]
+    assert metrics["k"] == [2]
+    assert metrics["selection_metric"] == "ndcg_at_2"
+    # Validation: the hand example (train items masked).
+    assert metrics["validation_recall_at_2"] == pytest.approx((1 / 2 + 1) / 3, abs=1e-9)
+    assert metrics["validation_ndcg_at_2"] == pytest.approx((1 / (1 + D2) + D2) / 3, abs=1e-9)
+    assert metrics["validation_precision_at_2"] == pytest.approx((1 / 2 + 1 / 2) / 3, abs=1e-9)
+    assert metrics["validation_hr_at_2"] == pytest.approx(2 / 3, abs=1e-9)
+    assert metrics["validation_users_evaluated"] == 3
+    assert metrics["validation_users_skipped"] == 1
+    assert mlflow_metrics["validation_recall_at_2"]["value"] == metrics["validation_recall_at_2"]
+    # Test masks the validation positives too: the same rows leave no test item to find.
+    assert metrics["test_users_evaluated"] == 0
+    assert metrics["test_users_skipped"] == 4
+    assert metrics["test_recall_at_2"] is None and "test_recall_at_2" not in mlflow_metrics
     assert "protocol" not in mlflow_metrics and "k" not in mlflow_metrics
-    assert len(predictions) == 2 * len(ROWS)
+    # Each evaluated user's top K: (user, rank, item, split, relevant).
+    assert list(predictions.columns) == ["user", "rank", "item", "split", "relevant"]
+    assert predictions["user"].tolist() == [0, 0, 1, 1, 2, 2]
+    assert predictions["rank"].tolist() == [1, 2] * 3
+    assert predictions["item"].tolist() == [1, 2, 1, 2, 0, 3]
+    assert predictions["relevant"].tolist() == [1, 0, 0, 1, 0, 0]
+    assert (predictions["split"] == "validation").all()
 
 
-def test_full_ranking_needs_the_train_matrix() -> None:
-    with pytest.raises(ValueError, match="train matrix"):
-        evaluate_model(FixedScores(), split_table("test"), {"protocol": "full_ranking"})
+@pytest.mark.parametrize("model", [FixedScores(), mf_with_scores()], ids=["score-method", "embeddings"])
+def test_evaluate_model_full_ranking_test_split(model: Recommender) -> None:
+    metrics, mlflow_metrics, predictions = full_ranking_evaluation(
+        model, split_table("validation", U3_VALIDATION), split_table("test")
+    )
+    assert metrics["test_recall_at_2"] == pytest.approx((1 / 2 + 1) / 3, abs=1e-9)
+    assert metrics["test_ndcg_at_2"] == pytest.approx((1 / (1 + D2) + D2) / 3, abs=1e-9)
+    assert metrics["test_users_evaluated"] == 3
+    assert metrics["test_users_skipped"] == 1
+    assert mlflow_metrics["test_ndcg_at_2"]["value"] == metrics["test_ndcg_at_2"]
+    assert metrics["validation_recall_at_2"] == 0.0 and metrics["validation_users_evaluated"] == 1
+    assert len(predictions) == 2 * (1 + 3)
+
+
+def test_full_ranking_masks_the_train_matrix_it_is_built_with() -> None:
+    # Without train items, u0's item 0 is relevant again and ranked first: u0 finds 2 of
+    # P = 3 in its top 2 (recall 2/2, NDCG 1); u1 ranks 4, 1 (item 1 ties with 2): miss;
+    # u2 ranks 0, 1 (everything ties): miss.
+    interaction_split = pd.concat([split_table("validation"), split_table("test", U3_VALIDATION)])
+    evaluators = build_evaluators(
+        interaction_split, sp.csr_matrix(TRAIN.shape), {"protocol": "full_ranking", "k": 2}, "synthetic", {}
+    )
+    metrics, _, _ = evaluate_model(FixedScores(), evaluators)
+    assert metrics["validation_recall_at_2"] == pytest.approx(1 / 3, abs=1e-12)
+    assert metrics["validation_ndcg_at_2"] == pytest.approx(1 / 3, abs=1e-12)
 
 
 @pytest.mark.parametrize(
     ("evaluation", "message"),
     [
         ({"protocol": "full"}, r"evaluation\.protocol"),
-        ({"protocol": "full_ranking", "full_ranking_k": 0}, r"evaluation\.full_ranking_k"),
+        ({"protocol": "full_ranking", "k": 0}, r"evaluation.*k must be >= 1"),
+        # The old full-ranking cut-off is gone (evaluation.k is the cut-off of every protocol).
+        ({"protocol": "full_ranking", "full_ranking_k": 2}, r"evaluation\.full_ranking_k"),
     ],
 )
 def test_bad_full_ranking_parameters_are_named(evaluation: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        evaluate_model(FixedScores(), split_table("test"), evaluation, TRAIN)
+        build_evaluators(split_table("validation"), TRAIN, evaluation, "synthetic", {})
 
 
 @pytest.mark.parametrize("k", [1, 5, 20])

@@ -14,20 +14,20 @@ from kedro.io import AbstractVersionedDataset
 from kedro.pipeline import Pipeline
 
 from debias_pipeline.config import build_config
-from debias_pipeline.datasets.raw_ratings import DATASETS
+from debias_pipeline.datasets.registry import dataset_spec
 from debias_pipeline.device import resolve_device
 from debias_pipeline.models.registry import model_class
-from debias_pipeline.pipelines.data_processing.nodes import BinarizationConfig, SplitConfig
-from debias_pipeline.pipelines.evaluation.nodes import EvaluationConfig
+from debias_pipeline.pipelines.data_processing.nodes import BinarizationConfig, PreprocessingConfig
 from debias_pipeline.pipelines.reproduce_thesis.nodes import candidate_blocks, thesis_config
+from debias_pipeline.protocols import SplitConfig, check_model_fits_protocol, evaluation_setup
 from debias_pipeline.simulation import SyntheticConfig
 
 logger = logging.getLogger(__name__)
 
 _BLOCKS: dict[str, type] = {
     "binarization": BinarizationConfig,
+    "preprocessing": PreprocessingConfig,
     "split": SplitConfig,
-    "evaluation": EvaluationConfig,
     "synthetic": SyntheticConfig,
 }
 
@@ -41,11 +41,13 @@ def _lookup(parameters: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-def _validate_model_block(block: Any, where: str) -> None:
+def _validate_model_block(block: Any, where: str, protocol: str | None = None) -> None:
     if not isinstance(block, dict) or "name" not in block:
         raise ValueError(f"parameter '{where}.name' is missing")
     cls = model_class(block["name"])
     build_config(cls.Config, {k: v for k, v in block.items() if k != "name"}, where)
+    if protocol is not None:
+        check_model_fits_protocol(cls, protocol, where)
 
 
 def _validate_thesis_rows(parameters: dict[str, Any]) -> None:
@@ -61,10 +63,11 @@ def validate_parameters(parameters: dict[str, Any], pipeline: Pipeline) -> None:
         ValueError: Naming the first bad parameter.
     """
     used = {name[len("params:") :] for name in pipeline.inputs() if name.startswith("params:")}
-    if "dataset" in used and parameters.get("dataset") not in DATASETS:
-        raise ValueError(
-            f"unknown dataset {parameters.get('dataset')!r} (parameter 'dataset'); valid datasets: {', '.join(DATASETS)}"
-        )
+    protocol = None
+    if "dataset" in used:
+        dataset_spec(parameters.get("dataset"))
+        if "evaluation" in used:
+            protocol = evaluation_setup(parameters.get("evaluation"), parameters["dataset"]).protocol.name
     if "seed" in used:
         seed = parameters.get("seed")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -79,7 +82,7 @@ def validate_parameters(parameters: dict[str, Any], pipeline: Pipeline) -> None:
         elif name in _BLOCKS:
             build_config(_BLOCKS[name], _lookup(parameters, name), name)
         elif name.endswith(".model") or name == "model":
-            _validate_model_block(_lookup(parameters, name), name)
+            _validate_model_block(_lookup(parameters, name), name, protocol)
 
 
 class ValidateParametersHook:

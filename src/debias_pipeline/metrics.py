@@ -51,6 +51,82 @@ def _discounts(length: int) -> np.ndarray:
     return 1.0 / np.log2(np.arange(2, length + 2, dtype=np.float64))
 
 
+def candidate_relevance(
+    users: np.ndarray, items: np.ndarray, labels: np.ndarray, scores: np.ndarray, depth: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The relevance of each user's ``depth`` best-scored rows (the thesis protocol's ranking).
+
+    Each user's rows are ranked by score, descending, ties broken by the lower item id.
+
+    Args:
+        users: (n_rows,) user id of each row.
+        items: (n_rows,) item id of each row.
+        labels: (n_rows,) 1 for a positive row, 0 otherwise.
+        scores: (n_rows,) predicted preference of each row.
+        depth: how many ranks to keep (the largest cut-off, >= 1).
+
+    Returns:
+        ``(user_ids, relevance, n_relevant, n_skipped)`` for the users with at least one
+        positive row, sorted by user id: ``relevance`` (n, depth) is 1 where the row at
+        that rank is positive (0 past the user's last row), ``n_relevant`` (n,) the
+        user's positives; ``n_skipped`` counts the users without a positive.
+    """
+    if depth < 1:
+        raise ValueError(f"cut-off k must be >= 1, got {depth}")
+    users = np.asarray(users, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if not (users.shape == items.shape == labels.shape == scores.shape) or users.ndim != 1:
+        raise ValueError("users, items, labels and scores must be 1-d arrays of one length")
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN; the model diverged")
+    if users.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, depth)), np.zeros(0), 0
+
+    # Sort by user, then score descending, then item ascending (the tie rule).
+    order = np.lexsort((items, -scores, users))
+    sorted_users = users[order]
+    sorted_labels = labels[order]
+    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+    group_sizes = np.diff(np.r_[starts, users.size])
+    rank = np.arange(users.size) - np.repeat(starts, group_sizes)  # 0-based rank within user
+    group_ids = np.repeat(np.arange(starts.size), group_sizes)
+    positives = np.bincount(group_ids, weights=sorted_labels, minlength=starts.size)
+    relevance = np.zeros((starts.size, depth))
+    in_top = rank < depth
+    relevance[group_ids[in_top], rank[in_top]] = sorted_labels[in_top]
+    has_positive = positives > 0
+    user_ids = sorted_users[starts][has_positive]
+    return user_ids, relevance[has_positive], positives[has_positive], int(starts.size - user_ids.size)
+
+
+def metrics_from_relevance(relevance: np.ndarray, n_relevant: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Per-user Recall, NDCG, Precision and HR at ``k`` from a ranked relevance matrix.
+
+    Args:
+        relevance: (n_users, depth >= k) 1 where the item at that rank is relevant.
+        n_relevant: (n_users,) P, the user's relevant items (>= 1).
+        k: the cut-off.
+
+    Returns:
+        ``recall`` = hits / min(k, P), ``ndcg`` = DCG / IDCG with IDCG for min(k, P)
+        relevant items at the top, ``precision`` = hits / k and ``hr`` = 1 when a hit
+        is in the top k; each (n_users,).
+    """
+    top = relevance[:, :k]
+    discount = _discounts(k)
+    hits = top.sum(axis=1)
+    ideal_count = np.minimum(n_relevant, k).astype(np.int64)
+    ideal_dcg = np.r_[0.0, np.cumsum(discount)][ideal_count]
+    return {
+        "recall": hits / ideal_count,
+        "ndcg": (top @ discount[: top.shape[1]]) / ideal_dcg,
+        "precision": hits / k,
+        "hr": (hits > 0).astype(np.float64),
+    }
+
+
 def per_user_metrics(
     users: np.ndarray, items: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -67,43 +143,9 @@ def per_user_metrics(
         ``(user_ids, recall, ndcg)`` for the users with a positive, sorted by user id,
         and ``n_skipped`` is ``len(unique(users)) - len(user_ids)``.
     """
-    if k < 1:
-        raise ValueError(f"cut-off k must be >= 1, got {k}")
-    users = np.asarray(users, dtype=np.int64)
-    items = np.asarray(items, dtype=np.int64)
-    labels = np.asarray(labels, dtype=np.float64)
-    scores = np.asarray(scores, dtype=np.float64)
-    if not (users.shape == items.shape == labels.shape == scores.shape) or users.ndim != 1:
-        raise ValueError("users, items, labels and scores must be 1-d arrays of one length")
-    if np.isnan(scores).any():
-        raise ValueError("scores contain NaN; the model diverged")
-    if users.size == 0:
-        empty = np.zeros(0)
-        return np.zeros(0, dtype=np.int64), empty, empty
-
-    # Sort by user, then score descending, then item ascending (the tie rule).
-    order = np.lexsort((items, -scores, users))
-    sorted_users = users[order]
-    sorted_labels = labels[order]
-    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
-    group_sizes = np.diff(np.r_[starts, users.size])
-    rank = np.arange(users.size) - np.repeat(starts, group_sizes)  # 0-based rank within user
-
-    in_top = rank < k
-    discount = _discounts(k)
-    gains = np.where(in_top, sorted_labels * discount[np.minimum(rank, k - 1)], 0.0)
-    group_ids = np.repeat(np.arange(starts.size), group_sizes)
-    hits = np.bincount(group_ids, weights=np.where(in_top, sorted_labels, 0.0), minlength=starts.size)
-    dcg = np.bincount(group_ids, weights=gains, minlength=starts.size)
-    positives = np.bincount(group_ids, weights=sorted_labels, minlength=starts.size)
-
-    has_positive = positives > 0
-    ideal_count = np.minimum(positives, k).astype(np.int64)
-    ideal_dcg = np.r_[0.0, np.cumsum(discount)][ideal_count]
-    user_ids = sorted_users[starts][has_positive]
-    recall = hits[has_positive] / ideal_count[has_positive]
-    ndcg = dcg[has_positive] / ideal_dcg[has_positive]
-    return user_ids, recall, ndcg
+    user_ids, relevance, n_relevant, _ = candidate_relevance(users, items, labels, scores, k)
+    values = metrics_from_relevance(relevance, n_relevant, k)
+    return user_ids, values["recall"], values["ndcg"]
 
 
 def ranking_metrics(
@@ -238,6 +280,77 @@ def top_k_unseen(
     return items, valid
 
 
+def full_ranking_relevance(
+    score_users: ScoreUsers,
+    mask: sp.csr_matrix,
+    users: np.ndarray,
+    items: np.ndarray,
+    labels: np.ndarray,
+    depth: int = 20,
+    *,
+    device: torch.device | str = "cpu",
+    chunk_elements: int = FULL_RANKING_CHUNK_ELEMENTS,
+    ranked: list[torch.Tensor] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The relevance of each user's ``depth`` best-scored items among all unmasked items.
+
+    The relevant items of a user are the split's positive rows of that user that are
+    not masked (masked items, the train items, are never ranked). Users of the split
+    without such a positive are skipped.
+
+    Args:
+        score_users: the model's scores of a chunk of users (see ``ScoreUsers``).
+        mask: (n_users, n_items) CSR matrix whose positive entries are masked.
+        users: (n_rows,) user id of each row of the evaluated split.
+        items: (n_rows,) item id of each row.
+        labels: (n_rows,) 1 for a positive row, 0 otherwise.
+        depth: ranks kept (the largest cut-off, >= 1).
+        device: where the scores live and the ranking runs.
+        chunk_elements: bound on users x items scored at once.
+        ranked: when given, each chunk's (c, depth) ranked item ids are appended to it.
+
+    Returns:
+        ``(user_ids, relevance, n_relevant, n_skipped)``: the users with a relevant item,
+        sorted by id; ``relevance`` (n, min(depth, n_items)) 1 where the item at that rank
+        is relevant; ``n_relevant`` (n,) their relevant items; the users skipped.
+    """
+    if depth < 1:
+        raise ValueError(f"cut-off k must be >= 1, got {depth}")
+    users = np.asarray(users, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.float64)
+    if not (users.shape == items.shape == labels.shape) or users.ndim != 1:
+        raise ValueError("users, items and labels must be 1-d arrays of one length")
+    mask = train_positives(mask)
+    n_items = mask.shape[1]
+    device = torch.device(device)
+    positive = labels > 0
+    candidates = np.unique(users[positive] * n_items + items[positive])  # sorted keys user * n_items + item
+    rows = np.repeat(np.arange(mask.shape[0], dtype=np.int64), np.diff(mask.indptr))
+    mask_keys = rows * n_items + mask.indices  # sorted: CSR is row-major with sorted columns
+    found = np.minimum(np.searchsorted(mask_keys, candidates), max(mask_keys.size - 1, 0))
+    relevant = candidates if mask_keys.size == 0 else candidates[mask_keys[found] != candidates]
+    user_ids, n_relevant = np.unique(relevant // n_items, return_counts=True)
+    n_skipped = int(np.unique(users).size - user_ids.size)
+    top = min(depth, n_items)
+    relevance = torch.zeros(user_ids.size, top, dtype=torch.float64, device=device)
+    if user_ids.size == 0:
+        return user_ids, relevance.cpu().numpy(), n_relevant.astype(np.float64), n_skipped
+
+    relevant_keys = torch.from_numpy(relevant).to(device)
+    rows_per_chunk = max(1, chunk_elements // max(n_items, 1))
+    for start in range(0, user_ids.size, rows_per_chunk):
+        chunk = user_ids[start : start + rows_per_chunk]
+        chunk_ids = torch.from_numpy(chunk).to(device)
+        top_items, _ = top_k_unseen(score_users(chunk_ids).to(device), chunk, mask, top)  # (c, top)
+        if ranked is not None:
+            ranked.append(top_items)
+        keys = chunk_ids[:, None] * n_items + top_items
+        found = torch.searchsorted(relevant_keys, keys).clamp_(max=relevant_keys.numel() - 1)
+        relevance[start : start + chunk.size] = (relevant_keys[found] == keys).to(torch.float64)
+    return user_ids, relevance.cpu().numpy(), n_relevant.astype(np.float64), n_skipped
+
+
 def per_user_full_ranking(
     score_users: ScoreUsers,
     train: sp.csr_matrix,
@@ -249,67 +362,17 @@ def per_user_full_ranking(
     device: torch.device | str = "cpu",
     chunk_elements: int = FULL_RANKING_CHUNK_ELEMENTS,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Full-ranking Recall@K and NDCG@K of every user with a positive in the split.
-
-    The relevant items of a user are the split's positive rows of that user that are
-    not train items (train items are masked, never ranked). Users of the split without
-    such a positive are skipped.
-
-    Args:
-        score_users: the model's scores of a chunk of users (see ``ScoreUsers``).
-        train: (n_users, n_items) CSR matrix of train positives (masked).
-        users: (n_rows,) user id of each row of the evaluated split.
-        items: (n_rows,) item id of each row.
-        labels: (n_rows,) 1 for a positive row, 0 otherwise.
-        k: the cut-off K (>= 1).
-        device: where the scores live and the ranking runs.
-        chunk_elements: bound on users x items scored at once.
+    """Full-ranking Recall@K and NDCG@K of every user with a positive in the split
+    (``full_ranking_relevance`` with ``train`` as the mask).
 
     Returns:
         ``(user_ids, recall, ndcg, n_skipped)``, the first three sorted by user id.
     """
-    if k < 1:
-        raise ValueError(f"cut-off k must be >= 1, got {k}")
-    users = np.asarray(users, dtype=np.int64)
-    items = np.asarray(items, dtype=np.int64)
-    labels = np.asarray(labels, dtype=np.float64)
-    if not (users.shape == items.shape == labels.shape) or users.ndim != 1:
-        raise ValueError("users, items and labels must be 1-d arrays of one length")
-    train = train_positives(train)
-    n_items = train.shape[1]
-    device = torch.device(device)
-    positive = labels > 0
-    candidates = np.unique(users[positive] * n_items + items[positive])  # sorted keys user * n_items + item
-    rows = np.repeat(np.arange(train.shape[0], dtype=np.int64), np.diff(train.indptr))
-    train_keys = rows * n_items + train.indices  # sorted: CSR is row-major with sorted columns
-    found = np.minimum(np.searchsorted(train_keys, candidates), max(train_keys.size - 1, 0))
-    relevant = candidates if train_keys.size == 0 else candidates[train_keys[found] != candidates]
-    user_ids, n_relevant = np.unique(relevant // n_items, return_counts=True)
-    n_skipped = int(np.unique(users).size - user_ids.size)
-    recall = np.zeros(user_ids.size)
-    ndcg = np.zeros(user_ids.size)
-    if user_ids.size == 0:
-        return user_ids, recall, ndcg, n_skipped
-
-    top = min(k, n_items)
-    discount = torch.from_numpy(_discounts(top)).to(device)  # (top,) float64
-    ideal = np.r_[0.0, np.cumsum(_discounts(k))][np.minimum(n_relevant, k)]  # IDCG per user
-    relevant_keys = torch.from_numpy(relevant).to(device)
-    rows_per_chunk = max(1, chunk_elements // max(n_items, 1))
-    hits = torch.zeros(user_ids.size, dtype=torch.float64, device=device)
-    dcg = torch.zeros(user_ids.size, dtype=torch.float64, device=device)
-    for start in range(0, user_ids.size, rows_per_chunk):
-        chunk = user_ids[start : start + rows_per_chunk]
-        chunk_ids = torch.from_numpy(chunk).to(device)
-        ranked, _ = top_k_unseen(score_users(chunk_ids).to(device), chunk, train, top)  # (c, top)
-        keys = chunk_ids[:, None] * n_items + ranked
-        found = torch.searchsorted(relevant_keys, keys).clamp_(max=relevant_keys.numel() - 1)
-        rel = (relevant_keys[found] == keys).to(torch.float64)  # (c, top)
-        hits[start : start + chunk.size] = rel.sum(dim=1)
-        dcg[start : start + chunk.size] = rel @ discount
-    recall = hits.cpu().numpy() / np.minimum(n_relevant, k)
-    ndcg = dcg.cpu().numpy() / ideal
-    return user_ids, recall, ndcg, n_skipped
+    user_ids, relevance, n_relevant, n_skipped = full_ranking_relevance(
+        score_users, train, users, items, labels, k, device=device, chunk_elements=chunk_elements
+    )
+    values = metrics_from_relevance(relevance, n_relevant, k)
+    return user_ids, values["recall"], values["ndcg"], n_skipped
 
 
 def full_ranking_metrics(

@@ -20,18 +20,26 @@ def latest_metrics(reporting: Path = REPORTING) -> dict[str, tuple[Path, dict]]:
     return found
 
 
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def main() -> int:
     found = latest_metrics()
     if not found:
         print(f"no metrics under {REPORTING}/ yet: run `kedro run --pipelines=train_dual` first")
         return 1
-    print(f"{'model':<12} {'k':>3} {'test recall':>12} {'test ndcg':>10} {'users':>6} {'skipped':>8}  file")
+    print(f"{'model':<12} {'protocol':<22} {'k':>3} {'test recall':>12} {'test ndcg':>10} {'users':>6} {'skipped':>8}  file")
     for name, (path, metrics) in found.items():
-        k = metrics["k"]
-        print(
-            f"{name:<12} {k:>3} {metrics[f'test_recall_at_{k}']:>12.4f} {metrics[f'test_ndcg_at_{k}']:>10.4f} "
-            f"{metrics['test_users_evaluated']:>6} {metrics['test_users_skipped']:>8}  {path}"
-        )
+        # Older reports hold one cut-off and no protocol; newer ones a list of cut-offs.
+        cutoffs = metrics["k"] if isinstance(metrics["k"], list) else [metrics["k"]]
+        protocol = metrics.get("protocol", "thesis")
+        for k in cutoffs:
+            recall, ndcg = metrics[f"test_recall_at_{k}"], metrics[f"test_ndcg_at_{k}"]
+            print(
+                f"{name:<12} {protocol:<22} {k:>3} {_number(recall):>12} {_number(ndcg):>10} "
+                f"{metrics['test_users_evaluated']:>6} {metrics['test_users_skipped']:>8}  {path}"
+            )
     print("\nAll runs, parameters, learning curves and artifacts: mlflow ui --backend-store-uri sqlite:///mlflow.db")
     return 0
 

@@ -3,13 +3,12 @@
 kedro-mlflow registers its hook through its plugin entry point.
 """
 
-from kedro.config import OmegaConfigLoader
-
+from debias_pipeline.config_loader import DatasetDefaultsConfigLoader
 from debias_pipeline.hooks import CleanupFailedRunHook, MlflowArtifactHook, ValidateParametersHook
 
 HOOKS = (ValidateParametersHook(), MlflowArtifactHook(), CleanupFailedRunHook())
 
-CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_CLASS = DatasetDefaultsConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",

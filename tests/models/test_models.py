@@ -335,6 +335,7 @@ def noisy_problem() -> tuple[TrainData, ValidationSet]:
 def test_early_stopping_restores_the_best_epoch() -> None:
     patience, eval_every, epochs = 3, 2, 200
     data, validation = noisy_problem()
+    assert validation.metric == "ndcg_at_3"  # what early stopping maximises
     model = build_model(
         {
             "name": "mf",
@@ -349,9 +350,9 @@ def test_early_stopping_restores_the_best_epoch() -> None:
         device=CPU,
     ).fit(data, validation)
 
-    evaluated = [(r.epoch, r.validation_ndcg) for r in model.history if r.validation_ndcg is not None]
+    evaluated = [(r.epoch, r.validation_score) for r in model.history if r.validation_score is not None]
     assert [epoch for epoch, _ in evaluated] == list(range(eval_every, len(model.history) + 1, eval_every))
-    assert all(r.validation_ndcg is None for r in model.history if r.epoch % eval_every)
+    assert all(r.validation_score is None for r in model.history if r.epoch % eval_every)
     best_epoch, best_ndcg = max(evaluated, key=lambda pair: (pair[1], -pair[0]))
     # Restoration is only observable if the last evaluation is worse than the best.
     assert evaluated[-1][1] < best_ndcg
@@ -359,7 +360,7 @@ def test_early_stopping_restores_the_best_epoch() -> None:
     assert model.best_epoch == best_epoch
     assert len(model.history) < epochs
     assert len(model.history) == best_epoch + patience * eval_every
-    assert validation.ndcg(model) == pytest.approx(best_ndcg, abs=1e-12)
+    assert validation.score(model) == pytest.approx(best_ndcg, abs=1e-12)
     assert model.state_dict()["best_epoch"] == best_epoch
 
 
@@ -368,7 +369,7 @@ def test_without_validation_the_last_epoch_is_kept() -> None:
     params = {"name": "mf", "embedding_dim": 8, "epochs": 6, "lr": 0.05}
     model = build_model(params, "t", seed=1, device=CPU).fit(data)
     assert model.best_epoch == 6
-    assert all(r.validation_ndcg is None for r in model.history)
+    assert all(r.validation_score is None for r in model.history)
     assert [r.epoch for r in model.history] == [1, 2, 3, 4, 5, 6]
 
 

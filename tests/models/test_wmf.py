@@ -124,14 +124,14 @@ def test_early_stopping_restores_the_best_sweep() -> None:
     }
     model = build_model(params, "t", seed=1, device=CPU).fit(data, validation)
 
-    evaluated = [(r.epoch, r.validation_ndcg) for r in model.history if r.validation_ndcg is not None]
+    evaluated = [(r.epoch, r.validation_score) for r in model.history if r.validation_score is not None]
     assert [epoch for epoch, _ in evaluated] == list(range(eval_every, len(model.history) + 1, eval_every))
     best_epoch, best_ndcg = max(evaluated, key=lambda pair: (pair[1], -pair[0]))
     # Restoration is only observable if the last evaluation is worse than the best.
     assert evaluated[-1][1] < best_ndcg
     assert model.best_epoch == best_epoch
     assert len(model.history) == best_epoch + patience * eval_every
-    assert validation.ndcg(model) == pytest.approx(best_ndcg, abs=1e-12)
+    assert validation.score(model) == pytest.approx(best_ndcg, abs=1e-12)
 
 
 def test_clicked_block_ranks_first() -> None:

@@ -21,18 +21,22 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
-from debias_pipeline.datasets import RawRatings
-from debias_pipeline.models import MODELS, build_model
+from debias_pipeline.datasets import RawData, RawDataset
+from debias_pipeline.models import MODELS, TrainData, build_model
 from debias_pipeline.pipeline_registry import MODEL_NAMESPACES, register_pipelines
 from debias_pipeline.pipelines.data_processing import pipeline as data_processing
+from debias_pipeline.protocols import Evaluators
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
 DATA_NODES = {
     "ingest_ratings",
     "binarize_ratings",
+    "index_interactions",
+    "split_interactions",
     "build_train_matrix",
-    "split_unbiased_ratings",
     "build_normalized_adjacency",
+    "build_train_data",
+    "build_evaluators",
 }
 MODEL_NODES = ("train_model", "evaluate_model", "plot_learning_curve")
 
@@ -70,21 +74,30 @@ class KeptMemoryDataset(MemoryDataset):
         pass
 
 
-def catalog_for(raw: RawRatings, *, dataset: str, seed: int = 0, keep: tuple[str, ...] = ()) -> DataCatalog:
+def synthetic_raw() -> RawData:
+    """What the catalog's raw_data gives for dataset=synthetic (no files)."""
+    return RawDataset("synthetic", root="unused").load()
+
+
+def catalog_for(
+    raw: RawData, *, dataset: str, seed: int = 0, keep: tuple[str, ...] = (), evaluation: dict | None = None
+) -> DataCatalog:
     parameters: dict[str, Any] = {
         "dataset": dataset,
         "seed": seed,
         "device": "cpu",
         "synthetic": SYNTHETIC,
         "binarization": {"threshold": 4},
+        "preprocessing": {},
         "split": {"validation_fraction": 0.25},
-        "evaluation": {"k": 5},
+        "evaluation": {"k": 5} if evaluation is None else evaluation,
         **{f"{namespace}.model": block for namespace, block in SMALL_MODELS.items()},
     }
     datasets = {f"params:{name}": MemoryDataset(value) for name, value in parameters.items()}
-    datasets["raw_ratings"] = MemoryDataset(raw, copy_mode="assign")
+    datasets["raw_data"] = MemoryDataset(raw, copy_mode="assign")
     # As in conf/base/catalog.yml: in-memory torch objects pass by reference.
-    datasets["compute_device"] = MemoryDataset(copy_mode="assign")
+    for name in ("compute_device", "train_data", "evaluators"):
+        datasets[name] = MemoryDataset(copy_mode="assign")
     for namespace in SMALL_MODELS:
         datasets[f"{namespace}.trained_model"] = MemoryDataset(copy_mode="assign")
     for name in keep:
@@ -103,12 +116,25 @@ def run(pipeline: Pipeline, catalog: DataCatalog) -> DataCatalog:
 def test_data_processing_on_synthetic_data() -> None:
     catalog = run(
         data_processing.create_pipeline(),
-        catalog_for(RawRatings(name="synthetic"), dataset="synthetic", keep=("train_matrix", "interactions")),
+        catalog_for(
+            synthetic_raw(),
+            dataset="synthetic",
+            keep=(
+                "train_matrix",
+                "normalized_adjacency",
+                "ground_truth",
+                "interactions",
+                "interaction_split",
+                "train_data",
+                "dataset_summary",
+            ),
+        ),
     )
     n_users, n_items = SYNTHETIC["n_users"], SYNTHETIC["n_items"]
     train_matrix = catalog.load("train_matrix")
     adjacency = catalog.load("normalized_adjacency")
-    split = catalog.load("unbiased_split")
+    interaction_split = catalog.load("interaction_split")
+    split = interaction_split[interaction_split["split"] != "train"]  # the unbiased rows, evaluated
     truth = catalog.load("ground_truth")
 
     assert isinstance(train_matrix, sp.csr_matrix) and isinstance(adjacency, sp.csr_matrix)
@@ -122,17 +148,38 @@ def test_data_processing_on_synthetic_data() -> None:
     assert len(split) == n_users * SYNTHETIC["test_items_per_user"]
     assert split["user"].between(0, n_users - 1).all() and split["item"].between(0, n_items - 1).all()
     assert split["split"].value_counts().to_dict() == {"validation": len(split) // 4, "test": len(split) * 3 // 4}
+    assert (split["source"] == "unbiased").all() and (split["role"] == "target").all()
     interactions = catalog.load("interactions")
+    biased = interaction_split[interaction_split["split"] == "train"]
+    assert (biased["source"] == "biased").all() and (biased["role"] == "input").all()
+    assert len(biased) == int((interactions["source"] == "biased").sum())
     assert train_matrix.nnz == int(((interactions["source"] == "biased") & (interactions["label"] == 1)).sum())
 
+    # What the models get: the same Y and Â, the thesis evaluators over the unbiased rows.
+    train_data = catalog.load("train_data")
+    assert isinstance(train_data, TrainData)
+    assert (train_data.interactions != train_matrix).nnz == 0
+    assert (train_data.adjacency != adjacency).nnz == 0
+    assert train_data.user_features is None and train_data.social is None  # the simulator has no side data
+    evaluators = catalog.load("evaluators")
+    assert isinstance(evaluators, Evaluators)
+    assert evaluators.setup.protocol.name == "thesis" and evaluators.setup.cutoffs == (5,)
+    assert evaluators.validation.users.size == len(split) // 4
+    assert evaluators.test.users.size == len(split) * 3 // 4
+    summary = catalog.load("dataset_summary")
+    assert (summary["n_users"], summary["n_items"]) == (n_users, n_items)
 
-def triples(rows: list[tuple[int, int, float]]) -> pd.DataFrame:
+
+def triples(rows: list[tuple[int, int, float]], part: str) -> pd.DataFrame:
+    """Interactions of one part as the loaders give them (user, item, rating, timestamp, part, line)."""
     users, items, ratings = zip(*rows, strict=True)
     return pd.DataFrame(
         {
             "user": np.array(users, dtype=np.int64),
             "item": np.array(items, dtype=np.int64),
             "rating": np.array(ratings, dtype=np.float64),
+            "timestamp": np.full(len(rows), np.nan),
+            "part": part,
             "line": np.arange(1, len(rows) + 1, dtype=np.int64),
         }
     )
@@ -140,16 +187,25 @@ def triples(rows: list[tuple[int, int, float]]) -> pd.DataFrame:
 
 def test_data_processing_on_triples() -> None:
     # Users 10, 20, 30 -> 0, 1, 2; items 5, 7, 9 -> 0, 1, 2 (sorted original ids).
-    raw = RawRatings(
+    raw = RawData(
         name="yahoo_r3",
-        tables={
-            "biased": triples([(10, 5, 5), (10, 7, 2), (30, 5, 4), (20, 9, 1)]),
-            "unbiased": triples([(20, 7, 5), (30, 9, 3), (10, 9, 4), (30, 7, 1)]),
-        },
+        interactions=pd.concat(
+            [
+                triples([(10, 5, 5), (10, 7, 2), (30, 5, 4), (20, 9, 1)], "biased"),
+                triples([(20, 7, 5), (30, 9, 3), (10, 9, 4), (30, 7, 1)], "unbiased"),
+            ],
+            ignore_index=True,
+        ),
         files={"biased": "memory/train.txt", "unbiased": "memory/test.txt"},
     )
     catalog = run(
-        data_processing.create_pipeline(), catalog_for(raw, dataset="yahoo_r3", keep=("train_matrix", "id_maps"))
+        data_processing.create_pipeline(),
+        catalog_for(
+            raw,
+            dataset="yahoo_r3",
+            keep=("train_matrix", "normalized_adjacency", "ground_truth", "id_maps", "interaction_split", "dataset_summary"),
+            evaluation={"k": 3},  # a cut-off may not exceed the 3 items
+        ),
     )
 
     # Positives (rating >= 4) of the biased set: (10, 5) and (30, 5).
@@ -166,12 +222,18 @@ def test_data_processing_on_triples() -> None:
     assert id_maps[id_maps["entity"] == "user"]["original_id"].tolist() == [10, 20, 30]
     assert id_maps[id_maps["entity"] == "item"]["original_id"].tolist() == [5, 7, 9]
 
-    split = catalog.load("unbiased_split")
-    # round(0.25 * 4) = 1 validation row, listed first.
-    assert split["split"].tolist() == ["validation", "test", "test", "test"]
+    interaction_split = catalog.load("interaction_split")
+    # round(0.25 * 4) = 1 validation row, listed first; then the test rows; the biased
+    # rows follow, as the train split.
+    assert interaction_split["split"].tolist() == ["validation", "test", "test", "test"] + ["train"] * 4
+    split = interaction_split[interaction_split["split"] != "train"]
     labels = {(u, i): label for u, i, label in split[["user", "item", "label"]].itertuples(index=False)}
     assert labels == {(1, 1): 1, (2, 2): 0, (0, 2): 1, (2, 1): 0}
     assert catalog.load("ground_truth")["preference"].shape == (0, 0)
+    summary = catalog.load("dataset_summary")
+    assert summary["rows"] == {"biased": 4, "unbiased": 4}
+    assert summary["positives"] == {"biased": 2, "unbiased": 2}
+    assert (summary["n_users"], summary["n_items"], summary["social_edges"]) == (3, 3, 0)
 
 
 # ---- (b) the registry ------------------------------------------------------------------------
@@ -208,18 +270,21 @@ def test_registered_pipelines() -> None:
 def test_model_pipelines_share_the_data_and_own_their_block(model: str) -> None:
     pipeline = register_pipelines()[f"train_{model}"]
     assert pipeline.inputs() == {
-        "raw_ratings",
+        "raw_data",
         "params:dataset",
         "params:synthetic",
         "params:seed",
         "params:binarization",
+        "params:preprocessing",
         "params:split",
         "params:device",
         "params:evaluation",
         f"params:{model}.model",
     }
     train = next(n for n in pipeline.nodes if n.name == f"{model}.train_model")
-    assert set(train.inputs) >= {"train_matrix", "normalized_adjacency", "unbiased_split", "compute_device"}
+    assert set(train.inputs) >= {"train_data", "evaluators", "compute_device"}
+    evaluate = next(n for n in pipeline.nodes if n.name == f"{model}.evaluate_model")
+    assert set(evaluate.inputs) == {f"{model}.trained_model", "evaluators"}
     outputs = ("trained_model", "model_weights", "learning_curves", "training_history")
     assert set(train.outputs) == {f"{model}.{name}" for name in outputs}
     assert pipeline.outputs() >= {f"{model}.metrics", f"{model}.mlflow_metrics", f"{model}.predictions"}
@@ -244,12 +309,12 @@ def default_run() -> DataCatalog:
     """``__default__`` (data, device, every model) once on the synthetic data."""
     return run(
         register_pipelines()["__default__"],
-        catalog_for(RawRatings(name="synthetic"), dataset="synthetic", keep=("train_matrix",)),
+        catalog_for(synthetic_raw(), dataset="synthetic", keep=("train_matrix",)),
     )
 
 
 def train_dual(seed: int) -> DataCatalog:
-    catalog = catalog_for(RawRatings(name="synthetic"), dataset="synthetic", seed=seed)
+    catalog = catalog_for(synthetic_raw(), dataset="synthetic", seed=seed)
     return run(register_pipelines()["train_dual"], catalog)
 
 
@@ -258,8 +323,9 @@ def test_every_model_pipeline_reports_metrics(model: str) -> None:
     catalog = default_run()
     metrics = catalog.load(f"{model}.metrics")
     assert metrics["model"] == SMALL_MODELS[model]["name"]
+    assert metrics["protocol"] == "thesis" and metrics["k"] == [5]
     for split in ("validation", "test"):
-        for metric in ("recall", "ndcg"):
+        for metric in ("recall", "ndcg", "precision", "hr"):
             assert 0.0 <= metrics[f"{split}_{metric}_at_5"] <= 1.0
     assert 1 <= metrics["best_epoch"] <= SMALL_MODELS[model]["epochs"]
 
@@ -313,13 +379,13 @@ def test_train_dual_matches_the_default_run() -> None:
 
 
 def test_inputs_are_checked_before_running() -> None:
-    catalog = catalog_for(RawRatings(name="synthetic"), dataset="synthetic")
-    without_raw = DataCatalog({name: dataset for name, dataset in catalog.items() if name != "raw_ratings"})
-    with pytest.raises(ValueError, match="raw_ratings"):
+    catalog = catalog_for(synthetic_raw(), dataset="synthetic")
+    without_raw = DataCatalog({name: dataset for name, dataset in catalog.items() if name != "raw_data"})
+    with pytest.raises(ValueError, match="raw_data"):
         SequentialRunner().run(register_pipelines()["train_dual"], without_raw)
 
 
 def test_a_mismatched_dataset_parameter_fails_with_its_name() -> None:
-    with pytest.raises(ValueError, match="parameter 'dataset' is 'coat'"):
-        run(data_processing.create_pipeline(), catalog_for(RawRatings(name="synthetic"), dataset="coat"))
+    with pytest.raises(ValueError, match="parameter 'dataset' is 'coat' but the catalog's raw_data reads 'synthetic'"):
+        run(data_processing.create_pipeline(), catalog_for(synthetic_raw(), dataset="coat"))
 

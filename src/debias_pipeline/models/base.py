@@ -14,7 +14,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Protocol, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,13 +32,19 @@ class TrainData:
     """What a model trains on.
 
     Attributes:
-        interactions: (n_users, n_items) CSR matrix Y, 1 for a positive biased rating.
+        interactions: (n_users, n_items) CSR matrix Y, 1 for a positive train row.
         adjacency: (n_users + n_items, n_users + n_items) normalized adjacency
             D^-1/2 A D^-1/2 of the train positives, or ``None`` for non-graph models.
+        user_features: (n_users, f_u) float32 user features (``features``), or ``None``.
+        item_features: (n_items, f_i) float32 item features, or ``None``.
+        social: (n_users, n_users) symmetric 0/1 CSR matrix of social ties, or ``None``.
     """
 
     interactions: sp.csr_matrix
     adjacency: sp.csr_matrix | None = None
+    user_features: np.ndarray | None = None
+    item_features: np.ndarray | None = None
+    social: sp.csr_matrix | None = None
 
     @property
     def n_users(self) -> int:
@@ -49,9 +55,22 @@ class TrainData:
         return int(self.interactions.shape[1])
 
 
+class Validator(Protocol):
+    """What early stopping evaluates every ``eval_every`` epochs: a metric of the model
+    on the validation split, higher is better (``protocols.SplitEvaluator``)."""
+
+    @property
+    def metric(self) -> str:
+        """The metric's name (``ndcg_at_5``)."""
+
+    def score(self, model: Recommender) -> float:
+        """The metric of ``model``."""
+
+
 @dataclass(frozen=True)
 class ValidationSet:
-    """Rows of the validation split used for early stopping (NDCG@k)."""
+    """Rows of the validation split ranked per user (thesis protocol), for early
+    stopping on NDCG@k."""
 
     users: np.ndarray  # (n_rows,)
     items: np.ndarray  # (n_rows,)
@@ -65,7 +84,11 @@ class ValidationSet:
                 "undefined and early stopping impossible; raise split.validation_fraction"
             )
 
-    def ndcg(self, model: Recommender) -> float:
+    @property
+    def metric(self) -> str:
+        return f"ndcg_at_{self.k}"
+
+    def score(self, model: Recommender) -> float:
         """NDCG@k of ``model`` on these rows (thesis protocol)."""
         scores = model.score_pairs(self.users, self.items)
         return ranking_metrics(self.users, self.items, self.labels, scores, self.k).ndcg
@@ -128,14 +151,20 @@ class EpochRecord:
 
     epoch: int
     train_loss: float
-    validation_ndcg: float | None = None
+    validation_score: float | None = None
 
 
 class Recommender(ABC):
-    """Interface of every model: ``fit(data) -> self``, ``score(users) -> (n, n_items)``."""
+    """Interface of every model: ``fit(data) -> self``, ``score(users) -> (n, n_items)``.
+
+    A model that can score users it was not trained on from their clicks alone sets
+    ``supports_fold_in`` and implements ``fold_in`` (needed by the
+    ``strong_generalization`` protocol).
+    """
 
     name: ClassVar[str]
     Config: ClassVar[type]
+    supports_fold_in: ClassVar[bool] = False
 
     def __init__(self, config: Any, *, seed: int = 0, device: torch.device | str = "cpu") -> None:
         self.config = config
@@ -145,7 +174,7 @@ class Recommender(ABC):
         self.best_epoch: int | None = None
 
     @abstractmethod
-    def fit(self, data: TrainData, validation: ValidationSet | None = None) -> Self:
+    def fit(self, data: TrainData, validation: Validator | None = None) -> Self:
         """Train on ``data``; with ``validation``, stop early on its NDCG@k."""
 
     @abstractmethod
@@ -156,6 +185,10 @@ class Recommender(ABC):
         """Preference scores of the given (user, item) pairs, (n_pairs,)."""
         unique_users, inverse = np.unique(users, return_inverse=True)
         return self.score(unique_users)[inverse, items]
+
+    def fold_in(self, history: sp.csr_matrix) -> np.ndarray:
+        """Scores (n_rows, n_items) of new users given their clicks, (n_rows, n_items) CSR."""
+        raise NotImplementedError(f"{self.name} cannot score a user it was not trained on")
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
@@ -204,7 +237,7 @@ class FullBatchRecommender(Recommender):
     def fit(
         self,
         data: TrainData,
-        validation: ValidationSet | None = None,
+        validation: Validator | None = None,
         on_epoch: Callable[[EpochRecord], None] | None = None,
     ) -> Self:
         config: TrainingConfig = self.config
@@ -222,6 +255,7 @@ class FullBatchRecommender(Recommender):
 
     def _full_batch_epochs(self, data: TrainData, optimizer: torch.optim.Optimizer) -> Callable[[], torch.Tensor]:
         """One Adam step on the loss over all pairs per call (``loss: bce``)."""
+        check_dense_size(self.name, data, "use loss: bpr (mini-batches of sampled triples)")
         targets = torch.as_tensor(data.interactions.toarray(), dtype=torch.float32, device=self.device)
 
         def run_epoch() -> torch.Tensor:
@@ -289,6 +323,25 @@ class TowerConfig:
         require(self.num_layers >= 0, f"num_layers must be >= 0, got {self.num_layers}")
 
 
+# Largest |U| x |I| a model densifies (Y and its scores, float32): 2^28 pairs, 1 GiB
+# per table; beyond it the all-pairs losses need several such tables at once.
+DENSE_PAIRS_LIMIT = 1 << 28
+
+
+def check_dense_size(model: str, data: TrainData, remedy: str) -> None:
+    """Refuse, before training, a full-batch fit over more than ``DENSE_PAIRS_LIMIT`` pairs.
+
+    Raises:
+        ValueError: Naming the model, the size and ``remedy``.
+    """
+    pairs = data.n_users * data.n_items
+    if pairs > DENSE_PAIRS_LIMIT:
+        raise ValueError(
+            f"{model}: a full-batch fit over all {data.n_users:,} x {data.n_items:,} = {pairs:,} pairs needs "
+            f"at least {pairs * 4 * 3 / 2**30:.1f} GiB; {remedy}"
+        )
+
+
 def _index(ids: np.ndarray, device: torch.device) -> torch.Tensor:
     # np.array copies: pandas hands out read-only views, which torch refuses to wrap.
     return torch.from_numpy(np.array(ids, dtype=np.int64)).to(device)
@@ -309,21 +362,21 @@ def sparse_to_torch(matrix: sp.spmatrix, device: torch.device) -> torch.Tensor:
 def run_with_early_stopping(
     model: Any,
     run_epoch: Callable[[], float],
-    validation: ValidationSet | None,
+    validation: Validator | None,
     on_epoch: Callable[[EpochRecord], None] | None,
 ) -> None:
     """The epoch loop every iterative model shares.
 
     ``run_epoch`` trains one epoch (an Adam step, a mini-batch pass, an ALS or EM
-    sweep) and returns its training loss. Validation NDCG@k is evaluated every
-    ``eval_every`` epochs; after ``patience`` evaluations without improvement the loop
+    sweep) and returns its training loss. The validation metric (``validation.score``)
+    is evaluated every ``eval_every`` epochs; after ``patience`` evaluations without improvement the loop
     stops, and the best evaluation's weights are restored. ``model`` has ``module``,
     ``config`` (``epochs``, ``patience``, ``eval_every``), ``history``, ``best_epoch``
     and ``_cache_embeddings()``.
     """
     config = model.config
     model.history = []
-    best_ndcg, best_state, since_best = -math.inf, None, 0
+    best_score, best_state, since_best = -math.inf, None, 0
     bar = tqdm(range(1, config.epochs + 1), desc=model.name, disable=None, leave=False)
     for epoch in bar:
         record = EpochRecord(epoch=epoch, train_loss=run_epoch())
@@ -331,13 +384,13 @@ def run_with_early_stopping(
             raise FloatingPointError(f"{model.name}: training loss is {record.train_loss} at epoch {epoch}")
         if validation is not None and epoch % config.eval_every == 0:
             model._cache_embeddings()
-            record.validation_ndcg = validation.ndcg(model)
-            if record.validation_ndcg > best_ndcg:
-                best_ndcg, since_best, model.best_epoch = record.validation_ndcg, 0, epoch
+            record.validation_score = validation.score(model)
+            if record.validation_score > best_score:
+                best_score, since_best, model.best_epoch = record.validation_score, 0, epoch
                 best_state = copy.deepcopy(model.module.state_dict())
             else:
                 since_best += 1
-            bar.set_postfix(loss=f"{record.train_loss:.4f}", ndcg=f"{record.validation_ndcg:.4f}")
+            bar.set_postfix(loss=f"{record.train_loss:.4f}", validation=f"{record.validation_score:.4f}")
         model.history.append(record)
         if on_epoch is not None:
             on_epoch(record)

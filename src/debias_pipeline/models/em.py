@@ -22,7 +22,8 @@ from debias_pipeline.models.base import (
     EpochRecord,
     FullBatchRecommender,
     TrainData,
-    ValidationSet,
+    Validator,
+    check_dense_size,
     run_with_early_stopping,
 )
 
@@ -105,9 +106,10 @@ class SweepRecommender(FullBatchRecommender):
     def fit(
         self,
         data: TrainData,
-        validation: ValidationSet | None = None,
+        validation: Validator | None = None,
         on_epoch: Callable[[EpochRecord], None] | None = None,
     ) -> Self:
+        check_dense_size(self.name, data, "this model's sweeps run over the dense Y")
         self.module = self.build_module(data, torch.Generator().manual_seed(self.seed)).to(self.device)
         targets = torch.as_tensor(data.interactions.toarray(), dtype=DTYPE, device=self.device)  # (n_users, n_items)
 

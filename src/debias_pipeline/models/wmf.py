@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 
 from debias_pipeline.config import require
 from debias_pipeline.models.base import TrainData
-from debias_pipeline.models.em import FactorTables, SweepConfig, SweepRecommender, normal_factors, solve_weighted_ridge
+from debias_pipeline.models.em import DTYPE, FactorTables, SweepConfig, SweepRecommender, normal_factors, solve_weighted_ridge
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class WMF(SweepRecommender):
 
     name = "wmf"
     Config = WMFConfig
+    supports_fold_in = True
 
     def build_module(self, data: TrainData, generator: torch.Generator) -> FactorTables:
         d = self.config.embedding_dim
@@ -64,12 +67,25 @@ class WMF(SweepRecommender):
         self.module.user_embedding.copy_(self._solve_rows(targets.to_sparse_csr(), self.module.item_embedding))
         self.module.item_embedding.copy_(self._solve_rows(targets.T.to_sparse_csr(), self.module.user_embedding))
 
-    def _solve_rows(self, clicks: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+    def _solve_rows(self, clicks: torch.Tensor, fixed: torch.Tensor, ridge: float | None = None) -> torch.Tensor:
         """Least-squares factors of every row of ``clicks`` (n, m, sparse) given ``fixed`` (m, d)."""
         alpha = self.config.alpha
         rhs = (1.0 + alpha) * (clicks @ fixed)  # (n, d) = Fᵀ C_r y_r, since c y = (1 + α) y
-        ridge = self.config.weight_decay * clicks.shape[0] * fixed.shape[0]  # Nλ
+        if ridge is None:
+            ridge = self.config.weight_decay * clicks.shape[0] * fixed.shape[0]  # Nλ
         return solve_weighted_ridge(fixed, alpha * clicks, rhs, ridge, gram=fixed.T @ fixed)
+
+    @torch.no_grad()
+    def fold_in(self, history: sp.csr_matrix) -> np.ndarray:
+        """Scores of new users from their clicks: each user's factors are the user
+        half-sweep's least-squares solve against the fitted item factors, with the ridge
+        Nλ of training (N the train |U| x |I|), then ``x_uᵀ v_i``."""
+        self._require_fitted()
+        items = self.module.item_embedding  # (n_items, d)
+        clicks = torch.as_tensor((sp.csr_matrix(history) > 0).toarray(), dtype=DTYPE, device=self.device)
+        ridge = self.config.weight_decay * self.module.user_embedding.shape[0] * items.shape[0]
+        users = self._solve_rows(clicks.to_sparse_csr(), items, ridge)  # (n_rows, d)
+        return (users @ items.T).cpu().numpy()
 
     @torch.no_grad()
     def loss(self, targets: torch.Tensor) -> torch.Tensor:

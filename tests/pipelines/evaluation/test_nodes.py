@@ -1,7 +1,9 @@
 """Evaluation nodes, called directly, against metrics worked out by hand.
 
 A stub recommender with a fixed score matrix stands in for a trained model, so the
-ranking of every user, and therefore Recall@K and NDCG@K, can be written down.
+ranking of every user, and therefore Recall@K, NDCG@K, Precision@K and HR@K, can be
+written down. The evaluators are those of the thesis protocol (``build_evaluators``
+on a split table whose evaluated rows are targets).
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ import matplotlib.figure
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
-from debias_pipeline.models import Recommender, TrainData, ValidationSet
+from debias_pipeline.models import Recommender, TrainData, Validator
+from debias_pipeline.pipelines.data_processing.nodes import build_evaluators
 from debias_pipeline.pipelines.evaluation.nodes import evaluate_model, plot_learning_curve
+from debias_pipeline.protocols import Evaluators
 
 # 1 / log2(3): the discount of rank 2.
 D2 = 1 / math.log2(3)
@@ -47,7 +52,7 @@ class FixedScores(Recommender):
         super().__init__(StubConfig())
         self.best_epoch = best_epoch
 
-    def fit(self, data: TrainData, validation: ValidationSet | None = None) -> Self:
+    def fit(self, data: TrainData, validation: Validator | None = None) -> Self:
         return self
 
     def score(self, users: np.ndarray | None = None) -> np.ndarray:
@@ -60,7 +65,8 @@ class FixedScores(Recommender):
         return self
 
 
-# (user, item, label, split). Ranked by score, descending, ties to the lower item id, K = 2:
+# (user, item, label, split). Ranked by score, descending, ties to the lower item id, K = 2
+# (precision = hits / 2: one hit in every user's top 2, so 1/2 each and HR 1 each):
 # test
 #   u0: i0 (0.9, -) i2 (0.5, +) | i3 (0.3, -) i1 (0.1, +)  recall 1/2, NDCG D2 / (1 + D2)
 #   u1: i1 (0.8, -) i3 (0.6, +)                            recall 1,   NDCG D2
@@ -93,17 +99,30 @@ ROWS = [
 EXPECTED_K2 = {
     "test_recall_at_2": (1 / 2 + 1 + 1) / 3,
     "test_ndcg_at_2": (D2 / (1 + D2) + D2 + D2) / 3,
+    "test_precision_at_2": 1 / 2,
+    "test_hr_at_2": 1.0,
     "test_users_evaluated": 3,
     "test_users_skipped": 1,
     "validation_recall_at_2": (1 + 1 / 2 + 1) / 3,
     "validation_ndcg_at_2": (1 + D2 / (1 + D2) + D2) / 3,
+    "validation_precision_at_2": 1 / 2,
+    "validation_hr_at_2": 1.0,
     "validation_users_evaluated": 3,
     "validation_users_skipped": 0,
+    "test_rows_dropped_unseen": 0,
 }
+# K = 1: the top row of test u0, u1, u2 is a negative; of validation u0 a positive, of u1
+# and u3 a negative. Every metric is then the share of users with a hit at rank 1.
+EXPECTED_K1 = {
+    **{f"test_{name}_at_1": 0.0 for name in ("recall", "ndcg", "precision", "hr")},
+    **{f"validation_{name}_at_1": 1 / 3 for name in ("recall", "ndcg", "precision", "hr")},
+}
+N_USERS, N_ITEMS = SCORES.shape
 
 
 @pytest.fixture
 def unbiased_split() -> pd.DataFrame:
+    """The thesis protocol's evaluated rows: every one a target of its split."""
     users, items, labels, splits = zip(*ROWS, strict=True)
     return pd.DataFrame(
         {
@@ -112,28 +131,52 @@ def unbiased_split() -> pd.DataFrame:
             "rating": np.where(np.array(labels) == 1, 5, 2),
             "label": np.array(labels, dtype=np.int8),
             "split": list(splits),
+            "role": "target",
         }
     )
 
 
+def evaluators(split: pd.DataFrame, evaluation: dict) -> Evaluators:
+    """The thesis evaluators of the split (the train matrix only gives the shape here)."""
+    return build_evaluators(split, sp.csr_matrix((N_USERS, N_ITEMS), dtype=np.float32), evaluation, "synthetic", {})
+
+
+def evaluate(model: Recommender, split: pd.DataFrame, evaluation: dict):
+    return evaluate_model(model, evaluators(split, evaluation))
+
+
 def test_metrics_by_hand(unbiased_split: pd.DataFrame) -> None:
-    metrics, _, _ = evaluate_model(FixedScores(), unbiased_split, {"k": 2})
-    assert set(metrics) == {"model", "protocol", "k", "best_epoch", *EXPECTED_K2}
+    metrics, _, _ = evaluate(FixedScores(), unbiased_split, {"k": 2})
+    assert set(metrics) == {"model", "protocol", "k", "selection_metric", "best_epoch", *EXPECTED_K2}
     assert metrics["model"] == "stub"
     assert metrics["protocol"] == "thesis"
-    assert metrics["k"] == 2
+    assert metrics["k"] == [2]
+    assert metrics["selection_metric"] == "ndcg_at_2"
     assert metrics["best_epoch"] == 7
     for key, expected in EXPECTED_K2.items():
         assert metrics[key] == pytest.approx(expected, abs=1e-12), key
 
 
+def test_metrics_at_several_cutoffs(unbiased_split: pd.DataFrame) -> None:
+    # Cut-offs are sorted; each one gets every metric, the selection metric is NDCG at the
+    # first one unless named.
+    metrics, _, _ = evaluate(FixedScores(), unbiased_split, {"k": [2, 1]})
+    assert metrics["k"] == [1, 2]
+    assert metrics["selection_metric"] == "ndcg_at_1"
+    for key, expected in {**EXPECTED_K1, **EXPECTED_K2}.items():
+        assert metrics[key] == pytest.approx(expected, abs=1e-12), key
+    named, _, _ = evaluate(FixedScores(), unbiased_split, {"k": [1, 2], "selection_metric": "recall_at_2"})
+    assert named["selection_metric"] == "recall_at_2"
+
+
 def test_metrics_are_json_able(unbiased_split: pd.DataFrame) -> None:
-    metrics, _, _ = evaluate_model(FixedScores(), unbiased_split, {"k": 2})
-    assert json.loads(json.dumps(metrics)) == pytest.approx(metrics)
+    metrics, _, _ = evaluate(FixedScores(), unbiased_split, {"k": 2})
+    # JSON round-trips every value (floats exactly: json writes them with repr).
+    assert json.loads(json.dumps(metrics)) == metrics
 
 
 def test_mlflow_metrics(unbiased_split: pd.DataFrame) -> None:
-    _, mlflow_metrics, _ = evaluate_model(FixedScores(), unbiased_split, {"k": 2})
+    _, mlflow_metrics, _ = evaluate(FixedScores(), unbiased_split, {"k": 2})
     assert set(mlflow_metrics) == {*EXPECTED_K2, "best_epoch"}
     for key, expected in {**EXPECTED_K2, "best_epoch": 7}.items():
         assert set(mlflow_metrics[key]) == {"value", "step"}
@@ -142,50 +185,74 @@ def test_mlflow_metrics(unbiased_split: pd.DataFrame) -> None:
         assert mlflow_metrics[key]["step"] == 0
 
 
+def test_test_rows_dropped_unseen_come_from_the_dataset_summary(unbiased_split: pd.DataFrame) -> None:
+    split_evaluators = build_evaluators(
+        unbiased_split, sp.csr_matrix((N_USERS, N_ITEMS)), {"k": 2}, "synthetic", {"test_rows_dropped_unseen": 3}
+    )
+    metrics, mlflow_metrics, _ = evaluate_model(FixedScores(), split_evaluators)
+    assert metrics["test_rows_dropped_unseen"] == 3
+    assert mlflow_metrics["test_rows_dropped_unseen"]["value"] == 3.0
+
+
 def test_default_k_is_5_in_every_name(unbiased_split: pd.DataFrame) -> None:
-    metrics, mlflow_metrics, _ = evaluate_model(FixedScores(), unbiased_split, {})
-    assert metrics["k"] == 5
+    metrics, mlflow_metrics, _ = evaluate(FixedScores(), unbiased_split, {})
+    assert metrics["k"] == [5]
+    assert metrics["selection_metric"] == "ndcg_at_5"
     for split in ("test", "validation"):
-        assert {f"{split}_recall_at_5", f"{split}_ndcg_at_5"} <= set(mlflow_metrics)
+        assert {f"{split}_{name}_at_5" for name in ("recall", "ndcg", "precision", "hr")} <= set(mlflow_metrics)
     # Every user has at most 4 rows of a split, so K = 5 finds every positive.
     assert metrics["test_recall_at_5"] == 1.0
     assert metrics["validation_recall_at_5"] == 1.0
     # test u0: positives at ranks 2 and 4 -> (D2 + 1/log2 5) / (1 + D2); u1, u2: rank 2 -> D2.
     u0 = (D2 + 1 / math.log2(5)) / (1 + D2)
     assert metrics["test_ndcg_at_5"] == pytest.approx((u0 + D2 + D2) / 3, abs=1e-12)
+    # Precision = hits / 5: test u0 has 2 hits, u1 and u2 one each.
+    assert metrics["test_precision_at_5"] == pytest.approx((2 / 5 + 1 / 5 + 1 / 5) / 3, abs=1e-12)
+    assert metrics["test_hr_at_5"] == 1.0
 
 
 def test_unknown_best_epoch_is_not_sent_to_mlflow(unbiased_split: pd.DataFrame) -> None:
-    metrics, mlflow_metrics, _ = evaluate_model(FixedScores(best_epoch=None), unbiased_split, {"k": 2})
+    metrics, mlflow_metrics, _ = evaluate(FixedScores(best_epoch=None), unbiased_split, {"k": 2})
     assert metrics["best_epoch"] is None
     assert "best_epoch" not in mlflow_metrics
 
 
 def test_predictions_table(unbiased_split: pd.DataFrame) -> None:
-    _, _, predictions = evaluate_model(FixedScores(), unbiased_split, {"k": 2})
+    _, _, predictions = evaluate(FixedScores(), unbiased_split, {"k": 2})
     assert list(predictions.columns) == ["user", "item", "split", "label", "score"]
     assert len(predictions) == len(ROWS)
-    # Same rows, same order as the split; the score is the stub's entry for the pair.
-    assert predictions["user"].tolist() == [row[0] for row in ROWS]
-    assert predictions["item"].tolist() == [row[1] for row in ROWS]
-    assert predictions["label"].tolist() == [row[2] for row in ROWS]
-    assert predictions["split"].tolist() == [row[3] for row in ROWS]
-    assert predictions["score"].tolist() == [SCORES[user, item] for user, item, _, _ in ROWS]
+    # The validation rows, then the test rows, each in the split table's order; the score
+    # is the stub's entry for the pair.
+    rows = [row for row in ROWS if row[3] == "validation"] + [row for row in ROWS if row[3] == "test"]
+    assert predictions["user"].tolist() == [row[0] for row in rows]
+    assert predictions["item"].tolist() == [row[1] for row in rows]
+    assert predictions["label"].tolist() == [row[2] for row in rows]
+    assert predictions["split"].tolist() == [row[3] for row in rows]
+    assert predictions["score"].tolist() == [SCORES[user, item] for user, item, _, _ in rows]
 
 
 def test_evaluate_model_leaves_the_split_alone(unbiased_split: pd.DataFrame) -> None:
     before = unbiased_split.copy()
-    evaluate_model(FixedScores(), unbiased_split, {"k": 2})
+    evaluate(FixedScores(), unbiased_split, {"k": 2})
     pd.testing.assert_frame_equal(unbiased_split, before)
 
 
 @pytest.mark.parametrize(
     ("evaluation", "message"),
-    [({"k": 0}, r"evaluation.*k must be >= 1"), ({"kk": 2}, r"evaluation\.kk"), ({"k": 2.5}, r"evaluation\.k")],
+    [
+        ({"k": 0}, r"evaluation.*k must be >= 1"),
+        ({"kk": 2}, r"evaluation\.kk"),
+        ({"k": 2.5}, r"evaluation\.k"),
+        ({"k": [2, 0]}, r"evaluation.*k must be >= 1"),
+        ({"protocol": "random"}, r"evaluation\.protocol"),
+        ({"k": 2, "selection_metric": "ndcg_at_5"}, r"evaluation\.selection_metric"),
+        ({"k": 2, "selection_metric": "auc_at_2"}, r"evaluation\.selection_metric"),
+    ],
 )
 def test_bad_evaluation_parameters(unbiased_split: pd.DataFrame, evaluation: dict, message: str) -> None:
+    # The evaluation block is read when the evaluators are built, before any model runs.
     with pytest.raises(ValueError, match=message):
-        evaluate_model(FixedScores(), unbiased_split, evaluation)
+        evaluators(unbiased_split, evaluation)
 
 
 # ---- plot_learning_curve --------------------------------------------------------------------

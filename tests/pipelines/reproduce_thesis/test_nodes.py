@@ -11,7 +11,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.models.base import Recommender, TrainData, ValidationSet
+from debias_pipeline.models.base import Recommender, TrainData, Validator
+from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency, split_interactions
 from debias_pipeline.pipelines.reproduce_thesis import nodes
 from debias_pipeline.pipelines.reproduce_thesis.nodes import (
     ThesisRow,
@@ -73,7 +74,7 @@ class SplitOracle(Recommender):
         super().__init__({"good_on": good_on}, seed=seed)
         self.good_on, self.labels = good_on, labels
 
-    def fit(self, data: TrainData, validation: ValidationSet | None = None) -> Self:
+    def fit(self, data: TrainData, validation: Validator | None = None) -> Self:
         if self.good_on == "diverge":
             raise FloatingPointError("oracle: training loss is nan at epoch 3")
         self.best_epoch = 1
@@ -101,18 +102,27 @@ def test_selection_uses_validation_never_test(monkeypatch: pytest.MonkeyPatch) -
     items = np.tile(np.arange(10), 6)
     labels = ((users + items) % 2).astype(np.int8)  # two positives per user
     interactions = pd.DataFrame(
-        {"user": users, "item": items, "rating": np.where(labels == 1, 5, 1), "source": "unbiased", "label": labels}
+        {
+            "user": users,
+            "item": items,
+            "rating": np.where(labels == 1, 5.0, 1.0),
+            "timestamp": np.nan,
+            "source": "unbiased",
+            "label": labels,
+        }
     )
     built: list[str] = []
 
     def fake_build(block: dict[str, Any], where: str, *, seed: int, device: torch.device) -> Recommender:
-        split = nodes.split_unbiased_ratings(interactions, {"validation_fraction": 0.5}, seed)
+        # The seed's split, as the grid draws it (the thesis protocol of the run's dataset).
+        split = split_interactions(interactions, {"validation_fraction": 0.5}, {"k": 5}, "coat", seed)
         lookup = {(r.user, r.item): (r.split, r.label) for r in split.itertuples()}
         built.append(block["good_on"])
         return SplitOracle(block["good_on"], lookup, seed)
 
     monkeypatch.setattr(nodes, "build_model", fake_build)
     parameters = {
+        "dataset": "coat",
         "oracle": {"model": {"name": "oracle", "good_on": "test"}},
         "split": {"validation_fraction": 0.5},
         "evaluation": {"k": 5},
@@ -124,7 +134,7 @@ def test_selection_uses_validation_never_test(monkeypatch: pytest.MonkeyPatch) -
             ],
         },
     }
-    runs, spectra = run_thesis_grid(interactions, sp.csr_matrix((6, 10)), None, parameters, torch.device("cpu"))
+    runs, spectra = run_thesis_grid(interactions, TrainData(sp.csr_matrix((6, 10))), parameters, torch.device("cpu"))
     assert built == ["test", "validation", "diverge"] * 2  # every candidate, every seed
     diverged = runs[runs["diverged"]]
     assert len(diverged) == 2 and diverged["validation_ndcg"].isna().all() and not diverged["selected"].any()
@@ -135,6 +145,52 @@ def test_selection_uses_validation_never_test(monkeypatch: pytest.MonkeyPatch) -
     rejected = runs[~runs["selected"]]
     assert (rejected["test_ndcg"].to_numpy() > selected["test_ndcg"].to_numpy()).all()
     assert spectra == {}
+
+
+def _biased_and_unbiased() -> pd.DataFrame:
+    """4 users x 6 items: biased rows on items 0..2 (train), unbiased rows on items 3..5."""
+    rows = []
+    for user in range(4):
+        for item in range(3):
+            rows.append((user, item, 5.0 if (user + item) % 2 else 2.0, "biased"))
+        for item in range(3, 6):
+            rows.append((user, item, 5.0 if (user + item) % 2 else 1.0, "unbiased"))
+    users, items, ratings, sources = zip(*rows, strict=True)
+    return pd.DataFrame(
+        {
+            "user": np.array(users, dtype=np.int64),
+            "item": np.array(items, dtype=np.int64),
+            "rating": np.array(ratings),
+            "timestamp": np.nan,
+            "source": list(sources),
+            "label": (np.array(ratings) >= 4).astype(np.int8),
+        }
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_seed_data_is_the_seeds_split_with_its_own_y_and_graph(seed: int) -> None:
+    interactions = _biased_and_unbiased()
+    item_features = np.arange(6, dtype=np.float32)[:, None]
+    run_data = TrainData(sp.csr_matrix((4, 6), dtype=np.float32), item_features=item_features)
+    parameters = {"dataset": "coat", "split": {"validation_fraction": 0.5}, "evaluation": {}}
+    setup = nodes.evaluation_setup(parameters["evaluation"], "coat")
+    data, evaluators = nodes._seed_data(interactions, run_data, parameters, setup, seed)
+    # Y: the biased positives (the thesis train split), whatever the seed; Â from it.
+    biased = interactions[(interactions["source"] == "biased") & (interactions["label"] == 1)]
+    expected = np.zeros((4, 6), dtype=np.float32)
+    expected[biased["user"], biased["item"]] = 1.0
+    np.testing.assert_array_equal(data.interactions.toarray(), expected)
+    np.testing.assert_array_equal(data.adjacency.toarray(), build_normalized_adjacency(data.interactions).toarray())
+    assert data.item_features is item_features  # the run's side data is kept
+    # The evaluators hold this seed's validation and test rows.
+    split = split_interactions(interactions, parameters["split"], parameters["evaluation"], "coat", seed)
+    for name in ("validation", "test"):
+        rows = split[split["split"] == name]
+        np.testing.assert_array_equal(getattr(evaluators, name).users, rows["user"])
+        np.testing.assert_array_equal(getattr(evaluators, name).items, rows["item"])
+    assert evaluators.setup.protocol.name == "thesis"
+    assert evaluators.validation.metric == "ndcg_at_5"
 
 
 # --------------------------------------------------------------------------- summary

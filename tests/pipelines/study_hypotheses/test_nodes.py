@@ -123,7 +123,10 @@ def test_simulate_worlds_builds_each_world_once():
     world = worlds[(1.0, 0)]
     assert world.train.interactions.shape == (40, 30)
     assert world.train.adjacency.shape == (70, 70)
-    assert len(world.unbiased_split) == 40 * 8
+    # The thesis protocol's evaluators over the unbiased rows: round(0.25 * 320) validation rows.
+    assert world.evaluators.setup.protocol.name == "thesis" and world.evaluators.setup.cutoffs == (5,)
+    assert world.evaluators.validation.users.size == 80
+    assert world.evaluators.validation.users.size + world.evaluators.test.users.size == 40 * 8
     assert world.truth.n_users == 40
     assert len(statistics) == 4
     assert (statistics["true_exposure_rank"] == np.where(statistics["bias_strength"] == 0, 1, 2)).all()

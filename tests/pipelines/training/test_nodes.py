@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,9 +11,10 @@ import scipy.sparse as sp
 import torch
 
 from debias_pipeline.metrics import ranking_metrics
-from debias_pipeline.models import MODELS, Recommender
-from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency
+from debias_pipeline.models import MODELS, Recommender, TrainData
+from debias_pipeline.pipelines.data_processing.nodes import build_evaluators, build_normalized_adjacency
 from debias_pipeline.pipelines.training.nodes import resolve_compute_device, train_model
+from debias_pipeline.protocols import evaluation_setup
 
 CPU = torch.device("cpu")
 N_USERS, N_ITEMS = 8, 6
@@ -62,18 +65,23 @@ def unbiased_split() -> pd.DataFrame:
         # Test labels are the opposite of the truth, so a test NDCG differs from the validation one.
         rows.append((user, (other + 2) % N_ITEMS, 5, 1, "test"))
         rows.append((user, (held_out + 2) % N_ITEMS, 1, 0, "test"))
-    return pd.DataFrame(rows, columns=["user", "item", "rating", "label", "split"])
+    # The thesis protocol's split table: the evaluated (unbiased) rows are targets.
+    return pd.DataFrame(rows, columns=["user", "item", "rating", "label", "split"]).assign(role="target")
+
+
+def evaluators_for(train_matrix, unbiased_split, evaluation=None):
+    """The thesis protocol's evaluators of the split (dataset synthetic: thesis by default)."""
+    evaluation = {"k": 5} if evaluation is None else evaluation
+    return build_evaluators(unbiased_split, train_matrix, evaluation, "synthetic", {})
 
 
 def run(train_matrix, unbiased_split, block, *, seed=0, evaluation=None, where="model"):
     return train_model(
-        train_matrix,
-        build_normalized_adjacency(train_matrix),
-        unbiased_split,
+        TrainData(train_matrix, build_normalized_adjacency(train_matrix)),
+        evaluators_for(train_matrix, unbiased_split, evaluation),
         block,
         seed,
         CPU,
-        {"k": 5} if evaluation is None else evaluation,
         where=where,
     )
 
@@ -182,13 +190,38 @@ def test_train_model_names_the_bad_parameter(train_matrix, unbiased_split) -> No
         run(train_matrix, unbiased_split, {**SMALL_BLOCKS["mf"], "embeding_dim": 4}, where="mf.model")
     with pytest.raises(ValueError, match=r"unknown model 'mf_typo'; valid models: dual, expomf, lightgcn, mf"):
         run(train_matrix, unbiased_split, {**SMALL_BLOCKS["mf"], "name": "mf_typo"})
+    # The evaluation block is read by the evaluators now (train_model no longer takes it).
     with pytest.raises(ValueError, match=r"evaluation.*k must be >= 1"):
-        run(train_matrix, unbiased_split, SMALL_BLOCKS["mf"], evaluation={"k": 0})
+        evaluators_for(train_matrix, unbiased_split, {"k": 0})
 
 
 def test_train_model_without_validation_positives_does_not_stop_silently(train_matrix, unbiased_split) -> None:
     no_positives = unbiased_split.assign(label=np.where(unbiased_split["split"] == "validation", 0, 1))
     block = {**SMALL_BLOCKS["mf"], "epochs": 12, "patience": 2}
-    # NDCG would be NaN at every epoch and early stopping meaningless: a clear error instead.
+    # NDCG would be NaN at every epoch and early stopping meaningless: a clear error instead,
+    # raised when the evaluators are built, before any training.
     with pytest.raises(ValueError, match="validation split has no positive row"):
         run(train_matrix, no_positives, block)
+
+
+def test_train_model_early_stops_on_the_selection_metric(train_matrix, unbiased_split) -> None:
+    # selection_metric picks the curve early stopping follows (and its name).
+    evaluation = {"k": [1, 3], "selection_metric": "recall_at_3"}
+    model, _, curves, history = run(train_matrix, unbiased_split, SMALL_BLOCKS["mf"], evaluation=evaluation)
+    assert set(curves) == {"train_loss", "epoch_validation_recall_at_3"}
+    assert list(history.columns) == ["epoch", "train_loss", "validation_recall_at_3"]
+    best = max(point["value"] for point in curves["epoch_validation_recall_at_3"])
+    rows = unbiased_split[unbiased_split["split"] == "validation"]
+    scores = model.score_pairs(rows["user"].to_numpy(), rows["item"].to_numpy())
+    assert ranking_metrics(rows["user"], rows["item"], rows["label"], scores, 3).recall == pytest.approx(best, abs=1e-12)
+
+
+def test_train_model_refuses_a_model_the_protocol_cannot_evaluate(train_matrix, unbiased_split) -> None:
+    # strong_generalization scores users never trained on: MF cannot fold them in.
+    evaluators = evaluators_for(train_matrix, unbiased_split)
+    evaluators = dataclasses.replace(
+        evaluators, setup=evaluation_setup({"protocol": "strong_generalization"}, "synthetic")
+    )
+    data = TrainData(train_matrix, build_normalized_adjacency(train_matrix))
+    with pytest.raises(ValueError, match=r"model 'mf'.*strong_generalization.*wmf"):
+        train_model(data, evaluators, SMALL_BLOCKS["mf"], 0, CPU)

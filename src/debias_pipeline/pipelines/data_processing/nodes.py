@@ -1,146 +1,378 @@
-"""Nodes from raw rating files to the train matrix, the unbiased split and the graph."""
+"""Nodes from the raw files to the interactions, their side data, the split of the
+evaluation protocol, the train matrix and the graph.
+
+ingest_ratings (validate the parsed files, or run the simulator) -> binarize_ratings
+(the ``label``) -> index_interactions (duplicates, unseen test ids, k-core, 0-based
+ids, side data aligned with them) -> split_interactions (the protocol's split) ->
+build_train_matrix -> build_normalized_adjacency; build_train_data and
+build_evaluators hand the models and the evaluation what they need.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from debias_pipeline.config import build_config, require
-from debias_pipeline.datasets.raw_ratings import DATASETS, SOURCES, RawRatings
+from debias_pipeline.datasets import RawData, dataset_spec
+from debias_pipeline.datasets.registry import DatasetSpec
+from debias_pipeline.features import encode_item_features, encode_user_features
+from debias_pipeline.models.base import TrainData
+from debias_pipeline.protocols import Evaluators, evaluation_setup, split_for_protocol
 from debias_pipeline.simulation import GroundTruth, SyntheticConfig, generate_synthetic
 
-RATING_MIN, RATING_MAX = 1, 5
+RATING_COLUMNS = ["user", "item", "rating", "timestamp", "source"]
+TRAINING_PARTS = ("biased", "train", "all")  # the parts models may learn from
 
 
 @dataclass(frozen=True)
 class BinarizationConfig:
-    """A rating >= ``threshold`` is a positive (PROTOCOL.md §2.1)."""
+    """Which rows are positives (PROTOCOL.md §2.1).
 
-    threshold: int = 4
+    Attributes:
+        threshold: a rating >= ``threshold`` is a positive; ``None`` takes the
+            dataset's default (4 for the 1..5 rating datasets; every row a positive for
+            implicit data: LastFM's play counts, Gowalla's check-ins, anime watches, a
+            custom click log). Must lie in the dataset's rating range.
+        unrated: what a row marked "watched, not rated" (the anime database's -1)
+            becomes when a threshold applies: ``positive``, ``negative`` or ``drop``.
+    """
+
+    threshold: float | None = None
+    unrated: Literal["positive", "negative", "drop"] = "positive"
 
     def __post_init__(self) -> None:
         require(
-            RATING_MIN <= self.threshold <= RATING_MAX,
-            f"threshold must be in {RATING_MIN}..{RATING_MAX}, got {self.threshold}",
+            self.threshold is None or np.isfinite(self.threshold),
+            f"threshold must be a finite number or null, got {self.threshold}",
         )
 
 
 @dataclass(frozen=True)
-class SplitConfig:
-    """Random split of the unbiased rows: a validation share, the rest is test."""
+class PreprocessingConfig:
+    """Cleaning between parsing and splitting.
 
-    validation_fraction: float = 0.2
+    Attributes:
+        duplicates: a (user, item) pair twice in one part: ``error`` (the study's
+            datasets), or keep the ``first`` / ``last`` (by timestamp when there is one,
+            else by file order); ``None`` takes the dataset's default.
+        min_user_interactions: k-core filter: users with fewer train positives are
+            removed, and
+        min_item_interactions: items with fewer train positives, iterated until both
+            hold (0 = no filter).
+    """
+
+    duplicates: Literal["error", "first", "last"] | None = None
+    min_user_interactions: int = 0
+    min_item_interactions: int = 0
 
     def __post_init__(self) -> None:
-        require(
-            0 < self.validation_fraction < 1,
-            f"validation_fraction must be in (0, 1), got {self.validation_fraction}",
-        )
+        require(self.min_user_interactions >= 0, f"min_user_interactions must be >= 0, got {self.min_user_interactions}")
+        require(self.min_item_interactions >= 0, f"min_item_interactions must be >= 0, got {self.min_item_interactions}")
 
 
-def _check_table(table: pd.DataFrame, path: str) -> None:
-    if table.empty:
-        raise ValueError(f"{path}: the rating set is empty")
-    ratings = table["rating"].to_numpy()
-    bad = (ratings < RATING_MIN) | (ratings > RATING_MAX) | (ratings != np.floor(ratings))
+def _rating_errors(table: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
+    """True for every row whose rating is invalid for ``spec``."""
+    ratings = table["rating"].to_numpy(np.float64)
+    present = ~np.isnan(ratings)
+    if spec.rating_range is not None:
+        low, high = spec.rating_range
+        valid = (ratings >= low) & (ratings <= high) & (ratings == np.floor(ratings))
+        if spec.name == "anime":
+            valid |= ratings == -1  # watched, not rated
+        if spec.feedback == "explicit":
+            return ~valid  # a missing rating is an error too
+        return present & ~valid
+    return present & ~(np.isfinite(ratings) & (ratings >= 0))
+
+
+def _check_ratings(raw: RawData, spec: DatasetSpec) -> None:
+    table = raw.interactions
+    for part in pd.unique(table["part"]):
+        if not (table["part"] == part).any():
+            raise ValueError(f"{raw.files.get(part, part)}: the rating set is empty")
+    bad = _rating_errors(table, spec)
     if bad.any():
         at = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"{path} row {table['line'].iat[at]}: rating {ratings[at]:g} "
-            f"(user {table['user'].iat[at]}, item {table['item'].iat[at]}) is outside {RATING_MIN}..{RATING_MAX}"
+        row = table.iloc[at]
+        problem = (
+            "is not a non-negative number"
+            if spec.rating_range is None
+            else f"is outside {spec.rating_range[0]:g}..{spec.rating_range[1]:g}"
         )
-    duplicated = table.duplicated(["user", "item"], keep=False).to_numpy()
-    if duplicated.any():
-        rows = table.loc[duplicated].sort_values(["user", "item", "line"]).head(2)
-        first, second = rows["line"].tolist()
         raise ValueError(
-            f"{path} rows {first} and {second}: (user {rows['user'].iat[0]}, item {rows['item'].iat[0]}) "
-            "is rated twice in one set"
+            f"{raw.files.get(row['part'], row['part'])} row {row['line']}: rating {float(row['rating']):g} "
+            f"(user {row['user']}, item {row['item']}) {problem}"
         )
-
-
-def _contiguous_ids(raw: RawRatings) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Map the files' ids onto 0..n-1; a matrix format keeps its row/column positions."""
-    tables = [raw.tables[source].assign(source=source) for source in SOURCES]
-    combined = pd.concat(tables, ignore_index=True)
-    if raw.shape is not None:
-        users, items = np.arange(raw.shape[0]), np.arange(raw.shape[1])
-    else:
-        users, items = np.unique(combined["user"]), np.unique(combined["item"])
-    ratings = pd.DataFrame(
-        {
-            "user": np.searchsorted(users, combined["user"].to_numpy()).astype(np.int64),
-            "item": np.searchsorted(items, combined["item"].to_numpy()).astype(np.int64),
-            "rating": combined["rating"].to_numpy().astype(np.int64),
-            "source": combined["source"].to_numpy(),
-        }
-    )
-    id_maps = pd.concat(
-        [
-            pd.DataFrame({"entity": "user", "index": np.arange(users.size), "original_id": users}),
-            pd.DataFrame({"entity": "item", "index": np.arange(items.size), "original_id": items}),
-        ],
-        ignore_index=True,
-    )
-    return ratings, id_maps
 
 
 def ingest_ratings(
-    raw: RawRatings, dataset: str, synthetic: dict[str, Any], seed: int
-) -> tuple[pd.DataFrame, pd.DataFrame, GroundTruth | dict[str, np.ndarray]]:
-    """Validate the raw files (or run the simulator) into one tidy ratings table.
+    raw_data: RawData, dataset: str, synthetic: dict[str, Any], seed: int
+) -> tuple[pd.DataFrame, GroundTruth | dict[str, np.ndarray]]:
+    """Validate the parsed files (or run the simulator) into one tidy ratings table.
 
     Args:
-        raw: Parsed raw files of the chosen dataset.
-        dataset: The ``dataset`` parameter; must name the same dataset as ``raw``.
+        raw_data: Parsed raw files of the chosen dataset.
+        dataset: The ``dataset`` parameter; must name the same dataset as ``raw_data``.
         synthetic: Simulator parameters (used when ``dataset`` is ``synthetic``).
         seed: The run's seed (the simulator's draws).
 
     Returns:
-        ``ratings`` (user, item, rating, source = biased | unbiased) with 0-based
-        contiguous ids; ``id_maps`` (entity, index, original_id); ``ground_truth``:
-        for synthetic data the simulator's ``GroundTruth`` (factors of the true
-        preference and exposure logits; ``truth["preference"]`` is the dense matrix
-        when small), for real data (0, 0) ``preference`` and ``exposure`` arrays,
-        since nobody knows their truth.
+        ``ratings`` (user, item, rating, timestamp, source) in the files' own ids, rows
+        in file order, ``source`` the part: biased / unbiased, train / test or all;
+        ``ground_truth``: the simulator's ``GroundTruth`` for synthetic data, (0, 0)
+        ``preference`` and ``exposure`` arrays for real data (nobody knows their truth).
 
     Raises:
-        ValueError: Naming the file and row of a bad rating, a duplicated pair or
-            an empty set, or the parameter at fault.
+        ValueError: Naming the file and row of a bad rating or an empty set, or the
+            parameter at fault.
     """
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r} (parameter 'dataset'); valid datasets: {', '.join(DATASETS)}")
-    if raw.name != dataset:
+    spec = dataset_spec(dataset)
+    if raw_data.name != dataset:
         raise ValueError(
-            f"parameter 'dataset' is {dataset!r} but the catalog's raw_ratings reads {raw.name!r}; "
+            f"parameter 'dataset' is {dataset!r} but the catalog's raw_data reads {raw_data.name!r}; "
             "choose the dataset with `--params=dataset=...` (or in conf/base/globals.yml)"
         )
-    if dataset == "synthetic":
+    if spec.simulated:
         data = generate_synthetic(build_config(SyntheticConfig, synthetic, "synthetic"), seed)
-        n_users, n_items = data.truth.n_users, data.truth.n_items
-        id_maps = pd.concat(
-            [
-                pd.DataFrame({"entity": "user", "index": np.arange(n_users), "original_id": np.arange(n_users)}),
-                pd.DataFrame({"entity": "item", "index": np.arange(n_items), "original_id": np.arange(n_items)}),
-            ],
-            ignore_index=True,
-        )
-        return data.ratings, id_maps, data.truth
+        ratings = data.ratings.assign(rating=data.ratings["rating"].astype(np.float64), timestamp=np.nan)
+        return ratings[RATING_COLUMNS], data.truth
+    _check_ratings(raw_data, spec)
+    table = raw_data.interactions
+    ratings = pd.DataFrame(
+        {
+            "user": table["user"].to_numpy(),
+            "item": table["item"].to_numpy(),
+            "rating": table["rating"].to_numpy(np.float64),
+            "timestamp": table["timestamp"].to_numpy(np.float64),
+            "source": table["part"].to_numpy(object),
+            "line": table["line"].to_numpy(np.int64),
+        }
+    )
+    return ratings, {"preference": np.zeros((0, 0)), "exposure": np.zeros((0, 0))}
 
-    for source in SOURCES:
-        _check_table(raw.tables[source], raw.files[source])
-    ratings, id_maps = _contiguous_ids(raw)
-    return ratings, id_maps, {"preference": np.zeros((0, 0)), "exposure": np.zeros((0, 0))}
 
+def binarize_ratings(ratings: pd.DataFrame, binarization: dict[str, Any], dataset: str) -> pd.DataFrame:
+    """Add ``label``: 1 for a positive row, 0 otherwise (a new table).
 
-def binarize_ratings(ratings: pd.DataFrame, binarization: dict[str, Any]) -> pd.DataFrame:
-    """Add ``label`` = 1 for ``rating >= threshold``, else 0 (a new table)."""
+    Explicit ratings are positive at ``rating >= threshold``; with no threshold (the
+    default of implicit datasets) every row is a positive.
+    """
     config = build_config(BinarizationConfig, binarization, "binarization")
-    return ratings.assign(label=(ratings["rating"] >= config.threshold).astype(np.int8))
+    spec = dataset_spec(dataset)
+    threshold = spec.default_threshold if config.threshold is None else config.threshold
+    if threshold is None:
+        return ratings.assign(label=np.ones(len(ratings), dtype=np.int8))
+    if spec.rating_range is None and ratings["rating"].isna().all():
+        raise ValueError(
+            f"parameter 'binarization.threshold' is {threshold:g} but dataset {dataset!r} has no ratings to "
+            "binarize; leave it null (every row is a positive)"
+        )
+    if spec.rating_range is not None:
+        low, high = spec.rating_range
+        require(
+            low <= threshold <= high,
+            f"parameter 'binarization.threshold' must be in {low:g}..{high:g} for dataset {dataset!r}, got {threshold:g}",
+        )
+    rating = ratings["rating"].to_numpy(np.float64)
+    label = (rating >= threshold).astype(np.int8)
+    unrated = rating == -1
+    if unrated.any():
+        label[unrated] = 1 if config.unrated == "positive" else 0
+        if config.unrated == "drop":
+            return ratings.assign(label=label)[~unrated].reset_index(drop=True)
+    return ratings.assign(label=label)
+
+
+def _deduplicate(table: pd.DataFrame, policy: str, files: dict[str, str]) -> tuple[pd.DataFrame, int]:
+    duplicated = table.duplicated(["source", "user", "item"], keep=False).to_numpy()
+    if not duplicated.any():
+        return table, 0
+    if policy == "error":
+        rows = table.loc[duplicated].sort_values(["source", "user", "item", "line"]).head(2)
+        first, second = rows["line"].tolist()
+        source = rows["source"].iat[0]
+        raise ValueError(
+            f"{files.get(source, source)} rows {first} and {second}: (user {rows['user'].iat[0]}, "
+            f"item {rows['item'].iat[0]}) is rated twice in one set; set preprocessing.duplicates to "
+            "'first' or 'last' to keep one of them"
+        )
+    order = ["timestamp", "line"] if table["timestamp"].notna().all() else ["line"]
+    ordered = table.sort_values(order, kind="stable")
+    kept = ordered.drop_duplicates(["source", "user", "item"], keep=policy).sort_index()
+    return kept, int(len(table) - len(kept))
+
+
+def _k_core(table: pd.DataFrame, min_user: int, min_item: int) -> pd.DataFrame:
+    """Rows of the users and items that keep >= the thresholds of train positives."""
+    if min_user <= 0 and min_item <= 0:
+        return table
+    keep = np.ones(len(table), dtype=bool)
+    counted = (table["label"].to_numpy() == 1) & table["source"].isin(TRAINING_PARTS).to_numpy()
+    users, items = table["user"], table["item"]
+    while True:
+        active = counted & keep
+        user_counts = users[active].value_counts()
+        item_counts = items[active].value_counts()
+        good_users = user_counts.index[user_counts >= min_user]
+        good_items = item_counts.index[item_counts >= min_item]
+        new_keep = keep & users.isin(good_users).to_numpy() & items.isin(good_items).to_numpy()
+        if (new_keep == keep).all():
+            break
+        keep = new_keep
+    if not (keep & counted).any():
+        raise ValueError(
+            "nothing is left after the k-core filter (preprocessing.min_user_interactions="
+            f"{min_user}, preprocessing.min_item_interactions={min_item}); lower the thresholds"
+        )
+    return table[keep]
+
+
+def _sorted_ids(values: pd.Series | np.ndarray) -> np.ndarray:
+    ids = pd.unique(np.asarray(values))
+    if ids.dtype.kind in "iu":
+        return np.sort(ids)
+    return np.array(sorted(ids, key=str), dtype=object)
+
+
+def _id_map(entity: str, ids: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"entity": entity, "index": np.arange(ids.size, dtype=np.int64), "original_id": ids})
+
+
+def _position(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Index of each value in ``ids`` (every value is present)."""
+    return pd.Index(ids).get_indexer(values).astype(np.int64)
+
+
+def index_interactions(
+    labeled_ratings: pd.DataFrame,
+    raw_data: RawData,
+    ground_truth: GroundTruth | dict[str, np.ndarray],
+    preprocessing: dict[str, Any],
+    dataset: str,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Clean the labelled ratings and map every id onto 0..n-1, side data along.
+
+    Duplicated pairs follow ``preprocessing.duplicates``; rows of a given test set
+    whose user or item never occurs in the train file are dropped and counted (ids
+    "never seen in train"); the k-core filter runs on the train positives. Users and
+    items are numbered in sorted order of their ids; a matrix format (Coat) and the
+    simulator keep their row and column positions.
+
+    Returns:
+        ``interactions`` (user, item, rating, timestamp, source, label; 0-based ids),
+        ``id_maps`` (entity, index, original_id), ``item_metadata`` (index,
+        original_id, title, genres, what else the dataset has), ``user_features``
+        (index, original_id, features), ``social_edges`` (user, friend; 0-based, each
+        tie once with user < friend) and ``dataset_summary`` (counts, and the rows
+        dropped with the reason).
+    """
+    config = build_config(PreprocessingConfig, preprocessing, "preprocessing")
+    spec = dataset_spec(dataset)
+    files = raw_data.files
+    summary: dict[str, Any] = {"dataset": dataset, "dropped": dict(raw_data.dropped)}
+    table = labeled_ratings
+    if "line" not in table:
+        table = table.assign(line=np.arange(1, len(table) + 1))
+    table, n_duplicates = _deduplicate(table, config.duplicates or spec.duplicates, files)
+    if n_duplicates:
+        summary["dropped"]["duplicated (user, item) pairs"] = n_duplicates
+    if spec.parts == "train_test":
+        train = table["source"] == "train"
+        seen = table["user"].isin(table.loc[train, "user"]) & table["item"].isin(table.loc[train, "item"])
+        summary["test_rows_dropped_unseen"] = int((~seen).sum())
+        table = table[seen]
+    before = len(table)
+    table = _k_core(table, config.min_user_interactions, config.min_item_interactions)
+    if len(table) < before:
+        summary["dropped"]["k-core filter"] = int(before - len(table))
+
+    shape = (ground_truth.n_users, ground_truth.n_items) if isinstance(ground_truth, GroundTruth) else raw_data.shape
+    if shape is not None and "k-core filter" not in summary["dropped"]:
+        users, items = np.arange(shape[0]), np.arange(shape[1])
+    else:
+        users, items = _sorted_ids(table["user"]), _sorted_ids(table["item"])
+    interactions = pd.DataFrame(
+        {
+            "user": _position(users, table["user"].to_numpy()),
+            "item": _position(items, table["item"].to_numpy()),
+            "rating": table["rating"].to_numpy(np.float64),
+            "timestamp": table["timestamp"].to_numpy(np.float64),
+            "source": table["source"].to_numpy(object),
+            "label": table["label"].to_numpy(np.int8),
+        }
+    )
+    trainable = interactions["source"].isin(TRAINING_PARTS).to_numpy()
+    if not (interactions["label"].to_numpy()[trainable] == 1).any():
+        present = set(interactions["source"])
+        parts = ", ".join(files.get(part, part) for part in TRAINING_PARTS if part in present)
+        raise ValueError(
+            f"the train set of dataset {dataset!r} ({parts}) has no positive row (binarization.threshold, "
+            "preprocessing): a model cannot learn from it"
+        )
+    id_maps = pd.concat([_id_map("user", users), _id_map("item", items)], ignore_index=True)
+    item_metadata = _aligned_side_table(raw_data.items, "item", items)
+    if "title" not in item_metadata:
+        item_metadata = item_metadata.assign(title="", genres="")
+    user_features = _aligned_side_table(raw_data.users, "user", users)
+    social_edges = _social_edges(raw_data.social, users, summary)
+    summary.update(
+        n_users=int(users.size),
+        n_items=int(items.size),
+        rows=interactions.groupby("source").size().astype(int).to_dict(),
+        positives=interactions[interactions["label"] == 1].groupby("source").size().astype(int).to_dict(),
+        social_edges=int(len(social_edges)),
+    )
+    return interactions, id_maps, item_metadata, user_features, social_edges, summary
+
+
+def _aligned_side_table(table: pd.DataFrame | None, key: str, ids: np.ndarray) -> pd.DataFrame:
+    """One row per indexed id (index, original_id, then the table's columns); ids the
+    table does not describe get empty values."""
+    frame = pd.DataFrame({"index": np.arange(ids.size, dtype=np.int64), "original_id": ids})
+    if table is None or table.empty:
+        return frame
+    described = table.drop_duplicates(key, keep="first").set_index(key)
+    described.index = described.index.astype(ids.dtype) if ids.dtype != object else described.index.astype(str)
+    lookup = ids if ids.dtype != object else ids.astype(str)
+    columns = described.reindex(lookup).reset_index(drop=True)
+    for column in columns:
+        if columns[column].dtype == object:
+            columns[column] = columns[column].fillna("")
+    return pd.concat([frame, columns], axis=1)
+
+
+def _social_edges(social: pd.DataFrame | None, users: np.ndarray, summary: dict[str, Any]) -> pd.DataFrame:
+    if social is None or social.empty:
+        return pd.DataFrame({"user": pd.Series(dtype=np.int64), "friend": pd.Series(dtype=np.int64)})
+    index = pd.Index(users)
+    a = index.get_indexer(social["user"].to_numpy())
+    b = index.get_indexer(social["friend"].to_numpy())
+    known = (a >= 0) & (b >= 0) & (a != b)
+    low, high = np.minimum(a[known], b[known]), np.maximum(a[known], b[known])
+    edges = pd.DataFrame({"user": low, "friend": high}).drop_duplicates().sort_values(["user", "friend"])
+    dropped = len(social) - len(edges)
+    if dropped:
+        summary["dropped"]["social ties to unknown users, self-ties or repeated ties"] = int(dropped)
+    return edges.reset_index(drop=True)
+
+
+def split_interactions(
+    interactions: pd.DataFrame, split: dict[str, Any], evaluation: dict[str, Any], dataset: str, seed: int
+) -> pd.DataFrame:
+    """The split of the evaluation protocol (``protocols.split_for_protocol``).
+
+    Returns:
+        Every row with ``split`` (train | validation | test) and ``role`` (input: seen
+        by the model; target: evaluated), plus the sampled candidates of
+        ``leave_one_out`` (label 0). Seeded by ``seed``.
+    """
+    setup = evaluation_setup(evaluation, dataset)
+    return split_for_protocol(interactions, setup, split, dataset_spec(dataset), seed)
 
 
 def count_entities(id_maps: pd.DataFrame) -> tuple[int, int]:
@@ -149,31 +381,15 @@ def count_entities(id_maps: pd.DataFrame) -> tuple[int, int]:
     return int(counts.get("user", 0)), int(counts.get("item", 0))
 
 
-def build_train_matrix(interactions: pd.DataFrame, id_maps: pd.DataFrame) -> sp.csr_matrix:
-    """Y (n_users, n_items): 1 for a positive biased rating, 0 everywhere else."""
-    positives = interactions[(interactions["source"] == "biased") & (interactions["label"] == 1)]
+def build_train_matrix(interaction_split: pd.DataFrame, id_maps: pd.DataFrame) -> sp.csr_matrix:
+    """Y (n_users, n_items): 1 for a positive train row, 0 everywhere else."""
+    positives = interaction_split[(interaction_split["split"] == "train") & (interaction_split["label"] == 1)]
     shape = count_entities(id_maps)
     data = np.ones(len(positives), dtype=np.float32)
-    return sp.csr_matrix((data, (positives["user"].to_numpy(), positives["item"].to_numpy())), shape=shape)
-
-
-def split_unbiased_ratings(interactions: pd.DataFrame, split: dict[str, Any], seed: int) -> pd.DataFrame:
-    """Split the unbiased rows at random: ``validation_fraction`` validation, rest test.
-
-    Returns:
-        The unbiased rows (user, item, rating, label, split = validation | test),
-        validation rows first; the number of validation rows is
-        ``round(validation_fraction * n)``. Seeded by ``seed``.
-    """
-    config = build_config(SplitConfig, split, "split")
-    unbiased = interactions[interactions["source"] == "unbiased"].reset_index(drop=True)
-    n_rows = len(unbiased)
-    n_validation = int(round(config.validation_fraction * n_rows))
-    permutation = np.random.default_rng(seed).permutation(n_rows)
-    labels = np.full(n_rows, "test", dtype=object)
-    labels[permutation[:n_validation]] = "validation"
-    table = unbiased[["user", "item", "rating", "label"]].assign(split=labels)
-    return table.sort_values(["split", "user", "item"], ascending=[False, True, True], ignore_index=True)
+    matrix = sp.csr_matrix((data, (positives["user"].to_numpy(), positives["item"].to_numpy())), shape=shape)
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix
 
 
 def build_normalized_adjacency(train_matrix: sp.csr_matrix) -> sp.csr_matrix:
@@ -194,3 +410,99 @@ def build_normalized_adjacency(train_matrix: sp.csr_matrix) -> sp.csr_matrix:
     normalized = (scaling @ adjacency @ scaling).tocsr()
     normalized.sort_indices()
     return normalized.astype(np.float32)
+
+
+def build_train_data(
+    train_matrix: sp.csr_matrix,
+    normalized_adjacency: sp.csr_matrix,
+    user_features: pd.DataFrame,
+    item_metadata: pd.DataFrame,
+    social_edges: pd.DataFrame,
+) -> TrainData:
+    """What every model trains on: Y, Â, the encoded user and item features (None when
+    the dataset has none) and the social graph (None without ties)."""
+    n_users = train_matrix.shape[0]
+    social = None
+    if len(social_edges):
+        u, f = social_edges["user"].to_numpy(), social_edges["friend"].to_numpy()
+        ones = np.ones(2 * u.size, dtype=np.float32)
+        social = sp.csr_matrix((ones, (np.r_[u, f], np.r_[f, u])), shape=(n_users, n_users))
+    return TrainData(
+        interactions=train_matrix,
+        adjacency=normalized_adjacency,
+        user_features=encode_user_features(user_features),
+        item_features=encode_item_features(item_metadata),
+        social=social,
+    )
+
+
+def build_evaluators(
+    interaction_split: pd.DataFrame,
+    train_matrix: sp.csr_matrix,
+    evaluation: dict[str, Any],
+    dataset: str,
+    dataset_summary: dict[str, Any],
+) -> Evaluators:
+    """The validation and test evaluators of the run's protocol (see ``protocols``)."""
+    return Evaluators.build(interaction_split, train_matrix, evaluation_setup(evaluation, dataset), dataset_summary)
+
+
+@dataclass(frozen=True)
+class ProcessedData:
+    """What the data-processing pipeline makes of one dataset, held in memory."""
+
+    ratings: pd.DataFrame
+    ground_truth: GroundTruth | dict[str, np.ndarray]
+    interactions: pd.DataFrame
+    id_maps: pd.DataFrame
+    item_metadata: pd.DataFrame
+    user_features: pd.DataFrame
+    social_edges: pd.DataFrame
+    dataset_summary: dict[str, Any]
+    interaction_split: pd.DataFrame
+    train_matrix: sp.csr_matrix
+    train_data: TrainData
+    evaluators: Evaluators
+
+
+def process_dataset(
+    raw_data: RawData,
+    dataset: str,
+    *,
+    seed: int = 0,
+    synthetic: dict[str, Any] | None = None,
+    binarization: dict[str, Any] | None = None,
+    preprocessing: dict[str, Any] | None = None,
+    split: dict[str, Any] | None = None,
+    evaluation: dict[str, Any] | None = None,
+) -> ProcessedData:
+    """The data-processing nodes in a row, in memory (for the sweeps of
+    ``study_hypotheses`` and for tests); every block defaults to its defaults."""
+    ratings, truth = ingest_ratings(raw_data, dataset, synthetic or {}, seed)
+    labeled = binarize_ratings(ratings, binarization or {}, dataset)
+    interactions, id_maps, items, users, social, summary = index_interactions(
+        labeled, raw_data, truth, preprocessing or {}, dataset
+    )
+    interaction_split = split_interactions(interactions, split or {}, evaluation or {}, dataset, seed)
+    train_matrix = build_train_matrix(interaction_split, id_maps)
+    train_data = build_train_data(train_matrix, build_normalized_adjacency(train_matrix), users, items, social)
+    evaluators = build_evaluators(interaction_split, train_matrix, evaluation or {}, dataset, summary)
+    return ProcessedData(
+        ratings, truth, interactions, id_maps, items, users, social, summary, interaction_split, train_matrix, train_data, evaluators
+    )
+
+
+def process_synthetic(
+    synthetic: dict[str, Any],
+    binarization: dict[str, Any],
+    split: dict[str, Any],
+    evaluation: dict[str, Any],
+    seed: int,
+) -> tuple[pd.DataFrame, TrainData, Evaluators, GroundTruth]:
+    """One simulated world through ``process_dataset``: its ratings, train data,
+    evaluators and truth."""
+    raw = RawData(name="synthetic", interactions=pd.DataFrame(), files={})
+    data = process_dataset(
+        raw, "synthetic", seed=seed, synthetic=synthetic, binarization=binarization, split=split, evaluation=evaluation
+    )
+    return data.ratings, data.train_data, data.evaluators, data.ground_truth

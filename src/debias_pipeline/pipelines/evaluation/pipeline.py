@@ -10,7 +10,7 @@ def create_pipeline() -> Pipeline:
         [
             node(
                 evaluate_model,
-                inputs=["trained_model", "unbiased_split", "params:evaluation", "train_matrix"],
+                inputs=["trained_model", "evaluators"],
                 outputs=["metrics", "mlflow_metrics", "predictions"],
                 name="evaluate_model",
             ),

@@ -11,6 +11,7 @@ and validation and test metrics are recorded. Selection never looks at test.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 import logging
@@ -32,11 +33,16 @@ import torch  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from debias_pipeline.config import require  # noqa: E402
-from debias_pipeline.metrics import ranking_metrics  # noqa: E402
+from debias_pipeline.datasets.registry import dataset_spec  # noqa: E402
 from debias_pipeline.models import TrainData, build_model  # noqa: E402
-from debias_pipeline.pipelines.data_processing.nodes import split_unbiased_ratings  # noqa: E402
-from debias_pipeline.pipelines.evaluation.nodes import evaluation_config  # noqa: E402
-from debias_pipeline.pipelines.training.nodes import validation_set  # noqa: E402
+from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency  # noqa: E402
+from debias_pipeline.protocols import (  # noqa: E402
+    SPLITS,
+    EvaluationSetup,
+    Evaluators,
+    evaluation_setup,
+    split_for_protocol,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -133,15 +139,33 @@ def _selection_score(record: dict[str, Any]) -> float:
     return -math.inf if value != value else value
 
 
-def _split_metrics(model: Any, split: pd.DataFrame, k: int) -> dict[str, float]:
+def _split_metrics(model: Any, evaluators: Evaluators) -> dict[str, float]:
+    """Recall and NDCG at the protocol's first cut-off on both splits (NaN when undefined)."""
     result = {}
-    for name in ("validation", "test"):
-        rows = split[split["split"] == name]
-        users, items = rows["user"].to_numpy(np.int64), rows["item"].to_numpy(np.int64)
-        metrics = ranking_metrics(users, items, rows["label"].to_numpy(), model.score_pairs(users, items), k)
-        result[f"{name}_recall"] = metrics.recall
-        result[f"{name}_ndcg"] = metrics.ndcg
+    k = evaluators.setup.k
+    for name in SPLITS:
+        values, _ = getattr(evaluators, name).report(model)
+        for metric in ("recall", "ndcg"):
+            value = values[f"{name}_{metric}_at_{k}"]
+            result[f"{name}_{metric}"] = float("nan") if value is None else value
     return result
+
+
+def _seed_data(
+    interactions: pd.DataFrame, train_data: TrainData, parameters: dict[str, Any], setup: EvaluationSetup, seed: int
+) -> tuple[TrainData, Evaluators]:
+    """The protocol's split for ``seed``, with its train matrix, graph and evaluators."""
+    split = split_for_protocol(interactions, setup, parameters.get("split"), dataset_spec(parameters["dataset"]), seed)
+    positives = split[(split["split"] == "train") & (split["label"] == 1)]
+    shape = train_data.interactions.shape
+    matrix = sp.csr_matrix(
+        (np.ones(len(positives), dtype=np.float32), (positives["user"].to_numpy(), positives["item"].to_numpy())),
+        shape=shape,
+    )
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    data = dataclasses.replace(train_data, interactions=matrix, adjacency=build_normalized_adjacency(matrix))
+    return data, Evaluators.build(split, matrix, setup)
 
 
 def _log_nested_run(row: ThesisRow, seed: int, block: dict[str, Any], record: dict[str, Any]) -> None:
@@ -155,17 +179,15 @@ def _log_nested_run(row: ThesisRow, seed: int, block: dict[str, Any], record: di
 
 def run_thesis_grid(
     interactions: pd.DataFrame,
-    train_matrix: sp.csr_matrix,
-    normalized_adjacency: sp.csr_matrix,
+    train_data: TrainData,
     parameters: dict[str, Any],
     compute_device: torch.device,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
     """Train every row's candidates for every seed; select on validation.
 
     Args:
-        interactions: binarized ratings (the unbiased rows are split per seed).
-        train_matrix: Y.
-        normalized_adjacency: Â.
+        interactions: binarized interactions (split per seed by the run's protocol).
+        train_data: the run's train data (its side data; Y and Â are rebuilt per seed).
         parameters: all parameters (rows refer to other model blocks by namespace).
         compute_device: the resolved device.
 
@@ -175,17 +197,15 @@ def run_thesis_grid(
         e_j spectra of the selected models of ``spectra_rows`` for the first seed.
     """
     config = thesis_config(parameters["reproduce_thesis"])
-    evaluation = evaluation_config(parameters.get("evaluation"))
-    k = evaluation.k
-    data = TrainData(train_matrix, normalized_adjacency)
+    setup = evaluation_setup(parameters.get("evaluation"), parameters["dataset"])
+    k = setup.k
     # (model block, seed) -> (metrics, e_j spectra of a dual model, else None); rows that
     # share a configuration (a tuned row's candidate and a fixed row) train it once.
     cache: dict[tuple[str, int], tuple[dict[str, Any], dict[str, np.ndarray] | None]] = {}
     records: list[dict[str, Any]] = []
     spectra: dict[str, dict[str, np.ndarray]] = {}
     for seed in config.seeds:
-        split = split_unbiased_ratings(interactions, parameters.get("split"), seed)
-        validation = validation_set(split, evaluation)
+        data, evaluators = _seed_data(interactions, train_data, parameters, setup, seed)
         for row in config.rows:
             row_records = []
             candidates = candidate_blocks(row, parameters)
@@ -196,8 +216,9 @@ def run_thesis_grid(
                     model = build_model(block, f"reproduce_thesis[{row.label}]", seed=seed, device=compute_device)
                     model_spectra = None
                     try:
-                        model.fit(data, validation=validation)
-                        metrics = _split_metrics(model, split, k)
+                        evaluators.check_model(model)
+                        model.fit(data, validation=evaluators.validation)
+                        metrics = _split_metrics(model, evaluators)
                         metrics.update(best_epoch=model.best_epoch, diverged=False)
                         model_spectra = model.spectra() if hasattr(model, "spectra") else None
                     except FloatingPointError as error:

@@ -17,7 +17,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
         [
             node(
                 run_thesis_grid,
-                inputs=["interactions", "train_matrix", "normalized_adjacency", "parameters", "compute_device"],
+                inputs=["interactions", "train_data", "parameters", "compute_device"],
                 outputs=["thesis_runs", "thesis_spectra"],
                 name="run_thesis_grid",
             ),

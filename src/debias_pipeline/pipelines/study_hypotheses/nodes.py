@@ -42,19 +42,12 @@ import torch  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from debias_pipeline.config import build_config, require  # noqa: E402
-from debias_pipeline.datasets.raw_ratings import RawRatings  # noqa: E402
 from debias_pipeline.models import Recommender, TrainData, build_model  # noqa: E402
 from debias_pipeline.models.dual import DualModel  # noqa: E402
 from debias_pipeline.models.spectra import column_spectrum  # noqa: E402
-from debias_pipeline.pipelines.data_processing.nodes import (  # noqa: E402
-    BinarizationConfig,
-    binarize_ratings,
-    build_normalized_adjacency,
-    build_train_matrix,
-    ingest_ratings,
-    split_unbiased_ratings,
-)
-from debias_pipeline.pipelines.evaluation.nodes import evaluate_model, evaluation_config  # noqa: E402
+from debias_pipeline.pipelines.data_processing.nodes import BinarizationConfig, process_synthetic  # noqa: E402
+from debias_pipeline.pipelines.evaluation.nodes import evaluate_model  # noqa: E402
+from debias_pipeline.protocols import Evaluators, evaluation_setup  # noqa: E402
 from debias_pipeline.pipelines.training.nodes import train_model  # noqa: E402
 from debias_pipeline.simulation import (  # noqa: E402
     KINDS,
@@ -164,7 +157,7 @@ class World:
     """One simulated dataset, processed as the data-processing pipeline does."""
 
     train: TrainData  # Y and Â
-    unbiased_split: pd.DataFrame
+    evaluators: Evaluators  # the thesis protocol's validation and test splits
     truth: GroundTruth
 
 
@@ -271,21 +264,15 @@ def simulate_worlds(
         matrices, the truth NDCG@K of a perfect click model and of train popularity
         (``_reference_rankers``), and the preset's targets as ``target_<statistic>``.
     """
-    threshold = build_config(BinarizationConfig, binarization, "binarization").threshold
-    k = evaluation_config(evaluation).k
+    threshold = build_config(BinarizationConfig, binarization, "binarization").threshold or 4
+    k = evaluation_setup(evaluation, "synthetic").k
     targets = PRESET_TARGETS.get(study_plan.config.preset, {})
     worlds: dict[tuple[float, int], World] = {}
     rows = []
     for strength, seed in study_plan.worlds():
         params = {**study_plan.world, "bias_strength": strength}
-        ratings, id_maps, truth = ingest_ratings(RawRatings(name="synthetic"), "synthetic", params, seed)
-        interactions = binarize_ratings(ratings, binarization)
-        train_matrix = build_train_matrix(interactions, id_maps)
-        world = World(
-            train=TrainData(train_matrix, build_normalized_adjacency(train_matrix)),
-            unbiased_split=split_unbiased_ratings(interactions, split, seed),
-            truth=truth,
-        )
+        ratings, train, evaluators, truth = process_synthetic(params, binarization, split, evaluation, seed)
+        world = World(train=train, evaluators=evaluators, truth=truth)
         worlds[(strength, seed)] = world
         rows.append(
             {
@@ -315,18 +302,11 @@ def _fit_and_measure(
     """Train one fit and measure it by the thesis protocol and against the truth."""
     started = time.perf_counter()
     model, _, _, _ = train_model(
-        world.train.interactions,
-        world.train.adjacency,
-        world.unbiased_split,
-        run.block,
-        run.seed,
-        compute_device,
-        evaluation,
-        where=f"{WHERE}.models.{run.model}",
+        world.train, world.evaluators, run.block, run.seed, compute_device, where=f"{WHERE}.models.{run.model}"
     )
     fit_seconds = time.perf_counter() - started
-    metrics, _, _ = evaluate_model(model, world.unbiased_split, evaluation)
-    k = metrics["k"]
+    metrics, _, _ = evaluate_model(model, world.evaluators)
+    k = world.evaluators.setup.k
     against_truth = truth_ranking_metrics(
         model.score, world.truth, world.train.interactions, k, plan.truth.top_n, plan.truth.max_pairs
     )
@@ -503,7 +483,7 @@ def summarize_study(
         gain_mean, gain_std, gain_p_value); the gain columns are filled for models other
         than MF on the ranking metrics (truth and test Recall/NDCG@K).
     """
-    k = evaluation_config(evaluation).k
+    k = evaluation_setup(evaluation, "synthetic").k
     runs = pd.concat(
         [models_runs, exposure_rank_runs, exposure_layers_runs, spectra_runs, bias_strength_runs], ignore_index=True
     )
@@ -525,7 +505,7 @@ def study_mlflow_metrics(summary: pd.DataFrame, evaluation: dict[str, Any]) -> d
     Means of the truth and test NDCG@K and of the exposure recovery; for models other
     than MF also ``..._gain`` (mean gain over MF) and ``..._gain_p`` (paired t-test).
     """
-    k = evaluation_config(evaluation).k
+    k = evaluation_setup(evaluation, "synthetic").k
     headline = {f"truth_ndcg_at_{k}", f"test_ndcg_at_{k}", "exposure_auc", "exposure_spearman"}
     metrics: dict[str, dict[str, float | int]] = {}
     for line in summary[summary["metric"].isin(headline)].itertuples(index=False):
@@ -584,14 +564,14 @@ def plot_exposure_rank(
     summary: pd.DataFrame, world_statistics: pd.DataFrame, study_plan: StudyPlan, evaluation: dict[str, Any]
 ) -> plt.Figure:
     """Truth NDCG@K and exposure recovery of the dual model against its exposure size."""
-    k = evaluation_config(evaluation).k
+    k = evaluation_setup(evaluation, "synthetic").k
     true_rank = _default_true_rank(world_statistics, study_plan)
     return _plot_exposure_sweep(summary, "exposure_rank", "exposure embedding size", k, true_rank)
 
 
 def plot_exposure_layers(summary: pd.DataFrame, evaluation: dict[str, Any]) -> plt.Figure:
     """Truth NDCG@K and exposure recovery of the dual model against its exposure layers."""
-    return _plot_exposure_sweep(summary, "exposure_layers", "exposure LightGCN layers", evaluation_config(evaluation).k)
+    return _plot_exposure_sweep(summary, "exposure_layers", "exposure LightGCN layers", evaluation_setup(evaluation, "synthetic").k)
 
 
 SPECTRUM_LENGTH = 30  # leading e_j shown
@@ -621,7 +601,7 @@ def plot_spectra(spectra: pd.DataFrame) -> plt.Figure:
 
 def plot_bias_strength(summary: pd.DataFrame, evaluation: dict[str, Any]) -> plt.Figure:
     """Gain of the dual model over MF (truth and test NDCG@K) against the bias strength."""
-    k = evaluation_config(evaluation).k
+    k = evaluation_setup(evaluation, "synthetic").k
     figure, axis = plt.subplots(figsize=(7, 4))
     for metric, label in ((f"truth_ndcg_at_{k}", "against the truth"), (f"test_ndcg_at_{k}", "thesis protocol (test)")):
         line = _line(summary, "bias_strength", DUAL, metric)
@@ -889,7 +869,7 @@ def write_report(
     The figures are embedded as PNG data URIs, so the one versioned file shows them
     wherever it is opened; they are also saved as their own versioned PNGs.
     """
-    k = evaluation_config(evaluation).k
+    k = evaluation_setup(evaluation, "synthetic").k
     true_rank = _default_true_rank(world_statistics, study_plan)
     figures = {
         "exposure_rank": _png_uri(plot_exposure_rank(summary, world_statistics, study_plan, evaluation)),

@@ -6,8 +6,8 @@ from kedro.pipeline import Pipeline, node
 
 from debias_pipeline.pipelines.training.nodes import resolve_compute_device, train_model
 
-SHARED_INPUTS = {"train_matrix", "normalized_adjacency", "unbiased_split", "compute_device"}
-SHARED_PARAMETERS = {"params:seed", "params:evaluation"}
+SHARED_INPUTS = {"train_data", "evaluators", "compute_device"}
+SHARED_PARAMETERS = {"params:seed"}
 
 
 def create_device_pipeline() -> Pipeline:
@@ -24,15 +24,7 @@ def create_pipeline(namespace: str = "model") -> Pipeline:
         [
             node(
                 train,
-                inputs=[
-                    "train_matrix",
-                    "normalized_adjacency",
-                    "unbiased_split",
-                    "params:model",
-                    "params:seed",
-                    "compute_device",
-                    "params:evaluation",
-                ],
+                inputs=["train_data", "evaluators", "params:model", "params:seed", "compute_device"],
                 outputs=["trained_model", "model_weights", "learning_curves", "training_history"],
                 name="train_model",
             ),
