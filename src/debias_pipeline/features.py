@@ -34,7 +34,7 @@ def _encode(table: pd.DataFrame) -> np.ndarray | None:
             continue
         values = table[column]
         if column == "genres":
-            genres = values.fillna("").astype(str).str.get_dummies(sep="|")
+            genres = values.fillna("").astype(str).str.get_dummies(sep="|").drop(columns="", errors="ignore")
             if genres.shape[1]:
                 blocks.append(genres.to_numpy(np.float32))
         elif column == "age" and pd.api.types.is_numeric_dtype(values):

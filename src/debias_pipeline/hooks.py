@@ -17,7 +17,7 @@ from debias_pipeline.config import build_config
 from debias_pipeline.datasets.registry import dataset_spec
 from debias_pipeline.device import resolve_device
 from debias_pipeline.models.registry import model_class
-from debias_pipeline.pipelines.data_processing.nodes import BinarizationConfig, PreprocessingConfig
+from debias_pipeline.pipelines.data_processing.nodes import BinarizationConfig, PreprocessingConfig, resolve_threshold
 from debias_pipeline.pipelines.reproduce_thesis.nodes import candidate_blocks, thesis_config
 from debias_pipeline.protocols import SplitConfig, check_model_fits_protocol, evaluation_setup
 from debias_pipeline.simulation import SyntheticConfig
@@ -66,6 +66,8 @@ def validate_parameters(parameters: dict[str, Any], pipeline: Pipeline) -> None:
     protocol = None
     if "dataset" in used:
         dataset_spec(parameters.get("dataset"))
+        if "binarization" in used:
+            resolve_threshold(parameters.get("binarization"), parameters["dataset"])
         if "evaluation" in used:
             protocol = evaluation_setup(parameters.get("evaluation"), parameters["dataset"]).protocol.name
     if "seed" in used:

@@ -27,6 +27,7 @@ from debias_pipeline.simulation import GroundTruth, SyntheticConfig, generate_sy
 
 RATING_COLUMNS = ["user", "item", "rating", "timestamp", "source"]
 TRAINING_PARTS = ("biased", "train", "all")  # the parts models may learn from
+PARTS = {"biased_unbiased": ("biased", "unbiased"), "train_test": ("train", "test"), "log": ("all",)}
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def _rating_errors(table: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
 
 def _check_ratings(raw: RawData, spec: DatasetSpec) -> None:
     table = raw.interactions
-    for part in pd.unique(table["part"]):
+    for part in PARTS[spec.parts]:
         if not (table["part"] == part).any():
             raise ValueError(f"{raw.files.get(part, part)}: the rating set is empty")
     bad = _rating_errors(table, spec)
@@ -156,6 +157,25 @@ def ingest_ratings(
     return ratings, {"preference": np.zeros((0, 0)), "exposure": np.zeros((0, 0))}
 
 
+def resolve_threshold(binarization: dict[str, Any] | None, dataset: str) -> float | None:
+    """The threshold of the run: the parameter, or the dataset's default (``None``:
+    every row is a positive).
+
+    Raises:
+        ValueError: For a threshold outside the dataset's rating scale.
+    """
+    config = build_config(BinarizationConfig, binarization, "binarization")
+    spec = dataset_spec(dataset)
+    threshold = spec.default_threshold if config.threshold is None else config.threshold
+    if threshold is not None and spec.rating_range is not None:
+        low, high = spec.rating_range
+        require(
+            low <= threshold <= high,
+            f"parameter 'binarization.threshold' must be in {low:g}..{high:g} for dataset {dataset!r}, got {threshold:g}",
+        )
+    return threshold
+
+
 def binarize_ratings(ratings: pd.DataFrame, binarization: dict[str, Any], dataset: str) -> pd.DataFrame:
     """Add ``label``: 1 for a positive row, 0 otherwise (a new table).
 
@@ -163,20 +183,13 @@ def binarize_ratings(ratings: pd.DataFrame, binarization: dict[str, Any], datase
     default of implicit datasets) every row is a positive.
     """
     config = build_config(BinarizationConfig, binarization, "binarization")
-    spec = dataset_spec(dataset)
-    threshold = spec.default_threshold if config.threshold is None else config.threshold
+    threshold = resolve_threshold(binarization, dataset)
     if threshold is None:
         return ratings.assign(label=np.ones(len(ratings), dtype=np.int8))
-    if spec.rating_range is None and ratings["rating"].isna().all():
+    if dataset_spec(dataset).rating_range is None and ratings["rating"].isna().all():
         raise ValueError(
             f"parameter 'binarization.threshold' is {threshold:g} but dataset {dataset!r} has no ratings to "
             "binarize; leave it null (every row is a positive)"
-        )
-    if spec.rating_range is not None:
-        low, high = spec.rating_range
-        require(
-            low <= threshold <= high,
-            f"parameter 'binarization.threshold' must be in {low:g}..{high:g} for dataset {dataset!r}, got {threshold:g}",
         )
     rating = ratings["rating"].to_numpy(np.float64)
     label = (rating >= threshold).astype(np.int8)

@@ -131,11 +131,11 @@ def candidate_blocks(row: ThesisRow, parameters: Mapping[str, Any]) -> list[tupl
     return candidates
 
 
-_METRIC_NAMES = ("validation_recall", "validation_ndcg", "test_recall", "test_ndcg")
+_METRIC_NAMES = ("validation_recall", "validation_ndcg", "validation_selection", "test_recall", "test_ndcg")
 
 
 def _selection_score(record: dict[str, Any]) -> float:
-    value = record["validation_ndcg"]
+    value = record["validation_selection"]
     return -math.inf if value != value else value
 
 
@@ -148,6 +148,9 @@ def _split_metrics(model: Any, evaluators: Evaluators) -> dict[str, float]:
         for metric in ("recall", "ndcg"):
             value = values[f"{name}_{metric}_at_{k}"]
             result[f"{name}_{metric}"] = float("nan") if value is None else value
+        if name == "validation":
+            value = values[f"validation_{evaluators.setup.selection_metric}"]
+            result["validation_selection"] = float("nan") if value is None else value
     return result
 
 
