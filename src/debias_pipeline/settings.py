@@ -5,9 +5,9 @@ kedro-mlflow registers its hook through its plugin entry point.
 
 from kedro.config import OmegaConfigLoader
 
-from debias_pipeline.hooks import CleanupFailedRunHook, MlflowArtifactHook, ValidateParametersHook
+from debias_pipeline.hooks import MlflowArtifactHook, RunJournalHook, ValidateParametersHook
 
-HOOKS = (ValidateParametersHook(), MlflowArtifactHook(), CleanupFailedRunHook())
+HOOKS = (ValidateParametersHook(), MlflowArtifactHook(), RunJournalHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
