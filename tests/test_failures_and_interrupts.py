@@ -1,5 +1,5 @@
-"""Runs that do not finish: interrupted or killed. Each leaves no version of its own
-behind and its MLflow run says how it ended."""
+"""Runs that do not finish or might not: interrupted, killed, started together. Each
+leaves no version of its own behind and its MLflow run says how it ended."""
 
 from __future__ import annotations
 
@@ -85,3 +85,12 @@ def test_killed_run_is_cleared_by_the_next_run(coat_project: Path, kedro_process
     assert version_folders(coat_project, version) == []
     assert versioned_files(coat_project, earlier) == earlier_files
     assert versioned_files(coat_project, following)
+
+
+def test_two_first_runs_at_once_both_finish(project_copy: Path, kedro_processes: list[KedroProcess]) -> None:
+    assert not (project_copy / "mlflow.db").exists()
+    runs = [KedroProcess(project_copy, "--pipelines=train_mf", "--params=mf.model.epochs=2") for _ in range(2)]
+    kedro_processes.extend(runs)
+    codes = [run.finish(timeout=400) for run in runs]
+    assert codes == [0, 0], "\n\n".join(run.output[-3000:] for run in runs)
+    assert [run.info.status for run in top_level_runs(project_copy)] == ["FINISHED", "FINISHED"]

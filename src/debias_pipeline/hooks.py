@@ -1,10 +1,11 @@
-"""Project hooks: check every parameter before a node runs, log every saved artifact
-to the MLflow run, and leave nothing half-written behind a run that fails, is
-interrupted or is killed."""
+"""Project hooks: check every parameter before a node runs, set the MLflow store up
+safely, log every saved artifact to the MLflow run, and leave nothing
+half-written behind a run that fails, is interrupted or is killed."""
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import threading
@@ -12,10 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from filelock import FileLock
+from kedro.config import MissingConfigException
+from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset
 from kedro.pipeline import Pipeline
+from kedro_mlflow.config.kedro_mlflow_config import KedroMlflowConfig
 from mlflow.entities import RunStatus
+from sqlalchemy.engine import make_url
 
 from debias_pipeline.config import build_config
 from debias_pipeline.datasets.raw_ratings import DATASETS
@@ -143,6 +149,45 @@ class MlflowArtifactHook:
         # otherwise log into this one.
         while mlflow.active_run() is not None:
             mlflow.end_run()
+
+
+def _sqlite_database(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` tracking URI (relative to the working directory, as sqlite opens it)."""
+    if not uri.startswith("sqlite:"):
+        return None
+    database = make_url(uri).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+_STORE_LOCK_TIMEOUT_S = 300
+
+
+class MlflowStoreLockHook:
+    """Create the sqlite MLflow store and the experiment under a file lock.
+
+    Two first runs at once (no ``mlflow.db`` yet) would both create the tables and one
+    would die in MLflow's migration, or both create the experiment. Before kedro-mlflow
+    sets tracking up, this hook does the same set-up holding ``<database>.lock``; the
+    other run waits, then finds the store and the experiment made.
+    """
+
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context: KedroContext) -> None:
+        if mlflow.active_run() is not None:
+            return  # kedro-mlflow then ignores mlflow.yml and uses that run's store
+        context.config_loader.config_patterns.setdefault("mlflow", ["mlflow*", "mlflow*/**", "**/mlflow*"])
+        try:
+            conf = dict(context.config_loader["mlflow"])
+        except MissingConfigException:
+            conf = {}
+        config = KedroMlflowConfig.model_validate(conf)
+        database = _sqlite_database(config.server.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", ""))
+        if database is None:
+            return
+        if not conf.get("tracking", {}).get("experiment", {}).get("name"):
+            config.tracking.experiment.name = __name__.split(".")[0]  # kedro-mlflow's default: the package
+        with FileLock(f"{database}.lock", timeout=_STORE_LOCK_TIMEOUT_S):
+            config.setup(context)
 
 
 class RunJournalHook:

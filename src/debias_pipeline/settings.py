@@ -5,9 +5,19 @@ kedro-mlflow registers its hook through its plugin entry point.
 
 from kedro.config import OmegaConfigLoader
 
-from debias_pipeline.hooks import MlflowArtifactHook, RunJournalHook, ValidateParametersHook
+from debias_pipeline.hooks import (
+    MlflowArtifactHook,
+    MlflowStoreLockHook,
+    RunJournalHook,
+    ValidateParametersHook,
+)
 
-HOOKS = (ValidateParametersHook(), MlflowArtifactHook(), RunJournalHook())
+HOOKS = (
+    ValidateParametersHook(),
+    MlflowStoreLockHook(),
+    MlflowArtifactHook(),
+    RunJournalHook(),
+)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
