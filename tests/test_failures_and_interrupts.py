@@ -1,5 +1,5 @@
-"""Runs that do not finish or might not: interrupted, killed, started together. Each
-leaves no version of its own behind and its MLflow run says how it ended."""
+"""Runs that do not finish: interrupted, killed, started together, or on a runner the
+project cannot use. Each leaves no version of its own behind and says how it ended."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from kedro.runner import ParallelRunner, ThreadRunner
 
 from tests.conftest import KedroProcess
-from tests.test_end_to_end import run_pipeline, versioned_files
+from tests.test_end_to_end import FAST, nested, run_pipeline, versioned_files
 
 pytestmark = pytest.mark.slow
 
@@ -94,3 +97,20 @@ def test_two_first_runs_at_once_both_finish(project_copy: Path, kedro_processes:
     codes = [run.finish(timeout=400) for run in runs]
     assert codes == [0, 0], "\n\n".join(run.output[-3000:] for run in runs)
     assert [run.info.status for run in top_level_runs(project_copy)] == ["FINISHED", "FINISHED"]
+
+
+def test_parallel_runner_is_refused_before_any_node(project_copy: Path) -> None:
+    bootstrap_project(project_copy)
+    with KedroSession.create(project_path=project_copy, runtime_params=nested(FAST)) as session:
+        with pytest.raises(ValueError, match=r"ParallelRunner.*SequentialRunner.*ThreadRunner"):
+            session.run(pipeline_names=["train_mf"], runner=ParallelRunner())
+    assert not any(p.is_file() for p in (project_copy / "data").rglob("*"))
+
+
+def test_thread_runner_runs(project_copy: Path) -> None:
+    bootstrap_project(project_copy)
+    with KedroSession.create(project_path=project_copy, runtime_params=nested(FAST)) as session:
+        session.run(pipeline_names=["train_mf"], runner=ThreadRunner())
+        version = session.session_id
+    assert (project_copy / "data/08_reporting/mf/metrics.json" / version / "metrics.json").is_file()
+    assert top_level_runs(project_copy)[0].info.status == "FINISHED"

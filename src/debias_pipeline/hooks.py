@@ -1,5 +1,5 @@
-"""Project hooks: check every parameter before a node runs, set the MLflow store up
-safely, log every saved artifact to the MLflow run, and leave nothing
+"""Project hooks: check every parameter and the runner before a node runs, set the
+MLflow store up safely, log every saved artifact to the MLflow run, and leave nothing
 half-written behind a run that fails, is interrupted or is killed."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from filelock import FileLock
 from kedro.config import MissingConfigException
 from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
-from kedro.io import AbstractVersionedDataset
+from kedro.io import AbstractVersionedDataset, SharedMemoryDataCatalog
 from kedro.pipeline import Pipeline
 from kedro_mlflow.config.kedro_mlflow_config import KedroMlflowConfig
 from mlflow.entities import RunStatus
@@ -149,6 +149,20 @@ class MlflowArtifactHook:
         # otherwise log into this one.
         while mlflow.active_run() is not None:
             mlflow.end_run()
+
+
+class RefuseParallelRunnerHook:
+    """Stop a ``--runner=ParallelRunner`` run before any node, saying which runner to use."""
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
+        # Kedro gives ParallelRunner (and only it) a SharedMemoryDataCatalog.
+        if isinstance(catalog, SharedMemoryDataCatalog):
+            raise ValueError(
+                "ParallelRunner cannot run this project: its nodes hand torch objects to each other in memory "
+                "(the compute device, the trained models), which ParallelRunner would have to copy between "
+                "processes. Use the default SequentialRunner (leave out --runner) or --runner=ThreadRunner."
+            )
 
 
 def _sqlite_database(uri: str) -> Path | None:

@@ -8,12 +8,14 @@ from kedro.config import OmegaConfigLoader
 from debias_pipeline.hooks import (
     MlflowArtifactHook,
     MlflowStoreLockHook,
+    RefuseParallelRunnerHook,
     RunJournalHook,
     ValidateParametersHook,
 )
 
 HOOKS = (
     ValidateParametersHook(),
+    RefuseParallelRunnerHook(),
     MlflowStoreLockHook(),
     MlflowArtifactHook(),
     RunJournalHook(),
