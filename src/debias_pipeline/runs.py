@@ -62,6 +62,8 @@ def process_start_time(pid: int) -> str | None:
 
 
 def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":
+        return True  # there os.kill(pid, 0) would send CTRL_C_EVENT, not probe
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
