@@ -1,9 +1,17 @@
-"""Shared fixtures: a throw-away copy of the project and the Coat data location."""
+"""Shared fixtures: a throw-away copy of the project, the Coat data location, and
+``kedro run`` in a child process."""
 
 from __future__ import annotations
 
 import os
+import queue
+import re
 import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,3 +78,81 @@ def shared_data_folder(name: str) -> Path:
 def shared_dataset():  # noqa: ANN201 (a factory fixture)
     """Locate a dataset of ../shared/data by name (see ``shared_data_folder``)."""
     return shared_data_folder
+
+
+@pytest.fixture
+def coat_project(project_copy: Path, coat_dir: Path) -> Path:
+    """``project_copy`` with the Coat files in data/01_raw/coat."""
+    raw = project_copy / "data" / "01_raw" / "coat"
+    raw.mkdir()
+    for name in ("train.ascii", "test.ascii"):
+        shutil.copy(coat_dir / name, raw / name)
+    return project_copy
+
+
+class KedroProcess:
+    """``kedro run`` in a child process of a project, its output read line by line."""
+
+    def __init__(self, project: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        child_env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1", "COLUMNS": "250", **(env or {})}
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kedro", "run", *args],
+            cwd=project,
+            env=child_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, pattern: str, timeout: float) -> str:
+        """The first output line matching ``pattern``; fails after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                pytest.fail(f"kedro run ended before {pattern!r}:\n" + "\n".join(self.lines[-40:]))
+            self.lines.append(line)
+            if re.search(pattern, line):
+                return line
+        pytest.fail(f"no {pattern!r} within {timeout} s:\n" + "\n".join(self.lines[-40:]))
+
+    def finish(self, timeout: float) -> int:
+        """Wait for the process to end (at most ``timeout`` seconds); its exit code."""
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"kedro run still running after {timeout} s:\n" + "\n".join(self.lines[-40:]))
+        while (line := self._queue.get(timeout=timeout)) is not None:
+            self.lines.append(line)
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def kedro_processes() -> Iterator[list[KedroProcess]]:
+    """Where a test keeps the ``KedroProcess`` it starts: any still running is killed at the end."""
+    processes: list[KedroProcess] = []
+    yield processes
+    for process in processes:
+        process.kill()

@@ -1,17 +1,27 @@
-"""Project hooks: check every parameter before a node runs, log every saved
-artifact to the MLflow run, and leave nothing half-written behind a failed run."""
+"""Project hooks: check every parameter and the runner before a node runs, set the
+MLflow store up safely, log every saved artifact to the MLflow run, and leave nothing
+half-written behind a run that fails, is interrupted or is killed."""
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 import mlflow
+from filelock import FileLock
+from kedro.config import MissingConfigException
+from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
-from kedro.io import AbstractVersionedDataset
+from kedro.io import AbstractVersionedDataset, SharedMemoryDataCatalog
 from kedro.pipeline import Pipeline
+from kedro_mlflow.config.kedro_mlflow_config import KedroMlflowConfig
+from mlflow.entities import RunStatus
+from sqlalchemy.engine import make_url
 
 from debias_pipeline.config import build_config
 from debias_pipeline.datasets.registry import dataset_spec
@@ -20,6 +30,7 @@ from debias_pipeline.models.registry import model_class
 from debias_pipeline.pipelines.data_processing.nodes import BinarizationConfig, PreprocessingConfig, resolve_threshold
 from debias_pipeline.pipelines.reproduce_thesis.nodes import candidate_blocks, thesis_config
 from debias_pipeline.protocols import SplitConfig, check_model_fits_protocol, evaluation_setup
+from debias_pipeline.runs import JOURNAL_FOLDER, RunInterrupted, RunJournal, recover_unfinished_runs
 from debias_pipeline.simulation import SyntheticConfig
 
 logger = logging.getLogger(__name__)
@@ -145,19 +156,163 @@ class MlflowArtifactHook:
             mlflow.end_run()
 
 
-class CleanupFailedRunHook:
-    """Delete the versioned artifacts a failed run wrote, so none is half-written.
+class RefuseParallelRunnerHook:
+    """Stop a ``--runner=ParallelRunner`` run before any node, saying which runner to use."""
 
-    Every versioned dataset of a run saves under ``<filepath>/<save_version>/``, the
-    save version being the session id; on error those folders are removed.
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
+        # Kedro gives ParallelRunner (and only it) a SharedMemoryDataCatalog.
+        if isinstance(catalog, SharedMemoryDataCatalog):
+            raise ValueError(
+                "ParallelRunner cannot run this project: its nodes hand torch objects to each other in memory "
+                "(the compute device, the trained models), which ParallelRunner would have to copy between "
+                "processes. Use the default SequentialRunner (leave out --runner) or --runner=ThreadRunner."
+            )
+
+
+def _sqlite_database(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` tracking URI (relative to the working directory, as sqlite opens it)."""
+    if not uri.startswith("sqlite:"):
+        return None
+    database = make_url(uri).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+_STORE_LOCK_TIMEOUT_S = 300
+
+
+class MlflowStoreLockHook:
+    """Create the sqlite MLflow store and the experiment under a file lock.
+
+    Two first runs at once (no ``mlflow.db`` yet) would both create the tables and one
+    would die in MLflow's migration, or both create the experiment. Before kedro-mlflow
+    sets tracking up, this hook does the same set-up holding ``<database>.lock``; the
+    other run waits, then finds the store and the experiment made.
     """
 
-    @hook_impl
-    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
-        save_version = run_params.get("run_id")
-        if not save_version:
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context: KedroContext) -> None:
+        if mlflow.active_run() is not None:
+            return  # kedro-mlflow then ignores mlflow.yml and uses that run's store
+        context.config_loader.config_patterns.setdefault("mlflow", ["mlflow*", "mlflow*/**", "**/mlflow*"])
+        try:
+            conf = dict(context.config_loader["mlflow"])
+        except MissingConfigException:
+            conf = {}
+        config = KedroMlflowConfig.model_validate(conf)
+        database = _sqlite_database(config.server.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", ""))
+        if database is None:
             return
-        for directory in _version_directories(catalog, save_version):
-            if directory.is_dir():
-                shutil.rmtree(directory)
-                logger.warning("Run failed: removed its partial artifact %s", directory)
+        if not conf.get("tracking", {}).get("experiment", {}).get("name"):
+            config.tracking.experiment.name = __name__.split(".")[0]  # kedro-mlflow's default: the package
+        with FileLock(f"{database}.lock", timeout=_STORE_LOCK_TIMEOUT_S):
+            config.setup(context)
+
+
+class RunJournalHook:
+    """Leave no version of an unfinished run behind, however the run ends.
+
+    Before the first node: clear what runs killed earlier left behind, write this
+    run's journal (``debias_pipeline.runs``), and turn SIGINT and SIGTERM into
+    ``RunInterrupted``, so an interrupted run ends like a failed one. On failure or
+    interrupt every versioned folder of the run (``<filepath>/<save_version>/``, the
+    save version being the session id) is removed and its MLflow run is marked FAILED,
+    or KILLED when interrupted. The journal goes when the run ends.
+    """
+
+    def __init__(self) -> None:
+        self._journal: RunJournal | None = None
+        self._folder: Path | None = None
+        self._catalog: Any = None
+        self._lock = threading.Lock()
+        self._previous_handlers: dict[int, Any] = {}
+        self._interrupted: int | None = None
+
+    @hook_impl(trylast=True)  # after kedro-mlflow has started the MLflow run
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
+        self._folder = Path(run_params["project_path"]) / JOURNAL_FOLDER
+        recover_unfinished_runs(self._folder)
+        save_version = run_params["run_id"]
+        active = mlflow.active_run()
+        journal = RunJournal.for_this_process(
+            save_version,
+            mlflow_tracking_uri=mlflow.get_tracking_uri() if active else None,
+            mlflow_run_id=active.info.run_id if active else None,
+        )
+        for name in sorted(pipeline.all_outputs()):
+            dataset = _versioned(catalog, name)
+            if dataset is not None:
+                journal.add_directory(Path(str(dataset._filepath)) / save_version)
+        journal.write(self._folder)
+        self._journal, self._catalog, self._interrupted = journal, catalog, None
+        self._install_signal_handlers()
+
+    @hook_impl
+    def before_node_run(self) -> None:
+        if self._interrupted is not None:  # the first RunInterrupted was swallowed by a node
+            raise RunInterrupted(self._interrupted)
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str) -> None:
+        if self._journal is None or self._folder is None:
+            return
+        dataset = _versioned(self._catalog, dataset_name)
+        if dataset is None:
+            return
+        with self._lock:
+            if self._journal.add_directory(Path(str(dataset._filepath)) / self._journal.save_version):
+                self._journal.write(self._folder)
+
+    @hook_impl(tryfirst=True)  # the journal goes before kedro-mlflow ends the run FINISHED
+    def after_pipeline_run(self) -> None:
+        self._restore_signal_handlers()
+        self._forget_journal()
+
+    @hook_impl(trylast=True)  # after kedro-mlflow has ended the run FAILED
+    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], catalog: Any) -> None:
+        self._restore_signal_handlers()
+        ended = "Run interrupted" if isinstance(error, RunInterrupted) else "Run failed"
+        save_version = run_params.get("run_id")
+        if save_version:
+            for directory in _version_directories(catalog, save_version):
+                if directory.is_dir():
+                    shutil.rmtree(directory)
+                    logger.warning("%s: removed its partial artifact %s", ended, directory)
+        if self._journal is not None:
+            for directory in self._journal.remove_directories():
+                logger.warning("%s: removed its partial artifact %s", ended, directory)
+            if isinstance(error, RunInterrupted):
+                try:
+                    if self._journal.mark_mlflow_run(RunStatus.KILLED):
+                        logger.warning("%s: its MLflow run %s marked KILLED", ended, self._journal.mlflow_run_id)
+                except Exception as mlflow_error:  # noqa: BLE001 - the run's files are gone; say so and go on
+                    logger.warning("%s: its MLflow run could not be marked KILLED: %s", ended, mlflow_error)
+        self._forget_journal()
+
+    def _forget_journal(self) -> None:
+        if self._journal is not None and self._folder is not None:
+            self._journal.path(self._folder).unlink(missing_ok=True)
+        self._journal, self._interrupted = None, None
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # Python lets only the main thread set handlers
+        for signum in _INTERRUPTS:
+            self._previous_handlers[signum] = signal.signal(signum, self._interrupt)
+
+    def _restore_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous_handlers = {}
+
+    def _interrupt(self, signum: int, frame: Any) -> None:
+        # A second signal ends the process the usual way; the journal then lets the
+        # next run clean up.
+        self._restore_signal_handlers()
+        self._interrupted = signum
+        raise RunInterrupted(signum)
+
+
+_INTERRUPTS = (signal.SIGINT, signal.SIGTERM)

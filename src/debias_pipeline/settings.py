@@ -4,9 +4,21 @@ kedro-mlflow registers its hook through its plugin entry point.
 """
 
 from debias_pipeline.config_loader import DatasetDefaultsConfigLoader
-from debias_pipeline.hooks import CleanupFailedRunHook, MlflowArtifactHook, ValidateParametersHook
+from debias_pipeline.hooks import (
+    MlflowArtifactHook,
+    MlflowStoreLockHook,
+    RefuseParallelRunnerHook,
+    RunJournalHook,
+    ValidateParametersHook,
+)
 
-HOOKS = (ValidateParametersHook(), MlflowArtifactHook(), CleanupFailedRunHook())
+HOOKS = (
+    ValidateParametersHook(),
+    RefuseParallelRunnerHook(),
+    MlflowStoreLockHook(),
+    MlflowArtifactHook(),
+    RunJournalHook(),
+)
 
 CONFIG_LOADER_CLASS = DatasetDefaultsConfigLoader
 CONFIG_LOADER_ARGS = {
