@@ -131,8 +131,11 @@ class TrainingConfig:
     hard_pool_size: int = 100
 
     def __post_init__(self) -> None:
-        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        require(math.isfinite(self.lr) and self.lr > 0, f"lr must be a finite number > 0, got {self.lr}")
+        require(
+            math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            f"weight_decay must be a finite number >= 0, got {self.weight_decay}",
+        )
         require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         require(self.patience >= 1, f"patience must be >= 1, got {self.patience}")
         require(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
