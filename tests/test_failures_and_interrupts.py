@@ -54,9 +54,9 @@ def test_interrupted_run_removes_its_versions_and_is_marked_killed(
 
     run = KedroProcess(coat_project, *LONG_TRAINING)
     kedro_processes.append(run)
-    run.wait_for(TRAINING, timeout=240)
+    run.wait_for(TRAINING, timeout=600)
     run.process.send_signal(signum)
-    assert run.finish(timeout=120) == exit_code, run.output
+    assert run.finish(timeout=300) == exit_code, run.output
     assert run.lines[-1] == f"Run interrupted by {signal.Signals(signum).name}."
 
     interrupted = top_level_runs(coat_project)[0]
@@ -73,7 +73,7 @@ def test_killed_run_is_cleared_by_the_next_run(coat_project: Path, kedro_process
 
     run = KedroProcess(coat_project, *LONG_TRAINING)
     kedro_processes.append(run)
-    run.wait_for(TRAINING, timeout=240)
+    run.wait_for(TRAINING, timeout=600)
     run.process.kill()
     run.finish(timeout=60)
     killed = top_level_runs(coat_project)[0]
