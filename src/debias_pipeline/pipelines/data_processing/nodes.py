@@ -396,8 +396,12 @@ def count_entities(id_maps: pd.DataFrame) -> tuple[int, int]:
 
 def build_train_matrix(interaction_split: pd.DataFrame, id_maps: pd.DataFrame) -> sp.csr_matrix:
     """Y (n_users, n_items): 1 for a positive train row, 0 everywhere else."""
+    return train_positive_matrix(interaction_split, count_entities(id_maps))
+
+
+def train_positive_matrix(interaction_split: pd.DataFrame, shape: tuple[int, int]) -> sp.csr_matrix:
+    """The positive train rows of a split as a (n_users, n_items) 0/1 CSR matrix."""
     positives = interaction_split[(interaction_split["split"] == "train") & (interaction_split["label"] == 1)]
-    shape = count_entities(id_maps)
     data = np.ones(len(positives), dtype=np.float32)
     matrix = sp.csr_matrix((data, (positives["user"].to_numpy(), positives["item"].to_numpy())), shape=shape)
     matrix.sum_duplicates()

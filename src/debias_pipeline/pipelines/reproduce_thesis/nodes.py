@@ -35,7 +35,7 @@ from scipy import stats  # noqa: E402
 from debias_pipeline.config import require  # noqa: E402
 from debias_pipeline.datasets.registry import dataset_spec  # noqa: E402
 from debias_pipeline.models import TrainData, build_model  # noqa: E402
-from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency  # noqa: E402
+from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency, train_positive_matrix  # noqa: E402
 from debias_pipeline.protocols import (  # noqa: E402
     SPLITS,
     EvaluationSetup,
@@ -159,14 +159,7 @@ def _seed_data(
 ) -> tuple[TrainData, Evaluators]:
     """The protocol's split for ``seed``, with its train matrix, graph and evaluators."""
     split = split_for_protocol(interactions, setup, parameters.get("split"), dataset_spec(parameters["dataset"]), seed)
-    positives = split[(split["split"] == "train") & (split["label"] == 1)]
-    shape = train_data.interactions.shape
-    matrix = sp.csr_matrix(
-        (np.ones(len(positives), dtype=np.float32), (positives["user"].to_numpy(), positives["item"].to_numpy())),
-        shape=shape,
-    )
-    matrix.sum_duplicates()
-    matrix.data[:] = 1.0
+    matrix = train_positive_matrix(split, train_data.interactions.shape)
     data = dataclasses.replace(train_data, interactions=matrix, adjacency=build_normalized_adjacency(matrix))
     return data, Evaluators.build(split, matrix, setup)
 
