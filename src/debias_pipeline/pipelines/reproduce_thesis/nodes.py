@@ -28,7 +28,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
 import torch  # noqa: E402
 from scipy import stats  # noqa: E402
 
