@@ -268,7 +268,10 @@ class _Layout:
         """
         text = _line_text(self.path, line, self.encoding)
         if text is not None and text.strip():
-            found = self.count(text)
+            try:
+                found = self.count(text)
+            except csv.Error:  # e.g. a lone "\r" inside the line: the detail below still holds
+                found = len(self.fields)
             if found != len(self.fields):
                 raise RawDataError(
                     f"{self.path} line {line}: expected {len(self.fields)} fields ({self.describe()}), found {found}"
@@ -286,7 +289,11 @@ def _header_layout(path: Path, sep: str, quoting: int = csv.QUOTE_MINIMAL) -> _L
         text = first.decode("utf-8-sig")  # a BOM (spreadsheet exports) is not part of the first name
     except UnicodeDecodeError:
         raise _utf8_error(path) or RawDataError(f"{path} line 1: not valid UTF-8") from None
-    names = tuple(name.strip() for name in next(csv.reader([text.rstrip("\r\n")], delimiter=sep, quoting=quoting)))
+    try:
+        header = next(csv.reader([text.rstrip("\r\n")], delimiter=sep, quoting=quoting))
+    except csv.Error as error:  # e.g. a lone "\r" (old Mac line ends) inside the line
+        raise RawDataError(f"{path} line 1: the header line cannot be parsed ({error})") from None
+    names = tuple(name.strip() for name in header)
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
         raise RawDataError(f"{path} line 1: duplicate column name(s) {duplicated} in the header")
@@ -1117,6 +1124,20 @@ def _custom_source(path: Path) -> _Source:
     return _Source(path, frame, layout)
 
 
+def _text(source: _Source, values: pd.Series, what: str) -> pd.Series:
+    """A column as text; bytes (a Parquet binary column) are decoded and must be UTF-8."""
+    try:
+        return values.astype(str)
+    except UnicodeDecodeError:
+        for row, value in values.items():
+            if isinstance(value, bytes):
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError:
+                    source.fail(int(row), f"column {values.name!r} ({what}) holds bytes that are not UTF-8: {value!r}")
+        raise
+
+
 def _id_text(source: _Source, values: pd.Series, what: str) -> pd.Series:
     """Ids as stripped text; an empty or missing id fails, floats are refused (ambiguous ids)."""
     if pd.api.types.is_float_dtype(values.dtype):
@@ -1125,7 +1146,7 @@ def _id_text(source: _Source, values: pd.Series, what: str) -> pd.Series:
             "ids must be integers or strings"
         )
     missing = values.isna().to_numpy(bool)
-    text = values.astype(str).str.strip()
+    text = _text(source, values, f"{what} ids").str.strip()
     missing = missing | (text == "").to_numpy(bool, na_value=True)
     if missing.any():
         source.fail(int(values.index[np.argmax(missing)]), f"empty {what} id in column {values.name!r}")
@@ -1168,13 +1189,15 @@ def _custom_numbers(source: _Source, values: pd.Series, what: str) -> np.ndarray
             at = int(np.argmax(bad))
             source.fail(int(values.index[at]), f"{what} {values.iat[at]!r} is not a (finite) number")
         return numbers
-    return _floats(values.astype(str), what, source.fail)
+    return _floats(_text(source, values, what), what, source.fail)
 
 
 def _seconds(stamps: pd.Series) -> np.ndarray:
     """Seconds since the epoch of UTC datetimes (NaN for NaT), whatever their resolution."""
-    seconds = (stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
-    return np.array(seconds.to_numpy(dtype=np.float64, na_value=np.nan))  # a writable copy
+    # In numpy, in the stamps' own unit: subtracting a (nanosecond) pd.Timestamp would cast
+    # to nanoseconds and overflow outside the years 1677-2262.
+    naive = stamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    return np.asarray((naive - np.datetime64(0, "s")) / np.timedelta64(1, "s"), dtype=np.float64)  # NaT -> NaN
 
 
 def _custom_timestamps(source: _Source, values: pd.Series, date_format: str | None) -> np.ndarray:
@@ -1186,13 +1209,20 @@ def _custom_timestamps(source: _Source, values: pd.Series, date_format: str | No
         return _seconds(stamps)
     if pd.api.types.is_numeric_dtype(values.dtype):
         return _custom_numbers(source, values, "timestamp")
-    text = values.astype(str).str.strip()
+    text = _text(source, values, "timestamp").str.strip()
     empty = (text == "").to_numpy(bool, na_value=True)
     if empty.any():
         source.fail(int(values.index[np.argmax(empty)]), "empty timestamp")
     if text.str.fullmatch(_NUMBER_PATTERN).to_numpy(bool, na_value=False).all():
         return _floats(text, "timestamp", source.fail)
-    seconds = _seconds(pd.to_datetime(text, errors="coerce", utc=True, format=date_format or "ISO8601"))
+    try:
+        stamps = pd.to_datetime(text, errors="coerce", utc=True, format=date_format or "ISO8601")
+    except ValueError as error:  # errors="coerce" covers the values, not a bad format ("%", "%s")
+        raise RawDataError(
+            f"{source.path}: cannot read column {values.name!r} (timestamp) with "
+            f"custom.columns.timestamp_format {date_format!r}: {error}"
+        ) from None
+    seconds = _seconds(stamps)
     unparsed = np.isnan(seconds)
     if date_format is None and unparsed.any():
         # Not ISO 8601: let pandas (dateutil) read each of the others on its own.
@@ -1255,13 +1285,20 @@ def _extra_columns(source: _Source, used: Sequence[str], reserved: Sequence[str]
 
 
 def _custom_options(options: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    # The parameters come straight from YAML, so their types are checked too.
+    if options is not None and not isinstance(options, Mapping):
+        raise RawDataError(
+            f"the custom parameters (custom.interactions, custom.columns, ...) must be a mapping, got {options!r}"
+        )
     options = dict(options or {})
-    unknown = sorted(set(options) - set(_CUSTOM_KEYS))
+    unknown = sorted(map(str, set(options) - set(_CUSTOM_KEYS)))
     if unknown:
         raise RawDataError(f"unknown parameter(s) {', '.join('custom.' + k for k in unknown)}; valid: {_CUSTOM_KEYS}")
     columns = dict(CUSTOM_COLUMN_DEFAULTS)
-    given = dict(options.get("columns") or {})
-    unknown = sorted(set(given) - set(CUSTOM_COLUMN_DEFAULTS))
+    given = options.get("columns") or {}
+    if not isinstance(given, Mapping):
+        raise RawDataError(f"parameter custom.columns must be a mapping (user: ..., item: ...), got {given!r}")
+    unknown = sorted(map(str, set(given) - set(CUSTOM_COLUMN_DEFAULTS)))
     if unknown:
         raise RawDataError(
             f"unknown parameter(s) {', '.join('custom.columns.' + k for k in unknown)}; "
@@ -1273,8 +1310,20 @@ def _custom_options(options: Mapping[str, Any] | None) -> tuple[dict[str, Any], 
     for key in ("user", "item"):
         if not columns[key]:
             raise RawDataError(f"parameter custom.columns.{key} is required: the column holding the {key} ids")
+    for key in ("user", "item", "rating", "timestamp", "timestamp_format", "title", "genres"):
+        if columns[key] is not None and not isinstance(columns[key], str):
+            raise RawDataError(f"parameter custom.columns.{key} must be a string or null, got {columns[key]!r}")
+    if not isinstance(columns["genre_separator"], str):
+        raise RawDataError(
+            f"parameter custom.columns.genre_separator must be a string, got {columns['genre_separator']!r}"
+        )
     friend = columns["friend"]
-    if options.get("social") and (isinstance(friend, str) or len(list(friend)) != 2):
+    if options.get("social") and (
+        isinstance(friend, str)
+        or not isinstance(friend, Iterable)
+        or len(list(friend)) != 2
+        or not all(isinstance(name, str) for name in friend)
+    ):
         raise RawDataError(f"parameter custom.columns.friend must name two columns [user, friend], got {friend!r}")
     return options, columns
 
@@ -1367,10 +1416,15 @@ def load_custom(directory: Path, options: Mapping[str, Any] | None = None) -> Ra
             {
                 "item": items[1],
                 "title": pd.array(
-                    [""] * count if title is None else title.fillna("").astype(str).to_numpy(), dtype=str
+                    [""] * count if title is None else _text(item_source, title.fillna(""), "title").to_numpy(),
+                    dtype=str,
                 ),
                 "genres": pd.array(
-                    [""] * count if genres is None else _genres_text(genres, columns["genre_separator"]).to_numpy(),
+                    [""] * count
+                    if genres is None
+                    else _genres_text(
+                        _text(item_source, genres.fillna(""), "genres"), columns["genre_separator"]
+                    ).to_numpy(),
                     dtype=str,
                 ),
                 **_extra_columns(item_source, used, ("item", "title", "genres")),
