@@ -32,7 +32,7 @@ def test_failed_run_ends_on_its_message_and_logs_the_traceback(project_copy: Pat
     kedro_processes.append(run)
     assert run.finish(timeout=300) == 1
     message = last_line(run)
-    assert message.startswith("ValueError: parameter 'mf.model.lr'")
+    assert message.startswith("ParameterValidationError: parameter 'mf.model.lr': lr must be a finite number > 0")
     assert TRACEBACK not in run.output and "╭" not in run.output  # neither Python's nor rich's
     log = (project_copy / "logs" / "debias_pipeline.log").read_text()
     assert "kedro run --pipelines=train_mf --params=mf.model.lr=-1" in log

@@ -1,35 +1,32 @@
-"""build_config (typed frozen parameter blocks) and resolve_device."""
+"""build_config and Params (typed frozen parameter blocks, Pydantic) and resolve_device."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Literal
 
+import pydantic
 import pytest
 import torch
 
-from debias_pipeline.config import build_config, require
+from debias_pipeline.config import BLOCK, Params, build_config, require
 from debias_pipeline.device import resolve_device
 
 
-@dataclasses.dataclass(frozen=True)
-class Tower:
+class Tower(Params):
     embedding_dim: int
     lr: float = 0.01
     kind: Literal["mf", "lightgcn"] = "mf"
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         require(self.embedding_dim >= 1, f"embedding_dim must be >= 1, got {self.embedding_dim}")
 
 
-@dataclasses.dataclass(frozen=True)
-class Model:
+class Model(Params):
     preference: Tower
     exposure: Tower
 
 
-@dataclasses.dataclass(frozen=True)
-class Experiment:
+class Experiment(Params):
     name: str
     model: Model
     early_stop: bool = True
@@ -50,14 +47,16 @@ def test_builds_nested_frozen_dataclasses():
     config = build_config(Experiment, _params(layers=[2, 3], patience=5), "dual")
     assert config == Experiment(
         name="dual",
-        model=Model(preference=Tower(8, 0.04, "lightgcn"), exposure=Tower(4, 0.01, "mf")),
+        model=Model(
+            preference=Tower(embedding_dim=8, lr=0.04, kind="lightgcn"), exposure=Tower(embedding_dim=4, lr=0.01, kind="mf")
+        ),
         early_stop=True,
         layers=(2, 3),
         patience=5,
     )
     assert isinstance(config.model.exposure, Tower)
     assert isinstance(config.layers, tuple)  # a YAML list becomes a tuple
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         config.name = "other"  # type: ignore[misc]
 
 
@@ -67,11 +66,10 @@ def test_defaults_fill_missing_optional_keys():
 
 
 def test_none_params_means_all_defaults():
-    @dataclasses.dataclass(frozen=True)
-    class AllDefaults:
+    class AllDefaults(Params):
         threshold: int = 4
 
-    assert build_config(AllDefaults, None, "binarization") == AllDefaults(4)
+    assert build_config(AllDefaults, None, "binarization") == AllDefaults(threshold=4)
 
 
 def test_int_is_accepted_for_float_and_converted():
@@ -151,7 +149,7 @@ def test_range_check_error_names_the_block():
 
 
 def test_range_check_error_names_the_dotted_parameter():
-    # A __post_init__ range error names the full parameter,
+    # A check() range error names the full parameter,
     # 'dual.model.exposure.embedding_dim', not just its block.
     params = _params()
     params["model"]["exposure"]["embedding_dim"] = 0

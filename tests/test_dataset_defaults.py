@@ -8,13 +8,15 @@ import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
+from debias_pipeline.config import as_mapping
 from debias_pipeline.config_loader import apply_dataset_defaults
 
 
 def parameters(project: Path, **runtime: object) -> dict:
+    """The run's parameters as mappings (Kedro hands the validated blocks as models)."""
     bootstrap_project(project)
     with KedroSession.create(project_path=project, runtime_params=runtime) as session:
-        return session.load_context().params
+        return as_mapping(session.load_context().params)
 
 
 def test_lastfm_gets_the_lightgcn_papers_settings_and_the_command_line_still_wins(project_copy: Path) -> None:

@@ -12,6 +12,7 @@ import mlflow
 import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from kedro.validation.exceptions import ParameterValidationError
 
 from tests.conftest import REPO
 
@@ -138,6 +139,14 @@ def test_failed_run_leaves_no_versioned_artifact(project_copy: Path, monkeypatch
         ({"dual.model.name": "transformer"}, "unknown model 'transformer'"),
         ({"dual.model.exposure.embedding_dim": 0}, "embedding_dim"),
         ({"device": "tpu"}, "device"),
+        # Each block is checked by Kedro's parameter validation (its Params type hint).
+        ({"dual.model.lr": float("inf")}, r"parameter 'dual\.model\.lr' must be a finite number, got inf"),
+        ({"evaluation.k": "5"}, r"parameter 'evaluation\.k' must be an integer, got '5'"),
+        ({"split.test_fractoin": 0.3}, r"unknown parameter\(s\) split\.test_fractoin; did you mean 'test_fraction'\?"),
+        # A --params key that no pipeline reads, with the closest valid name.
+        ({"sed": 3}, r"parameter 'sed' \(from --params\) is not read by any pipeline; did you mean 'seed'\?"),
+        ({"evaluaton.k": 3}, r"parameter 'evaluaton\.k' .*not read by any pipeline; did you mean 'evaluation\.k'\?"),
+        ({"custom.columns.userr": "u"}, r"'custom\.columns\.userr' .*did you mean 'custom\.columns\.user'\?"),
     ],
 )
 def test_bad_parameter_stops_before_any_node(project_copy: Path, params: dict[str, Any], message: str) -> None:
@@ -149,6 +158,30 @@ def test_bad_parameter_stops_before_any_node(project_copy: Path, params: dict[st
     # No node ran: not even the folder of a versioned dataset was made.
     layers = {project_copy / "data" / layer.name for layer in (project_copy / "data").iterdir()}
     assert {p for p in (project_copy / "data").rglob("*")} == layers
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"evaluation.k": [5, "10"]}, r"^parameter 'evaluation\.k\[1\]' must be an integer, got '10'$"),
+        (
+            {"dual.model.exposure.embeding_dim": 4},
+            r"^unknown parameter\(s\) dual\.model\.exposure\.embeding_dim; did you mean 'embedding_dim'\?",
+        ),
+        (
+            {"mf.model.lr": 0.0, "binarization.threshold": "4"},
+            r"parameter 'binarization\.threshold' must be a number, got '4'; "
+            r"parameter 'mf\.model\.lr': lr must be a finite number > 0, got 0\.0$",
+        ),
+    ],
+)
+def test_kedro_validates_every_block_with_its_model(project_copy: Path, params: dict[str, Any], message: str) -> None:
+    # Kedro's own parameter validation (Params type hints on the nodes' params: inputs)
+    # reports every bad block at once, each problem naming the dotted parameter.
+    bootstrap_project(project_copy)
+    with KedroSession.create(project_path=project_copy, runtime_params=nested({**FAST, **params})) as session:
+        with pytest.raises(ParameterValidationError, match=message):
+            session.run(pipeline_names=["train_mf", "train_dual"])
 
 
 def test_missing_raw_file_names_it(project_copy: Path) -> None:

@@ -109,7 +109,7 @@ def test_gowalla_at_a_tenth_of_its_size_hits_its_ratings_per_user():
     # The full preset is timed by benchmarks/bench_simulator.py; a tenth of each side
     # (12M pairs) takes the same path: sampled calibration, several exposure chunks.
     full = SyntheticConfig(preset="gowalla")
-    config = dataclasses.replace(full, n_users=full.n_users // 10, n_items=full.n_items // 10)
+    config = full.replace(n_users=full.n_users // 10, n_items=full.n_items // 10)
     assert config.n_users * config.n_items > simulation.CALIBRATION_PAIRS
     assert config.n_users * config.n_items > 2 * simulation.CHUNK_PAIRS
     result = statistics(config, seed=0)
@@ -389,7 +389,7 @@ VALID = SyntheticConfig()
 )
 def test_invalid_config_raises_naming_the_field(changes, field):
     with pytest.raises(ValueError, match=field):
-        dataclasses.replace(VALID, **changes)
+        VALID.replace(**changes)
 
 
 def test_boundary_values_are_valid():

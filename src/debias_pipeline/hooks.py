@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +19,23 @@ from filelock import FileLock
 from kedro.config import MissingConfigException
 from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
+from kedro.framework.project import pipelines as registered_pipelines
 from kedro.io import AbstractVersionedDataset, SharedMemoryDataCatalog
 from kedro.pipeline import Pipeline
 from kedro_mlflow.config.kedro_mlflow_config import KedroMlflowConfig
 from mlflow.entities import RunStatus
 from sqlalchemy.engine import make_url
 
-from debias_pipeline.config import build_config
+from debias_pipeline.config import as_mapping, closest
 from debias_pipeline.datasets.registry import dataset_spec
 from debias_pipeline.device import resolve_device
-from debias_pipeline.models.registry import model_class
-from debias_pipeline.pipelines.data_processing.nodes import BinarizationConfig, PreprocessingConfig, resolve_threshold
+from debias_pipeline.models.registry import model_block
+from debias_pipeline.pipelines.data_processing.nodes import resolve_threshold
 from debias_pipeline.pipelines.reproduce_thesis.nodes import candidate_blocks, thesis_config
-from debias_pipeline.protocols import SplitConfig, check_model_fits_protocol, evaluation_setup
+from debias_pipeline.protocols import check_model_fits_protocol, evaluation_setup
 from debias_pipeline.runs import JOURNAL_FOLDER, RunInterrupted, RunJournal, recover_unfinished_runs
-from debias_pipeline.simulation import SyntheticConfig
 
 logger = logging.getLogger(__name__)
-
-_BLOCKS: dict[str, type] = {
-    "binarization": BinarizationConfig,
-    "preprocessing": PreprocessingConfig,
-    "split": SplitConfig,
-    "synthetic": SyntheticConfig,
-}
-
 
 def _lookup(parameters: dict[str, Any], dotted: str) -> Any:
     value: Any = parameters
@@ -52,23 +46,65 @@ def _lookup(parameters: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-def _validate_model_block(block: Any, where: str, protocol: str | None = None) -> None:
-    if not isinstance(block, dict) or "name" not in block:
-        raise ValueError(f"parameter '{where}.name' is missing")
-    cls = model_class(block["name"])
-    build_config(cls.Config, {k: v for k, v in block.items() if k != "name"}, where)
-    if protocol is not None:
-        check_model_fits_protocol(cls, protocol, where)
-
-
 def _validate_thesis_rows(parameters: dict[str, Any]) -> None:
     for row in thesis_config(parameters["reproduce_thesis"]).rows:
         for _, block in candidate_blocks(row, parameters):
-            _validate_model_block(block, f"reproduce_thesis row '{row.label}'")
+            model_block(block, f"reproduce_thesis row '{row.label}'")
+
+
+def _leaves(value: Any, prefix: str = "") -> list[str]:
+    if isinstance(value, dict) and value:
+        return [leaf for key, inner in value.items() for leaf in _leaves(inner, f"{prefix}{key}.")]
+    return [prefix.rstrip(".")]
+
+
+def catalog_runtime_parameters(conf_source: str | Path) -> set[str]:
+    """The runtime parameters the catalog reads (``${runtime_params:custom.items, ...}``)."""
+    names: set[str] = set()
+    for path in Path(conf_source).glob("*/catalog*.yml"):
+        names.update(re.findall(r"\$\{runtime_params:\s*([A-Za-z0-9_.]+)", path.read_text()))
+    return names
+
+
+def check_runtime_parameters(
+    runtime: dict[str, Any] | None, parameters: dict[str, Any], pipelines: Iterable[Pipeline], catalog_reads: set[str]
+) -> None:
+    """Refuse a ``--params`` key that no pipeline of the project reads, naming the
+    closest valid one.
+
+    A key is read when it is a ``params:`` input of a node of one of ``pipelines`` or
+    lies under one (the blocks themselves forbid unknown keys), or when the catalog
+    reads it.
+
+    Raises:
+        ValueError: Naming the key and the closest valid name.
+    """
+    read = {name[len("params:") :] for pipeline in pipelines for name in pipeline.inputs() if name.startswith("params:")}
+    read |= catalog_reads
+    for key in _leaves(runtime or {}):
+        if not key or any(key == name or key.startswith(f"{name}.") or name.startswith(f"{key}.") for name in read):
+            continue
+        valid = sorted({leaf for name in read for leaf in _leaves(_lookup_or_none(parameters, name), f"{name}.")} | read)
+        raise ValueError(
+            f"parameter '{key}' (from --params) is not read by any pipeline{closest(key, valid)}; "
+            f"the parameter blocks: {', '.join(sorted({name.split('.')[0] for name in read}))}"
+        )
+
+
+def _lookup_or_none(parameters: dict[str, Any], dotted: str) -> Any:
+    try:
+        return as_mapping(_lookup(parameters, dotted))
+    except ValueError:
+        return None
 
 
 def validate_parameters(parameters: dict[str, Any], pipeline: Pipeline) -> None:
-    """Check every parameter the pipeline's nodes read, before any of them runs.
+    """The checks that span several parameters, before any node runs.
+
+    Each block (``evaluation``, ``split``, ``<namespace>.model``, ...) has already been
+    checked on its own by Kedro's parameter validation (the ``Params`` type hints of
+    the nodes); here: the dataset name, seed and device, the threshold and protocol
+    against the dataset, every model against the protocol, the study's rows.
 
     Raises:
         ValueError: Naming the first bad parameter.
@@ -88,22 +124,45 @@ def validate_parameters(parameters: dict[str, Any], pipeline: Pipeline) -> None:
     if "device" in used:
         resolve_device(parameters.get("device"))
     if "parameters" in pipeline.inputs() and "reproduce_thesis" in parameters:
-        used.add("reproduce_thesis")
+        _validate_thesis_rows(parameters)
     for name in sorted(used):
-        if name == "reproduce_thesis":
-            _validate_thesis_rows(parameters)
-        elif name in _BLOCKS:
-            build_config(_BLOCKS[name], _lookup(parameters, name), name)
-        elif name.endswith(".model") or name == "model":
-            _validate_model_block(_lookup(parameters, name), name, protocol)
+        if name.endswith(".model") or name == "model":
+            block = model_block(_lookup(parameters, name), name)
+            if protocol is not None:
+                check_model_fits_protocol(block.model_cls, protocol, name)
 
 
 class ValidateParametersHook:
-    """Stop a run with a clear error before any node, on any bad parameter."""
+    """Stop a run with a clear error before any node: a ``--params`` key nothing reads,
+    or parameters that do not fit together (each block is checked by Kedro)."""
+
+    def __init__(self) -> None:
+        self._catalog_reads: set[str] = set()
+
+    @hook_impl
+    def after_context_created(self, context: KedroContext) -> None:
+        self._catalog_reads = catalog_runtime_parameters(context.config_loader.conf_source)
 
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
-        validate_parameters(catalog.load("parameters"), pipeline)
+        parameters = catalog.load("parameters")
+        check_runtime_parameters(
+            run_params.get("runtime_params"), parameters, registered_pipelines.values(), self._catalog_reads
+        )
+        validate_parameters(parameters, pipeline)
+
+
+class PlainParametersForMlflowHook:
+    """kedro-mlflow logs a node's ``params:`` inputs, flattening mappings into one MLflow
+    parameter per key (``mf.model.lr``); Kedro hands the nodes validated ``Params``
+    models instead of mappings, so the hooks get the mappings back (a copy: the node
+    still receives the models)."""
+
+    @hook_impl(tryfirst=True)
+    def before_node_run(self, inputs: dict[str, Any]) -> None:
+        for name, value in inputs.items():
+            if name.startswith("params:") or name == "parameters":
+                inputs[name] = as_mapping(value)
 
 
 def _versioned(catalog: Any, name: str) -> AbstractVersionedDataset | None:

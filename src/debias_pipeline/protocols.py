@@ -25,7 +25,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.config import build_config, require
+from debias_pipeline.config import Params, build_config, require
 from debias_pipeline.datasets.registry import DatasetSpec, dataset_spec
 from debias_pipeline.metrics import (
     ScoreUsers,
@@ -67,8 +67,7 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
 }
 
 
-@dataclass(frozen=True)
-class EvaluationConfig:
+class EvaluationConfig(Params):
     """The ``evaluation`` parameter block.
 
     Attributes:
@@ -83,7 +82,7 @@ class EvaluationConfig:
     k: int | tuple[int, ...] | None = None
     selection_metric: str | None = None
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         require(
             self.protocol is None or self.protocol in PROTOCOLS,
             f"protocol must be one of {list(PROTOCOLS)} (or null for the dataset's default), got {self.protocol!r}",
@@ -164,8 +163,7 @@ def _datasets() -> dict[str, DatasetSpec]:
 # ---- Splits ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(Params):
     """The ``split`` parameter block (each key used by the protocols named).
 
     Attributes:
@@ -190,7 +188,7 @@ class SplitConfig:
     test_users: float = 0.1
     target_fraction: float = 0.2
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         require(
             self.validation_fraction is None or 0 < self.validation_fraction < 1,
             f"validation_fraction must be in (0, 1), got {self.validation_fraction}",

@@ -1,12 +1,14 @@
-"""Project settings: the config loader and the project's own hooks.
+"""Project settings: the context, the config loader and the project's own hooks.
 
 kedro-mlflow registers its hook through its plugin entry point.
 """
 
 from debias_pipeline.config_loader import DatasetDefaultsConfigLoader
+from debias_pipeline.context import ProjectContext
 from debias_pipeline.hooks import (
     MlflowArtifactHook,
     MlflowStoreLockHook,
+    PlainParametersForMlflowHook,
     RefuseParallelRunnerHook,
     RunJournalHook,
     ValidateParametersHook,
@@ -17,8 +19,11 @@ HOOKS = (
     RefuseParallelRunnerHook(),
     MlflowStoreLockHook(),
     MlflowArtifactHook(),
+    PlainParametersForMlflowHook(),
     RunJournalHook(),
 )
+
+CONTEXT_CLASS = ProjectContext
 
 CONFIG_LOADER_CLASS = DatasetDefaultsConfigLoader
 CONFIG_LOADER_ARGS = {

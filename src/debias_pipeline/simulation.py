@@ -29,14 +29,15 @@ chunks of users.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import model_validator
 
-from debias_pipeline.config import require
+from debias_pipeline.config import Params, require
 
 Kind = Literal["preference", "exposure"]
 KINDS: tuple[Kind, ...] = ("preference", "exposure")
@@ -154,13 +155,12 @@ PRESET_TARGETS: dict[str, dict[str, float]] = {
 }
 
 
-@dataclass(frozen=True)
-class SyntheticConfig:
+class SyntheticConfig(Params):
     """Sizes and strengths of the simulator: a ``preset`` plus explicit overrides.
 
     Every field left ``None`` takes the preset's value, so ``SyntheticConfig(preset=
     "coat_like", bias_strength=0.0)`` is Coat-like with random exposure. After
-    construction every field holds a value. (``dataclasses.replace`` keeps the resolved
+    construction every field holds a value. (``replace`` keeps the resolved
     values: it overrides fields, it does not switch presets.)
 
     Attributes:
@@ -195,11 +195,17 @@ class SyntheticConfig:
     rate_if_liked: float | None = None
     rate_if_disliked: float | None = None
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_values(cls, data: Any) -> Any:
+        """Every field left out or ``None`` takes the preset's value."""
+        if not isinstance(data, Mapping) or data.get("preset", "default") not in PRESETS:
+            return data
+        preset = PRESETS[data.get("preset", "default")]
+        return {**data, **{name: value for name, value in preset.items() if data.get(name) is None}}
+
+    def check(self) -> None:
         require(self.preset in PRESETS, f"preset must be one of {list(PRESETS)}, got {self.preset!r}")
-        for item in fields(self):
-            if getattr(self, item.name) is None:
-                object.__setattr__(self, item.name, PRESETS[self.preset][item.name])
         require(self.n_users >= 2 and self.n_items >= 2, "n_users and n_items must be >= 2")
         smaller = min(self.n_users, self.n_items)
         require(1 <= self.rank <= smaller, f"rank must be in 1..min(n_users, n_items), got {self.rank}")

@@ -19,6 +19,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from debias_pipeline.config import Params
 from debias_pipeline.models import MODELS, Recommender, TrainData, ValidationSet, build_model
 from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency
 
@@ -78,16 +79,15 @@ def small_params(name: str) -> dict[str, Any]:
     config_cls = MODELS[name].Config
     hints = typing.get_type_hints(config_cls)
     params: dict[str, Any] = {"name": name}
-    for field in dataclasses.fields(config_cls):
-        annotation = hints[field.name]
-        if field.name == "embedding_dim":
-            params[field.name] = SMALL_EMBEDDING_DIM
-        elif field.name in TRAINING_OVERRIDES:
-            params[field.name] = TRAINING_OVERRIDES[field.name]
-        elif dataclasses.is_dataclass(annotation):
-            nested = {f.name for f in dataclasses.fields(annotation)}
-            if "embedding_dim" in nested:
-                params[field.name] = {"embedding_dim": SMALL_EMBEDDING_DIM}
+    for name in config_cls.model_fields:
+        annotation = hints[name]
+        if name == "embedding_dim":
+            params[name] = SMALL_EMBEDDING_DIM
+        elif name in TRAINING_OVERRIDES:
+            params[name] = TRAINING_OVERRIDES[name]
+        elif isinstance(annotation, type) and issubclass(annotation, Params):
+            if "embedding_dim" in annotation.model_fields:
+                params[name] = {"embedding_dim": SMALL_EMBEDDING_DIM}
     return params
 
 

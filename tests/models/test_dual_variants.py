@@ -78,7 +78,7 @@ def test_eigen_defaults() -> None:
         ({"k": 31}, r"'dual\.model\.eigen\.k': k must be in 1\.\.30, got 31"),
         ({"k": "6"}, r"'dual\.model\.eigen\.k' must be an integer"),
         ({"lambda_exposure": "-1e-6"}, r"'dual\.model\.eigen\.lambda_exposure' must be a number"),
-        ({"form": "f1", "lambda_preference": math.inf}, r"'dual\.model\.eigen\.lambda_preference': .* finite"),
+        ({"form": "f1", "lambda_preference": math.inf}, r"'dual\.model\.eigen\.lambda_preference'.* finite"),
         ({"lambda_exposure": -1e-6}, r"'dual\.model\.eigen\.lambda_exposure': lambda_exposure must be 0 when form"),
         ({"lamda_exposure": 0.0}, r"unknown parameter\(s\) dual\.model\.eigen\.lamda_exposure"),
     ],

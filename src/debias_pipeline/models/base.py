@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from debias_pipeline.config import require
+from debias_pipeline.config import Params, require
 from debias_pipeline.metrics import ranking_metrics
 from debias_pipeline.models.minibatch import MiniBatchEpochs
 
@@ -94,8 +94,7 @@ class ValidationSet:
         return ranking_metrics(self.users, self.items, self.labels, scores, self.k).ndcg
 
 
-@dataclass(frozen=True)
-class TrainingConfig:
+class TrainingConfig(Params):
     """Hyperparameters every gradient model shares.
 
     Attributes:
@@ -130,7 +129,7 @@ class TrainingConfig:
     negative_sampling: Literal["uniform", "popularity", "hard"] = "uniform"
     hard_pool_size: int = 100
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         require(math.isfinite(self.lr) and self.lr > 0, f"lr must be a finite number > 0, got {self.lr}")
         require(
             math.isfinite(self.weight_decay) and self.weight_decay >= 0,
@@ -314,14 +313,13 @@ class FullBatchRecommender(Recommender):
         }
 
 
-@dataclass(frozen=True)
-class TowerConfig:
+class TowerConfig(Params):
     """One embedding tower: MF (``num_layers = 0``) or LightGCN propagation."""
 
     embedding_dim: int = 200
     num_layers: int = 0
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         require(self.embedding_dim >= 1, f"embedding_dim must be >= 1, got {self.embedding_dim}")
         require(self.num_layers >= 0, f"num_layers must be >= 0, got {self.num_layers}")
 

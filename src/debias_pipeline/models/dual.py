@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 import typing
-from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
-from debias_pipeline.config import require
+from debias_pipeline.config import Params, require
 from debias_pipeline.models.base import FullBatchRecommender, TowerConfig, TrainData, TrainingConfig, sparse_to_torch
 from debias_pipeline.models.losses import dual_bce_all_pairs, l2_penalty
 from debias_pipeline.models.minibatch import dual_batch_loss
@@ -22,8 +22,7 @@ EigenForm = Literal["none", "f1", "f2", "power"]
 Embeddings = tuple[torch.Tensor, torch.Tensor]  # users (n_users, d), items (n_items, d)
 
 
-@dataclass(frozen=True)
-class EigenConfig:
+class EigenConfig(Params):
     """The *eigen* penalty (PROTOCOL.md §4): loss += λ_r f(e^P) + λ_o f(e^O).
 
     e is the sorted column spectrum ``e_j = ||U[:, j]|| · ||V[:, j]||`` of a tower's
@@ -45,7 +44,7 @@ class EigenConfig:
     lambda_preference: float = 0.0
     lambda_exposure: float = 0.0
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         forms = typing.get_args(EigenForm)
         require(self.form in forms, f"form must be one of {list(forms)}, got {self.form!r}")
         require(1 <= self.k <= 30, f"k must be in 1..30, got {self.k}")
@@ -59,17 +58,16 @@ class EigenConfig:
             )
 
 
-@dataclass(frozen=True)
 class DualConfig(TrainingConfig):
     """Dual-model hyperparameters: one tower config for each of P and O, and the
     optional *eigen* penalty on their spectra."""
 
-    preference: TowerConfig = field(default_factory=TowerConfig)
-    exposure: TowerConfig = field(default_factory=TowerConfig)
-    eigen: EigenConfig = field(default_factory=EigenConfig)
+    preference: TowerConfig = Field(default_factory=TowerConfig)
+    exposure: TowerConfig = Field(default_factory=TowerConfig)
+    eigen: EigenConfig = Field(default_factory=EigenConfig)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
+        super().check()
         eigen = self.eigen
         needed = required_dimensions(eigen.form, eigen.k)
         for name, weight in (("preference", eigen.lambda_preference), ("exposure", eigen.lambda_exposure)):

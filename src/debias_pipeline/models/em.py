@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Self
 
 import torch
 from torch import nn
 
-from debias_pipeline.config import require
+from debias_pipeline.config import Params, require
 from debias_pipeline.models.base import (
     EpochRecord,
     FullBatchRecommender,
@@ -37,8 +36,7 @@ DTYPE = torch.float64
 CHUNK_ELEMENTS = 2**24
 
 
-@dataclass(frozen=True)
-class SweepConfig:
+class SweepConfig(Params):
     """Hyperparameters every closed-form model shares.
 
     Attributes:
@@ -58,7 +56,7 @@ class SweepConfig:
     patience: int = 5
     eval_every: int = 1
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         require(self.embedding_dim >= 1, f"embedding_dim must be >= 1, got {self.embedding_dim}")
         require(self.weight_decay > 0, f"weight_decay must be > 0, got {self.weight_decay}")
         require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")

@@ -4,7 +4,6 @@ Recommendation", WWW 2016), fitted by EM with per-item exposure priors."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
@@ -20,7 +19,6 @@ from debias_pipeline.models.em import (
 )
 
 
-@dataclass(frozen=True)
 class ExpoMFConfig(SweepConfig):
     """ExpoMF hyperparameters.
 
@@ -41,8 +39,8 @@ class ExpoMFConfig(SweepConfig):
     alpha2: float = 1.0
     epochs: int = 30
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
+        super().check()
         require(self.lambda_y > 0, f"lambda_y must be > 0, got {self.lambda_y}")
         require(0 < self.init_mu < 1, f"init_mu must be in (0, 1), got {self.init_mu}")
         # α1, α2 >= 1 keep the M-step's posterior mode of μ_i inside [0, 1].

@@ -3,20 +3,18 @@ Network for Recommendation", SIGIR 2020), trained full-batch as in the study."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from debias_pipeline.config import require
 from debias_pipeline.models.mf import MF, MFConfig
 
 
-@dataclass(frozen=True)
 class LightGCNConfig(MFConfig):
     """LightGCN hyperparameters: ``num_layers`` K (the study: 2 best on Yahoo)."""
 
     num_layers: int = 2
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
+        super().check()
         require(self.num_layers >= 0, f"num_layers must be >= 0, got {self.num_layers}")
 
 

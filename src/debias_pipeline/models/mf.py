@@ -3,7 +3,6 @@ of sampled triples with BPR."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 
@@ -25,14 +24,13 @@ def _compact_indices(matrix: torch.Tensor) -> torch.Tensor:
     )
 
 
-@dataclass(frozen=True)
 class MFConfig(TrainingConfig):
     """MF hyperparameters: the study uses d = 200, lr = 0.04."""
 
     embedding_dim: int = 200
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
+        super().check()
         require(self.embedding_dim >= 1, f"embedding_dim must be >= 1, got {self.embedding_dim}")
 
 

@@ -3,7 +3,6 @@ SIGIR 2019), trained full-batch with the study's BCE."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +18,6 @@ from debias_pipeline.models.towers import EmbeddingTower, _SymmetricSpMM
 NEGATIVE_SLOPE = 0.2
 
 
-@dataclass(frozen=True)
 class NGCFConfig(MFConfig):
     """NGCF hyperparameters.
 
@@ -32,8 +30,8 @@ class NGCFConfig(MFConfig):
     num_layers: int = 3
     message_dropout: float = 0.0
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
+        super().check()
         require(self.num_layers >= 0, f"num_layers must be >= 0, got {self.num_layers}")
         require(0 <= self.message_dropout < 1, f"message_dropout must be in [0, 1), got {self.message_dropout}")
         require(self.loss == "bce", f"loss must be 'bce' (NGCF is trained full-batch), got {self.loss!r}")

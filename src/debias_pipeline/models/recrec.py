@@ -3,7 +3,6 @@ fitted to EM posterior targets on the non-clicks (PROTOCOL.md §4)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -21,7 +20,6 @@ from debias_pipeline.models.towers import EmbeddingTower
 PROPENSITY_FLOOR = 0.01
 
 
-@dataclass(frozen=True)
 class ReCRecConfig(TrainingConfig):
     """ReCRec hyperparameters.
 
@@ -35,8 +33,8 @@ class ReCRecConfig(TrainingConfig):
     variant: Literal["F", "I"] = "F"
     prior_weight: float = 1.0
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
+        super().check()
         require(self.embedding_dim >= 1, f"embedding_dim must be >= 1, got {self.embedding_dim}")
         require(self.prior_weight >= 0, f"prior_weight must be >= 0, got {self.prior_weight}")
         # The E-step needs every non-click: there is no sampled-triple form.

@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from pydantic import ConfigDict, PrivateAttr
 
-from debias_pipeline.config import build_config
+from debias_pipeline.config import BLOCK, Params, build_config
 from debias_pipeline.models.base import Recommender
 from debias_pipeline.models.dual import DualModel
 from debias_pipeline.models.expomf import ExpoMF
@@ -42,17 +43,49 @@ def model_class(name: str) -> type[Recommender]:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}") from None
 
 
-def build_model(params: Mapping[str, Any], where: str, *, seed: int, device: torch.device) -> Recommender:
+class ModelBlock(Params):
+    """A model's parameter block (``<namespace>.model``): the registry ``name`` and that
+    model's hyperparameters, checked against its ``Config`` (``config``).
+
+    The type hint of the training node's ``params:<namespace>.model`` input, so Kedro
+    checks the block before the first node runs.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True, allow_inf_nan=False)
+
+    name: str
+    _config: Params = PrivateAttr()
+
+    def check(self) -> None:
+        cls = model_class(self.name)
+        self._config = build_config(cls.Config, self.model_extra, BLOCK)
+
+    @property
+    def model_cls(self) -> type[Recommender]:
+        return model_class(self.name)
+
+    @property
+    def config(self) -> Params:
+        """The model's ``Config``, validated."""
+        return self._config
+
+
+def model_block(params: Mapping[str, Any] | ModelBlock, where: str) -> ModelBlock:
+    """The block ``params`` checked as a model block (errors name ``where``)."""
+    if isinstance(params, Mapping) and "name" not in params:
+        raise ValueError(f"parameter '{where}.name' is missing; valid models: {', '.join(sorted(MODELS))}")
+    return build_config(ModelBlock, params, where)
+
+
+def build_model(params: Mapping[str, Any] | ModelBlock, where: str, *, seed: int, device: torch.device) -> Recommender:
     """Build an unfitted model from its parameter block.
 
     Args:
-        params: The block, e.g. ``{"name": "mf", "embedding_dim": 200, ...}``.
+        params: The block, e.g. ``{"name": "mf", "embedding_dim": 200, ...}``, or the
+            ``ModelBlock`` Kedro validated it into.
         where: The block's dotted name in the parameters, for error messages.
         seed: Seed of the model's initialization.
         device: Device it trains on.
     """
-    if not isinstance(params, Mapping) or "name" not in params:
-        raise ValueError(f"parameter '{where}.name' is missing; valid models: {', '.join(sorted(MODELS))}")
-    cls = model_class(params["name"])
-    config = build_config(cls.Config, {k: v for k, v in params.items() if k != "name"}, where)
-    return cls(config, seed=seed, device=device)
+    block = model_block(params, where)
+    return block.model_cls(block.config, seed=seed, device=device)

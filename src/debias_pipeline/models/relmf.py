@@ -4,7 +4,6 @@ At-Random Implicit Feedback", WSDM 2020)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +13,6 @@ from debias_pipeline.models.losses import l2_penalty
 from debias_pipeline.models.mf import MF, MFConfig
 
 
-@dataclass(frozen=True)
 class RelMFConfig(MFConfig):
     """Rel-MF hyperparameters: MF's plus the propensity floor.
 
@@ -25,8 +23,8 @@ class RelMFConfig(MFConfig):
 
     propensity_clip: float = 0.1
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
+        super().check()
         require(0 < self.propensity_clip <= 1, f"propensity_clip must be in (0, 1], got {self.propensity_clip}")
         # Every pair carries its propensity weight: there is no sampled-triple form.
         require(self.loss == "bce", f"loss must be 'bce' (Rel-MF weights all pairs), got {self.loss!r}")

@@ -4,7 +4,6 @@ alternating least squares."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -15,7 +14,6 @@ from debias_pipeline.models.base import TrainData
 from debias_pipeline.models.em import DTYPE, FactorTables, SweepConfig, SweepRecommender, normal_factors, solve_weighted_ridge
 
 
-@dataclass(frozen=True)
 class WMFConfig(SweepConfig):
     """WMF hyperparameters.
 
@@ -26,8 +24,8 @@ class WMFConfig(SweepConfig):
 
     alpha: float = 1.0
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
+        super().check()
         require(self.alpha >= 0, f"alpha must be >= 0, got {self.alpha}")
 
 

@@ -10,6 +10,7 @@ build_evaluators hand the models and the evaluation what they need.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,12 +18,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from debias_pipeline.config import build_config, require
+from debias_pipeline.config import Params, build_config, require
 from debias_pipeline.datasets import RawData, dataset_spec
 from debias_pipeline.datasets.registry import DatasetSpec
 from debias_pipeline.features import encode_item_features, encode_user_features
 from debias_pipeline.models.base import TrainData
-from debias_pipeline.protocols import Evaluators, evaluation_setup, split_for_protocol
+from debias_pipeline.protocols import EvaluationConfig, Evaluators, SplitConfig, evaluation_setup, split_for_protocol
 from debias_pipeline.simulation import GroundTruth, SyntheticConfig, generate_synthetic
 
 RATING_COLUMNS = ["user", "item", "rating", "timestamp", "source"]
@@ -30,8 +31,7 @@ TRAINING_PARTS = ("biased", "train", "all")  # the parts models may learn from
 PARTS = {"biased_unbiased": ("biased", "unbiased"), "train_test": ("train", "test"), "log": ("all",)}
 
 
-@dataclass(frozen=True)
-class BinarizationConfig:
+class BinarizationConfig(Params):
     """Which rows are positives (PROTOCOL.md §2.1).
 
     Attributes:
@@ -46,15 +46,14 @@ class BinarizationConfig:
     threshold: float | None = None
     unrated: Literal["positive", "negative", "drop"] = "positive"
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         require(
             self.threshold is None or np.isfinite(self.threshold),
             f"threshold must be a finite number or null, got {self.threshold}",
         )
 
 
-@dataclass(frozen=True)
-class PreprocessingConfig:
+class PreprocessingConfig(Params):
     """Cleaning between parsing and splitting.
 
     Attributes:
@@ -71,7 +70,7 @@ class PreprocessingConfig:
     min_user_interactions: int = 0
     min_item_interactions: int = 0
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         require(self.min_user_interactions >= 0, f"min_user_interactions must be >= 0, got {self.min_user_interactions}")
         require(self.min_item_interactions >= 0, f"min_item_interactions must be >= 0, got {self.min_item_interactions}")
 
@@ -112,7 +111,7 @@ def _check_ratings(raw: RawData, spec: DatasetSpec) -> None:
 
 
 def ingest_ratings(
-    raw_data: RawData, dataset: str, synthetic: dict[str, Any], seed: int
+    raw_data: RawData, dataset: str, synthetic: SyntheticConfig, seed: int
 ) -> tuple[pd.DataFrame, GroundTruth | dict[str, np.ndarray]]:
     """Validate the parsed files (or run the simulator) into one tidy ratings table.
 
@@ -157,7 +156,7 @@ def ingest_ratings(
     return ratings, {"preference": np.zeros((0, 0)), "exposure": np.zeros((0, 0))}
 
 
-def resolve_threshold(binarization: dict[str, Any] | None, dataset: str) -> float | None:
+def resolve_threshold(binarization: BinarizationConfig | Mapping[str, Any] | None, dataset: str) -> float | None:
     """The threshold of the run: the parameter, or the dataset's default (``None``:
     every row is a positive).
 
@@ -176,7 +175,7 @@ def resolve_threshold(binarization: dict[str, Any] | None, dataset: str) -> floa
     return threshold
 
 
-def binarize_ratings(ratings: pd.DataFrame, binarization: dict[str, Any], dataset: str) -> pd.DataFrame:
+def binarize_ratings(ratings: pd.DataFrame, binarization: BinarizationConfig, dataset: str) -> pd.DataFrame:
     """Add ``label``: 1 for a positive row, 0 otherwise (a new table).
 
     Explicit ratings are positive at ``rating >= threshold``; with no threshold (the
@@ -265,7 +264,7 @@ def index_interactions(
     labeled_ratings: pd.DataFrame,
     raw_data: RawData,
     ground_truth: GroundTruth | dict[str, np.ndarray],
-    preprocessing: dict[str, Any],
+    preprocessing: PreprocessingConfig,
     dataset: str,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Clean the labelled ratings and map every id onto 0..n-1, side data along.
@@ -375,7 +374,7 @@ def _social_edges(social: pd.DataFrame | None, users: np.ndarray, summary: dict[
 
 
 def split_interactions(
-    interactions: pd.DataFrame, split: dict[str, Any], evaluation: dict[str, Any], dataset: str, seed: int
+    interactions: pd.DataFrame, split: SplitConfig, evaluation: EvaluationConfig, dataset: str, seed: int
 ) -> pd.DataFrame:
     """The split of the evaluation protocol (``protocols.split_for_protocol``).
 
@@ -456,7 +455,7 @@ def build_train_data(
 def build_evaluators(
     interaction_split: pd.DataFrame,
     train_matrix: sp.csr_matrix,
-    evaluation: dict[str, Any],
+    evaluation: EvaluationConfig,
     dataset: str,
     dataset_summary: dict[str, Any],
 ) -> Evaluators:

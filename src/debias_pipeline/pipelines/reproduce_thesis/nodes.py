@@ -18,7 +18,6 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import matplotlib
@@ -29,9 +28,10 @@ import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from pydantic import Field  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from debias_pipeline.config import require  # noqa: E402
+from debias_pipeline.config import Params, as_mapping, build_config, require  # noqa: E402
 from debias_pipeline.datasets.registry import dataset_spec  # noqa: E402
 from debias_pipeline.models import TrainData, build_model  # noqa: E402
 from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency, train_positive_matrix  # noqa: E402
@@ -46,8 +46,7 @@ from debias_pipeline.protocols import (  # noqa: E402
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ThesisRow:
+class ThesisRow(Params):
     """One row of the comparison table.
 
     Attributes:
@@ -62,45 +61,31 @@ class ThesisRow:
     label: str
     table: str
     base: str
-    set: dict[str, Any] = field(default_factory=dict)
-    select: dict[str, list[Any]] = field(default_factory=dict)
-    study: dict[str, list[float | None]] = field(default_factory=dict)
+    set: dict[str, Any] = Field(default_factory=dict)
+    select: dict[str, list[Any]] = Field(default_factory=dict)
+    study: dict[str, list[float | None]] = Field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class ThesisConfig:
+class ThesisConfig(Params):
     """The ``reproduce_thesis`` parameter block."""
 
-    seeds: tuple[int, ...]
-    reference: str
-    rows: tuple[ThesisRow, ...]
+    seeds: tuple[int, ...] = ()
+    reference: str = "MF"
+    rows: tuple[ThesisRow, ...] = ()
     spectra_rows: tuple[str, ...] = ()
+    exposure_size_row: str = "dual, dimension"
+    eigen_grid_row: str = "dual, eigen"
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         require(len(self.seeds) >= 2, "seeds must hold at least two seeds (a paired test needs them)")
         labels = [row.label for row in self.rows]
         require(len(set(labels)) == len(labels), f"rows must have distinct labels, got {labels}")
         require(self.reference in labels, f"reference must be one of the row labels {labels}, got {self.reference!r}")
 
 
-def thesis_config(block: Mapping[str, Any]) -> ThesisConfig:
+def thesis_config(block: Mapping[str, Any] | ThesisConfig) -> ThesisConfig:
     """Check and type the ``reproduce_thesis`` block (errors name the parameter)."""
-    where = "reproduce_thesis"
-    rows = []
-    for index, row in enumerate(block.get("rows") or []):
-        try:
-            rows.append(ThesisRow(**row))
-        except TypeError as error:
-            raise ValueError(f"parameter '{where}.rows[{index}]': {error}") from None
-    try:
-        return ThesisConfig(
-            seeds=tuple(int(s) for s in block.get("seeds", ())),
-            reference=block.get("reference", "MF"),
-            rows=tuple(rows),
-            spectra_rows=tuple(block.get("spectra_rows", ())),
-        )
-    except ValueError as error:
-        raise ValueError(f"parameter '{where}': {error}") from None
+    return build_config(ThesisConfig, block, "reproduce_thesis")
 
 
 def _set_dotted(block: dict[str, Any], dotted: str, value: Any) -> None:
@@ -116,7 +101,7 @@ def candidate_blocks(row: ThesisRow, parameters: Mapping[str, Any]) -> list[tupl
     then each combination of the ``select`` values."""
     if row.base not in parameters or "model" not in parameters[row.base]:
         raise ValueError(f"row {row.label!r}: no parameter block '{row.base}.model'")
-    base = copy.deepcopy(parameters[row.base]["model"])
+    base = copy.deepcopy(as_mapping(parameters[row.base]["model"]))
     for dotted, value in row.set.items():
         _set_dotted(base, dotted, value)
     names = list(row.select)
@@ -257,7 +242,7 @@ def _paired_p(values: np.ndarray, reference: np.ndarray) -> float:
 
 
 def summarize_thesis(
-    thesis_runs: pd.DataFrame, reproduce_thesis: dict[str, Any], dataset: str
+    thesis_runs: pd.DataFrame, reproduce_thesis: ThesisConfig, dataset: str
 ) -> tuple[pd.DataFrame, str]:
     """The comparison table: mean ± std per row, change and paired test against the
     reference row, the study's figure, the wall time.
@@ -371,9 +356,9 @@ def _candidate_curve(thesis_runs: pd.DataFrame, row: str, parameter: str) -> pd.
     return runs
 
 
-def plot_exposure_size(thesis_runs: pd.DataFrame, reproduce_thesis: dict[str, Any]) -> plt.Figure:
+def plot_exposure_size(thesis_runs: pd.DataFrame, reproduce_thesis: ThesisConfig) -> plt.Figure:
     """Test Recall@5 (mean ± std over seeds) against the exposure embedding size."""
-    row = reproduce_thesis.get("exposure_size_row", "dual, dimension")
+    row = thesis_config(reproduce_thesis).exposure_size_row
     runs = _candidate_curve(thesis_runs, row, "exposure.embedding_dim").dropna(subset=["exposure.embedding_dim"])
     summary = runs.groupby("exposure.embedding_dim")[["test_recall", "validation_ndcg"]].agg(["mean", "std"])
     figure, axis = plt.subplots(figsize=(6, 4))
@@ -388,9 +373,9 @@ def plot_exposure_size(thesis_runs: pd.DataFrame, reproduce_thesis: dict[str, An
     return figure
 
 
-def plot_eigen_grid(thesis_runs: pd.DataFrame, reproduce_thesis: dict[str, Any]) -> plt.Figure:
+def plot_eigen_grid(thesis_runs: pd.DataFrame, reproduce_thesis: ThesisConfig) -> plt.Figure:
     """Mean test Recall@5 over the λ_o x k grid of the eigen penalty."""
-    row = reproduce_thesis.get("eigen_grid_row", "dual, eigen")
+    row = thesis_config(reproduce_thesis).eigen_grid_row
     runs = thesis_runs[thesis_runs["row"] == row].copy()
     choices = [json.loads(c) for c in runs["choice"]]
     runs["lambda"] = [c.get("eigen.lambda_exposure") for c in choices]

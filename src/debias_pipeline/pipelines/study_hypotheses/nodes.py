@@ -29,7 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
@@ -39,15 +39,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from pydantic import Field  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from debias_pipeline.config import build_config, require  # noqa: E402
+from debias_pipeline.config import Params, as_mapping, build_config, require  # noqa: E402
 from debias_pipeline.models import Recommender, TrainData, build_model  # noqa: E402
 from debias_pipeline.models.dual import DualModel  # noqa: E402
 from debias_pipeline.models.spectra import column_spectrum  # noqa: E402
 from debias_pipeline.pipelines.data_processing.nodes import BinarizationConfig, process_synthetic  # noqa: E402
 from debias_pipeline.pipelines.evaluation.nodes import evaluate_model  # noqa: E402
-from debias_pipeline.protocols import Evaluators, evaluation_setup  # noqa: E402
+from debias_pipeline.protocols import EvaluationConfig, Evaluators, SplitConfig, evaluation_setup  # noqa: E402
 from debias_pipeline.pipelines.training.nodes import train_model  # noqa: E402
 from debias_pipeline.simulation import (  # noqa: E402
     KINDS,
@@ -66,8 +67,7 @@ KEYS = ["sweep", "setting", "model", "bias_strength"]  # one summary line; the s
 WHERE = "study_hypotheses"
 
 
-@dataclass(frozen=True)
-class TruthConfig:
+class TruthConfig(Params):
     """How fits are measured against the truth.
 
     Attributes:
@@ -80,13 +80,12 @@ class TruthConfig:
     top_n: int = 10
     max_pairs: int = 1_000_000
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         require(self.top_n >= 1, f"top_n must be >= 1, got {self.top_n}")
         require(self.max_pairs >= 2, f"max_pairs must be >= 2, got {self.max_pairs}")
 
 
-@dataclass(frozen=True)
-class SweepsConfig:
+class SweepsConfig(Params):
     """The grids of the hypotheses (each fit is repeated over the seeds).
 
     Attributes:
@@ -98,12 +97,12 @@ class SweepsConfig:
 
     exposure_rank: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 200)
     exposure_layers: tuple[int, ...] = (0, 1, 2, 3)
-    eigen: dict[str, Any] = field(
+    eigen: dict[str, Any] = Field(
         default_factory=lambda: {"form": "f2", "k": 6, "lambda_preference": 0.0, "lambda_exposure": -1e-5}
     )
     bias_strength: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         for name in ("exposure_rank", "exposure_layers", "bias_strength"):
             values = getattr(self, name)
             distinct = len(values) > 0 and len(set(values)) == len(values)
@@ -171,11 +170,11 @@ def _checked_block(block: Any, where: str) -> dict[str, Any]:
 
 
 def plan_study(
-    world: dict[str, Any],
+    world: SyntheticConfig,
     seeds: list[int],
-    truth: dict[str, Any],
+    truth: TruthConfig,
     models: dict[str, dict[str, Any]],
-    sweeps: dict[str, Any],
+    sweeps: SweepsConfig,
 ) -> StudyPlan:
     """Check every parameter of the study and list its fits.
 
@@ -204,7 +203,7 @@ def plan_study(
         require(name in models, f"parameter '{WHERE}.models.{name}' is missing (the sweeps need it)")
     blocks = {name: _checked_block(block, f"{WHERE}.models.{name}") for name, block in models.items()}
     for strength in sweeps_config.bias_strength:
-        build_config(SyntheticConfig, {**world, "bias_strength": strength}, f"{WHERE}.world")
+        build_config(SyntheticConfig, {**as_mapping(config), "bias_strength": strength}, f"{WHERE}.world")
 
     dual, default = blocks[DUAL], config.bias_strength
     where = f"{WHERE}.sweeps"
@@ -232,7 +231,7 @@ def plan_study(
     checked = [(*variant[:4], _checked_block(variant[4], where), variant[5]) for variant in variants]
     runs = tuple(Run(*variant, seed) for variant in checked for seed in seeds)
     logger.info("Study plan: %d fits on %d worlds", len(runs), len({run.world for run in runs}))
-    return StudyPlan(dict(world), config, tuple(seeds), truth_config, sweeps_config, runs)
+    return StudyPlan(as_mapping(config), config, tuple(seeds), truth_config, sweeps_config, runs)
 
 
 def _reference_rankers(world: World, k: int, top_n: int) -> dict[str, float]:
@@ -254,7 +253,7 @@ def _reference_rankers(world: World, k: int, top_n: int) -> dict[str, float]:
 
 
 def simulate_worlds(
-    study_plan: StudyPlan, binarization: dict[str, Any], split: dict[str, Any], evaluation: dict[str, Any]
+    study_plan: StudyPlan, binarization: BinarizationConfig, split: SplitConfig, evaluation: EvaluationConfig
 ) -> tuple[dict[tuple[float, int], World], pd.DataFrame]:
     """Draw every world of the plan and process it like the data-processing pipeline.
 
@@ -297,7 +296,7 @@ def _spectra(model: Recommender) -> dict[str, np.ndarray]:
 
 
 def _fit_and_measure(
-    run: Run, world: World, plan: StudyPlan, compute_device: torch.device, evaluation: dict[str, Any]
+    run: Run, world: World, plan: StudyPlan, compute_device: torch.device, evaluation: EvaluationConfig
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Train one fit and measure it by the thesis protocol and against the truth."""
     started = time.perf_counter()
@@ -364,7 +363,7 @@ def run_sweep(
     study_plan: StudyPlan,
     worlds: dict[tuple[float, int], World],
     compute_device: torch.device,
-    evaluation: dict[str, Any],
+    evaluation: EvaluationConfig,
     *,
     sweep: str,
 ) -> pd.DataFrame:
@@ -380,7 +379,7 @@ def run_spectra_sweep(
     study_plan: StudyPlan,
     worlds: dict[tuple[float, int], World],
     compute_device: torch.device,
-    evaluation: dict[str, Any],
+    evaluation: EvaluationConfig,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The spectra sweep: its rows, and the e_j of every tower beside the true singular values.
 
@@ -474,7 +473,7 @@ def summarize_study(
     exposure_layers_runs: pd.DataFrame,
     spectra_runs: pd.DataFrame,
     bias_strength_runs: pd.DataFrame,
-    evaluation: dict[str, Any],
+    evaluation: EvaluationConfig,
 ) -> pd.DataFrame:
     """Mean ± sample std over seeds of every metric of every sweep line, and the gains.
 
@@ -499,7 +498,7 @@ def summarize_study(
     return summary[[*columns, "gain_mean", "gain_std", "gain_p_value"]]
 
 
-def study_mlflow_metrics(summary: pd.DataFrame, evaluation: dict[str, Any]) -> dict[str, dict[str, float | int]]:
+def study_mlflow_metrics(summary: pd.DataFrame, evaluation: EvaluationConfig) -> dict[str, dict[str, float | int]]:
     """The headline numbers as MLflow metrics ``<sweep>.<setting>.<model>.<metric>``.
 
     Means of the truth and test NDCG@K and of the exposure recovery; for models other
@@ -561,7 +560,7 @@ def _plot_exposure_sweep(
 
 
 def plot_exposure_rank(
-    summary: pd.DataFrame, world_statistics: pd.DataFrame, study_plan: StudyPlan, evaluation: dict[str, Any]
+    summary: pd.DataFrame, world_statistics: pd.DataFrame, study_plan: StudyPlan, evaluation: EvaluationConfig
 ) -> plt.Figure:
     """Truth NDCG@K and exposure recovery of the dual model against its exposure size."""
     k = evaluation_setup(evaluation, "synthetic").k
@@ -569,7 +568,7 @@ def plot_exposure_rank(
     return _plot_exposure_sweep(summary, "exposure_rank", "exposure embedding size", k, true_rank)
 
 
-def plot_exposure_layers(summary: pd.DataFrame, evaluation: dict[str, Any]) -> plt.Figure:
+def plot_exposure_layers(summary: pd.DataFrame, evaluation: EvaluationConfig) -> plt.Figure:
     """Truth NDCG@K and exposure recovery of the dual model against its exposure layers."""
     return _plot_exposure_sweep(summary, "exposure_layers", "exposure LightGCN layers", evaluation_setup(evaluation, "synthetic").k)
 
@@ -599,7 +598,7 @@ def plot_spectra(spectra: pd.DataFrame) -> plt.Figure:
     return figure
 
 
-def plot_bias_strength(summary: pd.DataFrame, evaluation: dict[str, Any]) -> plt.Figure:
+def plot_bias_strength(summary: pd.DataFrame, evaluation: EvaluationConfig) -> plt.Figure:
     """Gain of the dual model over MF (truth and test NDCG@K) against the bias strength."""
     k = evaluation_setup(evaluation, "synthetic").k
     figure, axis = plt.subplots(figsize=(7, 4))
@@ -862,7 +861,7 @@ def write_report(
     world_statistics: pd.DataFrame,
     summary: pd.DataFrame,
     spectra: pd.DataFrame,
-    evaluation: dict[str, Any],
+    evaluation: EvaluationConfig,
 ) -> str:
     """The study's Markdown report: tables of every sweep and the figures, embedded.
 

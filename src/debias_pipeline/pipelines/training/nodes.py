@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from debias_pipeline.device import resolve_device
-from debias_pipeline.models import Recommender, TrainData, build_model
+from debias_pipeline.models import ModelBlock, Recommender, TrainData, build_model
 from debias_pipeline.protocols import Evaluators
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def resolve_compute_device(device: str) -> torch.device:
 def train_model(
     train_data: TrainData,
     evaluators: Evaluators,
-    model: dict[str, Any],
+    model: ModelBlock,
     seed: int,
     compute_device: torch.device,
     *,

@@ -1,0 +1,133 @@
+"""Kedro's parameter validation of every block, and the check of ``--params`` keys."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kedro.config import OmegaConfigLoader
+from kedro.validation.parameter_validator import ParameterValidator
+
+from debias_pipeline.config import BLOCK, Params, kedro_validation_message
+from debias_pipeline.hooks import catalog_runtime_parameters, check_runtime_parameters
+from debias_pipeline.models import ModelBlock
+from debias_pipeline.pipeline_registry import register_pipelines
+from debias_pipeline.protocols import EvaluationConfig
+from tests.conftest import REPO
+
+# Blocks a node checks itself: a mapping of model blocks (each one validated as a
+# ModelBlock by plan_study, which names the block).
+CHECKED_BY_THEIR_NODE = {"study_hypotheses.models"}
+
+
+def project_parameters() -> dict[str, Any]:
+    loader = OmegaConfigLoader(
+        conf_source=str(REPO / "conf"), base_env="base", default_run_env="local", merge_strategy={"parameters": "soft"}
+    )
+    return {k: v for k, v in loader["parameters"].items() if not k.startswith("_")}
+
+
+def lookup(parameters: dict[str, Any], dotted: str) -> Any:
+    value: Any = parameters
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def typed_params_inputs() -> list[tuple[str, str, Any]]:
+    """(node name, parameter key, type hint of the argument) of every ``params:`` input."""
+    found = []
+    for pipeline in register_pipelines().values():
+        for node in pipeline.nodes:
+            arguments = list(inspect.signature(node.func).parameters)
+            hints = typing.get_type_hints(node.func)
+            for position, name in enumerate(node.inputs):
+                if name.startswith("params:"):
+                    found.append((node.name, name[len("params:") :], hints.get(arguments[position])))
+    return found
+
+
+def test_every_parameter_block_a_node_reads_has_a_params_model() -> None:
+    parameters = project_parameters()
+    unchecked = sorted(
+        {
+            (node, key)
+            for node, key, hint in typed_params_inputs()
+            if isinstance(lookup(parameters, key), dict)
+            and key not in CHECKED_BY_THEIR_NODE
+            and not (isinstance(hint, type) and issubclass(hint, Params))
+        }
+    )
+    assert unchecked == []
+
+
+def test_kedro_turns_every_block_into_its_model() -> None:
+    validated = ParameterValidator(register_pipelines()).validate_raw_params(project_parameters())
+    assert isinstance(validated["evaluation"], EvaluationConfig)
+    assert isinstance(validated["mf"]["model"], ModelBlock)
+    assert validated["mf"]["model"].config.embedding_dim == 200
+
+
+def test_a_block_validated_by_kedro_names_the_field_under_a_placeholder() -> None:
+    with pytest.raises(ValueError, match=rf"^parameter '{BLOCK}\.k' must be an integer, got 2\.5$"):
+        EvaluationConfig.model_validate({"k": 2.5})
+
+
+def test_kedro_report_gets_the_block_keys() -> None:
+    report = (
+        "Parameter validation failed:\n"
+        f"- Parameter 'evaluation': Failed to instantiate EvaluationConfig for parameter 'evaluation': "
+        f"parameter '{BLOCK}.k' must be an integer, got 2.5\n"
+        "- Parameter 'split': value is None but type is not Optional"
+    )
+    assert kedro_validation_message(report) == (
+        "parameter 'evaluation.k' must be an integer, got 2.5; parameter 'split': value is None but type is not Optional"
+    )
+
+
+def test_the_catalog_runtime_parameters_are_found() -> None:
+    reads = catalog_runtime_parameters(REPO / "conf")
+    assert {"dataset", "custom.interactions", "custom.columns.user", "custom.columns.title"} <= reads
+
+
+@pytest.fixture(scope="module")
+def pipelines() -> list:
+    return list(register_pipelines().values())
+
+
+@pytest.mark.parametrize(
+    "runtime",
+    [
+        {"seed": 3},
+        {"mf": {"model": {"lr": 0.1}}},  # read by train_mf, whatever pipeline runs
+        {"evaluation": {"protocol": "full_ranking", "k": [10, 20]}},
+        {"custom": {"columns": {"user": "u"}}},  # read by the catalog
+        {"dataset": "coat"},
+    ],
+)
+def test_runtime_parameters_someone_reads_pass(pipelines: list, runtime: dict[str, Any]) -> None:
+    reads = catalog_runtime_parameters(REPO / "conf")
+    check_runtime_parameters(runtime, project_parameters(), pipelines, reads)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "message"),
+    [
+        ({"sed": 3}, r"'sed' \(from --params\) is not read by any pipeline; did you mean 'seed'\?"),
+        ({"evaluaton": {"k": 3}}, r"'evaluaton\.k' .*did you mean 'evaluation\.k'\?"),
+        ({"mf": {"modle": {"lr": 0.1}}}, r"'mf\.modle\.lr' .*did you mean 'mf\.model\.lr'\?"),
+        ({"custom": {"itemz": "x.csv"}}, r"'custom\.itemz' .*did you mean 'custom\.items'\?"),
+        ({"zzzz": 1}, r"'zzzz' \(from --params\) is not read by any pipeline; the parameter blocks: "),
+    ],
+)
+def test_runtime_parameters_nobody_reads_are_refused(pipelines: list, runtime: dict[str, Any], message: str) -> None:
+    reads = catalog_runtime_parameters(REPO / "conf")
+    with pytest.raises(ValueError, match=message):
+        check_runtime_parameters(runtime, project_parameters(), pipelines, reads)
+
+
+def test_catalog_runtime_parameters_of_an_empty_conf(tmp_path: Path) -> None:
+    assert catalog_runtime_parameters(tmp_path) == set()
