@@ -57,7 +57,9 @@ def test_train_dual_logs_params_metrics_curves_and_artifacts(project_copy: Path)
 
     run = latest_run(project_copy)
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "train_dual"
+    assert run.info.run_name == (
+        "train_dual · synthetic · seed 1 · dual.model.epochs=15 dual.model.patience=5 mf.model.epochs=15 mf.model.patience=5"
+    )
     params = run.data.params
     assert params["dataset"] == "synthetic"
     assert params["seed"] == "1"
@@ -260,7 +262,7 @@ def test_reproduce_thesis_short_run_and_its_notebook(project_copy: Path) -> None
         assert (project_copy / f"data/08_reporting/reproduce_thesis/{plot}.png" / version / f"{plot}.png").is_file()
 
     parent = latest_run(project_copy)
-    assert parent.info.run_name == "reproduce_thesis"
+    assert parent.info.run_name.startswith("reproduce_thesis · synthetic · seed 0 · ")
     children = mlflow.search_runs(
         experiment_names=["debias_pipeline"], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.data
 from filelock import FileLock
 from kedro.config import MissingConfigException
 from kedro.framework.context import KedroContext
@@ -213,6 +215,77 @@ class MlflowArtifactHook:
         # otherwise log into this one.
         while mlflow.active_run() is not None:
             mlflow.end_run()
+
+
+def _flat(params: dict[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in (params or {}).items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def run_command(run_params: dict[str, Any]) -> str:
+    """The ``kedro run`` command line of a run (also for one started from Python)."""
+    words = ["kedro", "run"]
+    pipelines = run_params.get("pipeline_names") or ([run_params["pipeline_name"]] if run_params.get("pipeline_name") else [])
+    if pipelines:
+        words.append(f"--pipelines={','.join(pipelines)}")
+    runtime = _flat(run_params.get("runtime_params"))
+    if runtime:
+        words.append("--params=" + ",".join(f"{key}={value}" for key, value in runtime.items()))
+    return shlex.join(words)
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def run_name(run_params: dict[str, Any], parameters: dict[str, Any]) -> str:
+    """``<pipeline> · <dataset> · seed <s>``, then the other ``--params`` overrides."""
+    pipelines = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
+    name = f"{','.join(pipelines)} · {parameters.get('dataset')} · seed {parameters.get('seed')}"
+    overrides = {k: v for k, v in _flat(run_params.get("runtime_params")).items() if k not in ("dataset", "seed")}
+    if overrides:
+        name += " · " + " ".join(f"{key}={_short(value)}" for key, value in overrides.items())
+    return name[:250]
+
+
+class MlflowRunLabelHook:
+    """Tell MLflow runs apart: the run name says pipeline, dataset, seed and overrides;
+    the ``kedro run`` command line is a tag; the ingested ratings are the run's dataset
+    input (name, source folder, digest); the experiment is a model-training one."""
+
+    def __init__(self) -> None:
+        self._source = "data/01_raw"
+
+    @hook_impl
+    def after_context_created(self, context: KedroContext) -> None:
+        self._source = str(Path(context.project_path) / "data" / "01_raw")
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
+        run = mlflow.active_run()
+        if run is None:
+            return
+        parameters = catalog.load("parameters")
+        mlflow.set_tags({"mlflow.runName": run_name(run_params, parameters), "kedro.command": run_command(run_params)})
+        mlflow.MlflowClient().set_experiment_tag(run.info.experiment_id, "mlflow.experimentKind", "custom_model_development")
+
+    @hook_impl
+    def after_node_run(self, node: Any, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
+        if node.name != "ingest_ratings" or mlflow.active_run() is None:
+            return
+        dataset = inputs.get("params:dataset")
+        ratings = outputs.get("ratings")
+        if ratings is None:
+            return
+        source = f"{self._source}/{dataset}" if dataset != "synthetic" else "simulator"
+        columns = [c for c in ("user", "item", "rating", "timestamp", "source") if c in ratings]
+        mlflow.log_input(mlflow.data.from_pandas(ratings[columns], source=source, name=str(dataset)), context="training")
 
 
 class RefuseParallelRunnerHook:

@@ -6,6 +6,7 @@ in the block ``<namespace>.model`` of ``conf/base/parameters_training.yml``:
 
 - ``train_<namespace>``: data processing, then that model;
 - ``train_baselines``: data processing, then every baseline (every model but dual);
+- ``recommend``: the top-N of a trained model for named users (no training);
 - ``reproduce_thesis``: the study's tables over several seeds (its own package);
 - ``study_hypotheses``: the study's hypotheses on simulated worlds, against the truth;
 - ``__default__``: data processing, then every model.
@@ -17,6 +18,7 @@ from kedro.pipeline import Pipeline
 
 from debias_pipeline.pipelines.data_processing import pipeline as data_processing
 from debias_pipeline.pipelines.evaluation import pipeline as evaluation
+from debias_pipeline.pipelines.recommend import pipeline as recommend
 from debias_pipeline.pipelines.reproduce_thesis import pipeline as reproduce_thesis
 from debias_pipeline.pipelines.study_hypotheses import pipeline as study_hypotheses
 from debias_pipeline.pipelines.training import pipeline as training
@@ -45,6 +47,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         pipelines[f"train_{namespace}"] = shared + pipeline
     baselines = [pipeline for namespace, pipeline in models.items() if namespace not in METHOD_NAMESPACES]
     pipelines["train_baselines"] = shared + sum(baselines, Pipeline([]))
+    pipelines["recommend"] = recommend.create_pipeline()
     pipelines["reproduce_thesis"] = shared + reproduce_thesis.create_pipeline()
     pipelines["study_hypotheses"] = training.create_device_pipeline() + study_hypotheses.create_pipeline()
     pipelines["__default__"] = shared + sum(models.values(), Pipeline([]))

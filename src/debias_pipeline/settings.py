@@ -7,6 +7,7 @@ from debias_pipeline.config_loader import DatasetDefaultsConfigLoader
 from debias_pipeline.context import ProjectContext
 from debias_pipeline.hooks import (
     MlflowArtifactHook,
+    MlflowRunLabelHook,
     MlflowStoreLockHook,
     PlainParametersForMlflowHook,
     RefuseParallelRunnerHook,
@@ -19,6 +20,7 @@ HOOKS = (
     RefuseParallelRunnerHook(),
     MlflowStoreLockHook(),
     MlflowArtifactHook(),
+    MlflowRunLabelHook(),
     PlainParametersForMlflowHook(),
     RunJournalHook(),
 )

@@ -38,7 +38,7 @@ DATA_NODES = {
     "build_train_data",
     "build_evaluators",
 }
-MODEL_NODES = ("train_model", "evaluate_model", "plot_learning_curve")
+MODEL_NODES = ("train_model", "package_recommender", "evaluate_model", "plot_learning_curve")
 
 SYNTHETIC = {
     "n_users": 40,
@@ -247,10 +247,12 @@ def test_registered_pipelines() -> None:
         "__default__",
         "data_processing",
         "train_baselines",
+        "recommend",
         "reproduce_thesis",
         "study_hypotheses",
         *(f"train_{m}" for m in expected_models),
     }
+    assert {n.name for n in pipelines["recommend"].nodes} == {"recommend_for_users"}
 
     assert {n.name for n in pipelines["data_processing"].nodes} == DATA_NODES
     for model in expected_models:

@@ -343,7 +343,7 @@ def test_kedro_run_saves_versioned_outputs_and_logs_them(project_copy: Path) -> 
     assert "Hypothesis 3" in report.read_text()
 
     run = latest_run(project_copy)
-    assert run.info.status == "FINISHED" and run.info.run_name == "study_hypotheses"
+    assert run.info.status == "FINISHED" and run.info.run_name.startswith("study_hypotheses · ")
     assert 0 <= run.data.metrics["study_hypotheses.models.default.dual.truth_ndcg_at_5"] <= 1
     assert "study_hypotheses.bias_strength.0.dual.truth_ndcg_at_5_gain_p" in run.data.metrics
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "study_hypotheses")}

@@ -7,11 +7,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 from debias_pipeline.device import resolve_device
 from debias_pipeline.models import ModelBlock, Recommender, TrainData, build_model
 from debias_pipeline.protocols import Evaluators
+from debias_pipeline.recommend import build_recommender
+from debias_pipeline.serving import RecommenderModel
 
 logger = logging.getLogger(__name__)
 
@@ -78,3 +81,18 @@ def train_model(
         ],
     }
     return recommender, recommender.state_dict(), curves, history
+
+
+def package_recommender(
+    trained_model: Recommender,
+    id_maps: pd.DataFrame,
+    item_metadata: pd.DataFrame,
+    train_matrix: sp.csr_matrix,
+    dataset: str,
+) -> tuple[dict[str, Any], RecommenderModel]:
+    """The fitted model with its id maps, item metadata and train positives: the
+    ``<model>.recommender`` artifact (``load_recommender`` reads it; the ``recommend``
+    pipeline uses the newest one of the dataset) and the MLflow pyfunc model that the
+    run logs and registers as ``<dataset>-<model>``."""
+    package = build_recommender(dataset, trained_model, id_maps, item_metadata, train_matrix).package()
+    return package, RecommenderModel(package)

@@ -4,10 +4,10 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Pipeline, node
 
-from debias_pipeline.pipelines.training.nodes import resolve_compute_device, train_model
+from debias_pipeline.pipelines.training.nodes import package_recommender, resolve_compute_device, train_model
 
-SHARED_INPUTS = {"train_data", "evaluators", "compute_device"}
-SHARED_PARAMETERS = {"params:seed"}
+SHARED_INPUTS = {"train_data", "evaluators", "compute_device", "id_maps", "item_metadata", "train_matrix"}
+SHARED_PARAMETERS = {"params:seed", "params:dataset"}
 
 
 def create_device_pipeline() -> Pipeline:
@@ -27,6 +27,12 @@ def create_pipeline(namespace: str = "model") -> Pipeline:
                 inputs=["train_data", "evaluators", "params:model", "params:seed", "compute_device"],
                 outputs=["trained_model", "model_weights", "learning_curves", "training_history"],
                 name="train_model",
+            ),
+            node(
+                package_recommender,
+                inputs=["trained_model", "id_maps", "item_metadata", "train_matrix", "params:dataset"],
+                outputs=["recommender", "mlflow_model"],
+                name="package_recommender",
             ),
         ]
     )

@@ -1,0 +1,1 @@
+"""Top-N recommendations for named users from a trained model."""
