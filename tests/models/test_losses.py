@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from debias_pipeline.models.losses import bce_all_pairs, dual_bce_all_pairs, l2_penalty
+from debias_pipeline.models.losses import bce_all_pairs, bpr_loss, dual_bce_all_pairs, enhanced_bpr_loss, l2_penalty
 
 LN3 = math.log(3.0)
 
@@ -139,3 +139,34 @@ def test_l2_penalty_by_hand():
 def test_l2_penalty_accepts_a_generator():
     tables = (torch.full((2, 3), 2.0) for _ in range(2))  # 2 x (6 entries x 4) = 48
     assert l2_penalty(tables).item() == 48.0
+
+
+# ---------------------------------------------------------------------------- enhanced BPR
+
+
+def test_enhanced_bpr_by_hand_on_three_triples() -> None:
+    positive = torch.tensor([2.0, 0.5, -1.0])
+    negative = torch.tensor([1.0, 1.5, -1.0])
+    m, tau, alpha = 0.05, 0.2, 0.8
+    d = [-1.0, 1.0, 0.0]  # negative - positive
+    margin_term = sum(math.log1p(math.exp(x + m)) for x in d) / 3
+    temperature_term = sum(math.log1p(math.exp(x / tau)) for x in d) / 3
+    expected = alpha * margin_term + (1 - alpha) * temperature_term
+    assert enhanced_bpr_loss(positive, negative, m, tau, alpha).item() == pytest.approx(expected, rel=1e-6)
+    # the contrastive term is -log softmax([pos/τ, neg/τ])[0]
+    softmax_form = -torch.log_softmax(torch.stack([positive / tau, negative / tau], dim=1), dim=1)[:, 0].mean()
+    assert softmax_form.item() == pytest.approx(temperature_term, rel=1e-6)
+
+
+def test_enhanced_bpr_with_no_margin_and_alpha_one_is_bpr() -> None:
+    generator = torch.Generator().manual_seed(0)
+    positive, negative = torch.randn(50, generator=generator), torch.randn(50, generator=generator)
+    assert torch.equal(enhanced_bpr_loss(positive, negative, 0.0, 0.2, 1.0), bpr_loss(positive, negative))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 0.8, 1.0])
+def test_enhanced_bpr_is_never_negative(alpha: float) -> None:
+    # every term is a softplus: positive even when every positive far outscores its negative
+    positive, negative = torch.full((4,), 50.0), torch.full((4,), -50.0)
+    value = enhanced_bpr_loss(positive, negative, 0.05, 0.2, alpha).item()
+    assert value >= 0 and math.isfinite(value)

@@ -138,7 +138,7 @@ class TrainingConfig(Params):
         require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         require(self.patience >= 1, f"patience must be >= 1, got {self.patience}")
         require(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
-        require(self.loss in ("bce", "bpr"), f"loss must be 'bce' or 'bpr', got {self.loss!r}")
+
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         require(
             self.negative_sampling in ("uniform", "popularity", "hard"),
@@ -245,26 +245,37 @@ class FullBatchRecommender(Recommender):
         config: TrainingConfig = self.config
         generator = torch.Generator().manual_seed(self.seed)
         self.module = self.build_module(data, generator).to(self.device)
-        if config.loss == "bpr":
+        if config.loss in ("bpr", "enhanced_bpr"):
             # Hundreds of steps per epoch: Adam's single fused kernel per parameter pays.
             optimizer = torch.optim.Adam(self.module.parameters(), lr=config.lr, fused=True)
             run_epoch = MiniBatchEpochs(self, data, optimizer)
         else:
             optimizer = torch.optim.Adam(self.module.parameters(), lr=config.lr)
             run_epoch = self._full_batch_epochs(data, optimizer)
-        run_with_early_stopping(self, lambda: float(run_epoch()), validation, on_epoch)
+        plateau = getattr(config, "lr_plateau", None)
+        scheduler = None
+        if plateau is not None:
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="max", factor=plateau.factor, patience=plateau.patience, min_lr=plateau.min_lr
+            )
+        run_with_early_stopping(
+            self, lambda: float(run_epoch()), validation, on_epoch, None if scheduler is None else scheduler.step
+        )
         return self
 
     def _full_batch_epochs(self, data: TrainData, optimizer: torch.optim.Optimizer) -> Callable[[], torch.Tensor]:
         """One Adam step on the loss over all pairs per call (``loss: bce``)."""
         check_dense_size(self.name, data, "use loss: bpr (mini-batches of sampled triples)")
         targets = torch.as_tensor(data.interactions.toarray(), dtype=torch.float32, device=self.device)
+        clip = getattr(self.config, "grad_clip_norm", None)
 
         def run_epoch() -> torch.Tensor:
             self.module.train()
             optimizer.zero_grad(set_to_none=True)
             loss = self.loss(targets)
             loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.module.parameters(), clip)
             optimizer.step()
             return loss.detach()
 
@@ -365,6 +376,7 @@ def run_with_early_stopping(
     run_epoch: Callable[[], float],
     validation: Validator | None,
     on_epoch: Callable[[EpochRecord], None] | None,
+    on_validation: Callable[[float], Any] | None = None,
 ) -> None:
     """The epoch loop every iterative model shares.
 
@@ -373,7 +385,8 @@ def run_with_early_stopping(
     is evaluated every ``eval_every`` epochs; after ``patience`` evaluations without improvement the loop
     stops, and the best evaluation's weights are restored. ``model`` has ``module``,
     ``config`` (``epochs``, ``patience``, ``eval_every``), ``history``, ``best_epoch``
-    and ``_cache_embeddings()``.
+    and ``_cache_embeddings()``. ``on_validation`` gets every validation score (a
+    learning-rate scheduler's ``step``).
     """
     config = model.config
     model.history = []
@@ -391,6 +404,8 @@ def run_with_early_stopping(
                 best_state = copy.deepcopy(model.module.state_dict())
             else:
                 since_best += 1
+            if on_validation is not None:
+                on_validation(record.validation_score)
             bar.set_postfix(loss=f"{record.train_loss:.4f}", validation=f"{record.validation_score:.4f}")
         model.history.append(record)
         if on_epoch is not None:

@@ -151,6 +151,24 @@ def bpr_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
     return F.softplus(negative - positive).mean()
 
 
+def enhanced_bpr_loss(
+    positive: torch.Tensor, negative: torch.Tensor, margin: float, temperature: float, alpha: float
+) -> torch.Tensor:
+    """The enhanced loss of SOURCES.md §A on sampled triples:
+    ``α · mean softplus(r̂_uj − r̂_ui + m) + (1 − α) · mean softplus((r̂_uj − r̂_ui) / τ)``.
+
+    The first term is BPR with a margin m (m = 0: BPR); the second the "contrastive"
+    term ``−log softmax([r̂_ui/τ, r̂_uj/τ])[0]`` of the source, which with its one
+    negative is BPR at temperature τ. ``margin = 0, alpha = 1`` is ``bpr_loss``.
+    Non-negative, like BPR.
+    """
+    difference = negative - positive
+    loss = alpha * F.softplus(difference + margin).mean()
+    if alpha != 1:
+        loss = loss + (1 - alpha) * F.softplus(difference / temperature).mean()
+    return loss
+
+
 def dual_triple_loss(
     preference_positive: torch.Tensor,
     preference_negative: torch.Tensor,

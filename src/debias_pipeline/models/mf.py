@@ -3,10 +3,11 @@ of sampled triples with BPR."""
 
 from __future__ import annotations
 
+from typing import Literal
 
 import torch
 
-from debias_pipeline.config import require
+from debias_pipeline.config import Params, require
 from debias_pipeline.models.base import FullBatchRecommender, TrainData, TrainingConfig, sparse_to_torch
 from debias_pipeline.models.losses import bce_all_pairs, l2_penalty
 from debias_pipeline.models.minibatch import bpr_batch_loss
@@ -24,14 +25,54 @@ def _compact_indices(matrix: torch.Tensor) -> torch.Tensor:
     )
 
 
-class MFConfig(TrainingConfig):
-    """MF hyperparameters: the study uses d = 200, lr = 0.04."""
+class PlateauConfig(Params):
+    """``torch.optim.lr_scheduler.ReduceLROnPlateau`` on the validation metric: the
+    learning rate times ``factor`` after ``patience`` evaluations without a better one
+    (never below ``min_lr``)."""
 
+    factor: float = 0.5
+    patience: int = 2
+    min_lr: float = 1e-6
+
+    def check(self) -> None:
+        require(0 < self.factor < 1, f"factor must be in (0, 1), got {self.factor}")
+        require(self.patience >= 0, f"patience must be >= 0, got {self.patience}")
+        require(self.min_lr >= 0, f"min_lr must be >= 0, got {self.min_lr}")
+
+
+class MFConfig(TrainingConfig):
+    """MF hyperparameters: the study uses d = 200, lr = 0.04.
+
+    Attributes:
+        loss: also ``enhanced_bpr`` (SOURCES.md §A), mini-batches like ``bpr`` with
+            ``α · margin BPR + (1 − α) · temperature-scaled BPR`` (``margin`` m,
+            ``temperature`` τ, ``alpha`` α; m = 0, α = 1 is BPR).
+        lr_plateau: reduce the learning rate when the validation metric stalls
+            (``null``: a constant rate).
+        grad_clip_norm: clip the gradient's norm to this before every mini-batch step
+            (``null``: no clipping).
+    """
+
+    loss: Literal["bce", "bpr", "enhanced_bpr"] = "bce"
     embedding_dim: int = 200
+    margin: float = 0.05
+    temperature: float = 0.2
+    alpha: float = 0.8
+    lr_plateau: PlateauConfig | None = None
+    grad_clip_norm: float | None = None
 
     def check(self) -> None:
         super().check()
         require(self.embedding_dim >= 1, f"embedding_dim must be >= 1, got {self.embedding_dim}")
+        require(self.margin >= 0, f"margin must be >= 0, got {self.margin}")
+        require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        require(0 <= self.alpha <= 1, f"alpha must be in [0, 1], got {self.alpha}")
+        require(self.grad_clip_norm is None or self.grad_clip_norm > 0, f"grad_clip_norm must be > 0, got {self.grad_clip_norm}")
+
+    @property
+    def enhanced(self) -> tuple[float, float, float] | None:
+        """(margin, temperature, alpha) with ``loss: enhanced_bpr``, else ``None``."""
+        return (self.margin, self.temperature, self.alpha) if self.loss == "enhanced_bpr" else None
 
 
 class MF(FullBatchRecommender):
@@ -70,4 +111,4 @@ class MF(FullBatchRecommender):
         return bce_all_pairs(logits, targets) + self.config.weight_decay * l2_penalty(self.module.base_embeddings())
 
     def batch_loss(self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-        return bpr_batch_loss(self.module, users, positives, negatives, self.config.weight_decay)
+        return bpr_batch_loss(self.module, users, positives, negatives, self.config.weight_decay, self.config.enhanced)

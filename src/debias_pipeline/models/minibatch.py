@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.models.losses import bpr_loss, dual_triple_loss, l2_penalty
+from debias_pipeline.models.losses import bpr_loss, dual_triple_loss, enhanced_bpr_loss, l2_penalty
 from debias_pipeline.models.sampling import build_negative_sampler
 from debias_pipeline.models.towers import EmbeddingTower, sparse_mm
 
@@ -136,10 +136,15 @@ def bpr_batch_loss(
     positives: torch.Tensor,
     negatives: torch.Tensor,
     weight_decay: float,
+    enhanced: tuple[float, float, float] | None = None,
 ) -> torch.Tensor:
-    """BPR on the triples + ``weight_decay`` x the batch L2 term (``triple_scores``)."""
+    """BPR on the triples + ``weight_decay`` x the batch L2 term (``triple_scores``);
+    with ``enhanced`` = (margin, temperature, alpha), the enhanced loss
+    (``losses.enhanced_bpr_loss``) instead of BPR."""
     positive_scores, negative_scores, penalty = triple_scores(tower, users, positives, negatives)
-    return bpr_loss(positive_scores, negative_scores) + weight_decay * penalty
+    if enhanced is None:
+        return bpr_loss(positive_scores, negative_scores) + weight_decay * penalty
+    return enhanced_bpr_loss(positive_scores, negative_scores, *enhanced) + weight_decay * penalty
 
 
 def dual_batch_loss(
@@ -177,6 +182,7 @@ class MiniBatchEpochs:
         self.model = model
         self.optimizer = optimizer
         self.batch_size = config.batch_size
+        self.clip = getattr(config, "grad_clip_norm", None)
         self.generator = torch.Generator(device=model.device).manual_seed(model.seed)
         self.sampler = build_negative_sampler(
             config.negative_sampling, data.interactions, self.generator, hard_pool_size=config.hard_pool_size
@@ -208,6 +214,8 @@ class MiniBatchEpochs:
             optimizer.zero_grad(set_to_none=True)
             loss = model.batch_loss(users, self.items[batch], negatives)
             loss.backward()
+            if self.clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.module.parameters(), self.clip)
             optimizer.step()
             total += loss.detach() * batch.numel()
         return total / stop
