@@ -10,6 +10,7 @@ never resolve the device, never seed global generators, never touch MLflow.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from tqdm.auto import tqdm
 from debias_pipeline.config import Params, require
 from debias_pipeline.metrics import ranking_metrics
 from debias_pipeline.models.minibatch import MiniBatchEpochs
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -406,6 +409,16 @@ def run_with_early_stopping(
                 since_best += 1
             if on_validation is not None:
                 on_validation(record.validation_score)
+            logger.debug(
+                "%s epoch %d: train loss %.5f, validation %s %.4f (best %.4f at epoch %s)",
+                model.name,
+                epoch,
+                record.train_loss,
+                validation.metric,
+                record.validation_score,
+                best_score,
+                model.best_epoch,
+            )
             bar.set_postfix(loss=f"{record.train_loss:.4f}", validation=f"{record.validation_score:.4f}")
         model.history.append(record)
         if on_epoch is not None:
