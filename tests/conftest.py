@@ -29,11 +29,15 @@ def coat_dir() -> Path:
     """The Coat files; skipped when absent, failed when DEBIAS_REQUIRE_COAT=1."""
     source = coat_source()
     if not all((source / name).is_file() for name in ("train.ascii", "test.ascii")):
-        message = f"Coat data not found at {source} (set DEBIAS_COAT_DIR)"
-        if os.environ.get("DEBIAS_REQUIRE_COAT") == "1":
-            pytest.fail(message + " and DEBIAS_REQUIRE_COAT=1 requires it")
-        pytest.skip(message)
+        missing_data(f"Coat data not found at {source} (set DEBIAS_COAT_DIR)", "DEBIAS_REQUIRE_COAT")
     return source
+
+
+def missing_data(message: str, required_by: str) -> None:
+    """Fail when the environment variable ``required_by`` is 1 (CI), else skip."""
+    if os.environ.get(required_by) == "1":
+        pytest.fail(f"{message} and {required_by}=1 requires it")
+    pytest.skip(message)
 
 
 @pytest.fixture
@@ -44,7 +48,15 @@ def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     already imported package stays the one in use); data/, mlflow.db and conf/local
     are fresh.
     """
-    project = tmp_path / "project"
+    project = make_project(tmp_path / "project")
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "true")
+    return project
+
+
+def make_project(project: Path) -> Path:
+    """A fresh project at ``project``: src/, pyproject.toml and conf/base copied, empty
+    data layers and conf/local, its own mlflow.db (see ``project_copy``)."""
     project.mkdir()
     shutil.copytree(REPO / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(REPO / "pyproject.toml", project / "pyproject.toml")
@@ -57,8 +69,6 @@ def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     )
     for layer in ("01_raw", "02_intermediate", "03_primary", "05_model_input", "06_models", "07_model_output", "08_reporting"):
         (project / "data" / layer).mkdir(parents=True)
-    monkeypatch.chdir(project)
-    monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "true")
     return project
 
 
@@ -67,10 +77,7 @@ def shared_data_folder(name: str) -> Path:
     failed when DEBIAS_REQUIRE_DATA=1 (as in CI)."""
     folder = Path(os.environ.get("DEBIAS_DATA_DIR", REPO.parent / "shared" / "data")) / name
     if not folder.is_dir():
-        message = f"dataset folder {folder} not found"
-        if os.environ.get("DEBIAS_REQUIRE_DATA") == "1":
-            pytest.fail(message + " and DEBIAS_REQUIRE_DATA=1 requires it")
-        pytest.skip(message)
+        missing_data(f"dataset folder {folder} not found", "DEBIAS_REQUIRE_DATA")
     return folder
 
 

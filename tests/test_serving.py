@@ -19,6 +19,7 @@ from kedro.framework.startup import bootstrap_project
 
 from debias_pipeline.datasets.recommenders import TrainedRecommenders
 from debias_pipeline.serving import served
+from tests.conftest import make_project
 
 pytestmark = pytest.mark.slow
 
@@ -38,16 +39,7 @@ def client(project: Path) -> mlflow.MlflowClient:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project copy where train_mf ran twice on the built-in dataset."""
-    from tests.conftest import REPO
-    import shutil
-
-    project = tmp_path_factory.mktemp("serving") / "project"
-    project.mkdir()
-    shutil.copytree(REPO / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copy(REPO / "pyproject.toml", project / "pyproject.toml")
-    shutil.copytree(REPO / "conf" / "base", project / "conf" / "base")
-    (project / "conf" / "local").mkdir()
-    (project / "conf" / "local" / "mlflow.yml").write_text(f"server:\n  mlflow_tracking_uri: sqlite:///{project / 'mlflow.db'}\n")
+    project = make_project(tmp_path_factory.mktemp("serving") / "project")
     cwd = Path.cwd()
     os.environ["KEDRO_DISABLE_TELEMETRY"] = "true"
     os.chdir(project)

@@ -54,10 +54,15 @@ def _validate_thesis_rows(parameters: dict[str, Any]) -> None:
             model_block(block, f"reproduce_thesis row '{row.label}'")
 
 
-def _leaves(value: Any, prefix: str = "") -> list[str]:
-    if isinstance(value, dict) and value:
-        return [leaf for key, inner in value.items() for leaf in _leaves(inner, f"{prefix}{key}.")]
-    return [prefix.rstrip(".")]
+def _flat(params: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as dotted key -> value (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``)."""
+    flat: dict[str, Any] = {}
+    for key, value in (params if isinstance(params, dict) else {}).items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def catalog_runtime_parameters(conf_source: str | Path) -> set[str]:
@@ -83,10 +88,10 @@ def check_runtime_parameters(
     """
     read = {name[len("params:") :] for pipeline in pipelines for name in pipeline.inputs() if name.startswith("params:")}
     read |= catalog_reads
-    for key in _leaves(runtime or {}):
-        if not key or any(key == name or key.startswith(f"{name}.") or name.startswith(f"{key}.") for name in read):
+    for key in _flat(runtime):
+        if any(key == name or key.startswith(f"{name}.") or name.startswith(f"{key}.") for name in read):
             continue
-        valid = sorted({leaf for name in read for leaf in _leaves(_lookup_or_none(parameters, name), f"{name}.")} | read)
+        valid = sorted({leaf for name in read for leaf in _flat(_lookup_or_none(parameters, name), f"{name}.")} | read)
         raise ValueError(
             f"parameter '{key}' (from --params) is not read by any pipeline{closest(key, valid)}; "
             f"the parameter blocks: {', '.join(sorted({name.split('.')[0] for name in read}))}"
@@ -217,20 +222,14 @@ class MlflowArtifactHook:
             mlflow.end_run()
 
 
-def _flat(params: dict[str, Any] | None, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in (params or {}).items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+def _pipeline_names(run_params: dict[str, Any]) -> list[str]:
+    return list(run_params.get("pipeline_names") or ([run_params["pipeline_name"]] if run_params.get("pipeline_name") else []))
 
 
 def run_command(run_params: dict[str, Any]) -> str:
     """The ``kedro run`` command line of a run (also for one started from Python)."""
     words = ["kedro", "run"]
-    pipelines = run_params.get("pipeline_names") or ([run_params["pipeline_name"]] if run_params.get("pipeline_name") else [])
+    pipelines = _pipeline_names(run_params)
     if pipelines:
         words.append(f"--pipelines={','.join(pipelines)}")
     runtime = _flat(run_params.get("runtime_params"))
@@ -246,7 +245,7 @@ def _short(value: Any, limit: int = 40) -> str:
 
 def run_name(run_params: dict[str, Any], parameters: dict[str, Any]) -> str:
     """``<pipeline> · <dataset> · seed <s>``, then the other ``--params`` overrides."""
-    pipelines = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
+    pipelines = _pipeline_names(run_params) or ["__default__"]
     name = f"{','.join(pipelines)} · {parameters.get('dataset')} · seed {parameters.get('seed')}"
     overrides = {k: v for k, v in _flat(run_params.get("runtime_params")).items() if k not in ("dataset", "seed")}
     if overrides:

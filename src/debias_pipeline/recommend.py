@@ -72,6 +72,8 @@ class TrainedRecommender:
             raise ValueError(f"train positives {self.train.shape} do not match the id maps")
         self.titles = _column(items, "title", self.item_ids.size)
         self.genres = _column(items, "genres", self.item_ids.size)
+        self._genre_sets = [frozenset(g for g in text.split(GENRE_SEPARATOR) if g) for text in self.genres]
+        self._known_genres = frozenset().union(*self._genre_sets)
         self._user_index = {u: i for i, u in enumerate(self.user_ids)}
         self._item_index = {i: j for j, i in enumerate(self.item_ids)}
         self.popularity = np.asarray(self.train.sum(axis=0)).ravel().astype(np.float64)
@@ -213,13 +215,12 @@ class TrainedRecommender:
         wanted = {str(g) for g in ([genres] if isinstance(genres, str) else genres)}
         if not wanted:
             return np.ones(self.item_ids.size, dtype=bool)
-        known = {g for text in self.genres for g in text.split(GENRE_SEPARATOR) if g}
-        unknown = sorted(wanted - known)
+        unknown = sorted(wanted - self._known_genres)
         if unknown:
             raise RecommendationError(
-                f"unknown genre(s) {unknown}; {self.dataset} has: {', '.join(sorted(known)) or 'no genres'}"
+                f"unknown genre(s) {unknown}; {self.dataset} has: {', '.join(sorted(self._known_genres)) or 'no genres'}"
             )
-        has = np.array([bool(wanted & set(text.split(GENRE_SEPARATOR))) for text in self.genres])
+        has = np.array([not wanted.isdisjoint(genres) for genres in self._genre_sets], dtype=bool)
         return has if keep else ~has
 
     def __repr__(self) -> str:

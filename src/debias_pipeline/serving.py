@@ -100,11 +100,6 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def mlflow_model(recommender: TrainedRecommender) -> RecommenderModel:
-    """The pyfunc model logged by the ``<model>.mlflow_model`` catalog entry."""
-    return RecommenderModel(recommender.package())
-
-
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -43,7 +43,7 @@ from pydantic import Field  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from debias_pipeline.config import Params, as_mapping, build_config, require  # noqa: E402
-from debias_pipeline.models import Recommender, TrainData, build_model  # noqa: E402
+from debias_pipeline.models import Recommender, TrainData, model_block  # noqa: E402
 from debias_pipeline.models.dual import DualModel  # noqa: E402
 from debias_pipeline.models.spectra import column_spectrum  # noqa: E402
 from debias_pipeline.pipelines.data_processing.nodes import BinarizationConfig, process_synthetic  # noqa: E402
@@ -165,7 +165,7 @@ def _with_exposure(block: Mapping[str, Any], **changes: Any) -> dict[str, Any]:
 
 
 def _checked_block(block: Any, where: str) -> dict[str, Any]:
-    build_model(block, where, seed=0, device=torch.device("cpu"))  # raises naming the parameter
+    model_block(block, where)  # raises naming the parameter
     return dict(block)
 
 
