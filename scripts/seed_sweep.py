@@ -5,7 +5,11 @@
     python scripts/seed_sweep.py --dataset movielens_100k --models mf lightgcn --params evaluation.protocol=leave_one_out
 
 Each (model, seed) is one ``kedro run --pipelines=train_<model> --params=dataset=..,seed=..``
-in this process, so every run is in MLflow as usual. The seed sets the split and the
+in this process, so every run is in MLflow as usual. With ``--pipeline``, each seed is
+one run of that pipeline and every model of ``--models`` is read from it:
+
+    python scripts/seed_sweep.py --dataset movielens_100k --pipeline train_neumf --models gmf mlp neumf --set embedding_dim=16 --params evaluation.protocol=leave_one_out
+ The seed sets the split and the
 initialization; runs with the same seed share the split, which is what makes the test
 paired. Prints mean ± std (sample std, ddof=1) of the validation selection metric and
 of the test metrics at every cut-off of the protocol (Recall and NDCG; HR too under
@@ -34,17 +38,29 @@ def parse_overrides(items: list[str]) -> dict[str, object]:
 
 
 def run_once(
-    project: Path, model: str, dataset: str, seed: int, overrides: dict[str, object], params: dict[str, object]
-) -> dict:
-    runtime = {**params, "dataset": dataset, "seed": seed}
-    if overrides:
-        runtime[model] = {"model": dict(overrides)}
+    project: Path,
+    models: list[str],
+    dataset: str,
+    seed: int,
+    overrides: dict[str, object],
+    params: dict[str, object],
+    pipeline: str | None = None,
+) -> dict[str, dict]:
+    """One run of ``pipeline`` (default ``train_<model>`` of the only model); the test
+    and validation metrics of every model of ``models`` in it, and the run's seconds."""
+    runtime = OmegaConf.to_container(
+        OmegaConf.merge(params, {"dataset": dataset, "seed": seed}, {m: {"model": dict(overrides)} for m in models if overrides})
+    )
     started = time.perf_counter()
     with KedroSession.create(project_path=project, runtime_params=runtime) as session:
-        session.run(pipeline_names=[f"train_{model}"])
+        session.run(pipeline_names=[pipeline or f"train_{models[0]}"])
         version = session.session_id
-    path = project / "data/08_reporting" / model / "metrics.json" / version / "metrics.json"
-    return {**json.loads(path.read_text()), "seconds": time.perf_counter() - started}
+    seconds = time.perf_counter() - started
+    results = {}
+    for model in models:
+        path = project / "data/08_reporting" / model / "metrics.json" / version / "metrics.json"
+        results[model] = {**json.loads(path.read_text()), "seconds": seconds}
+    return results
 
 
 def main() -> None:
@@ -55,6 +71,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="model parameter overrides key=value (every model)")
     parser.add_argument("--params", nargs="*", default=[], help="other parameter overrides key=value (evaluation.protocol=...)")
     parser.add_argument("--output", type=Path, help="write the per-seed results as JSON here")
+    parser.add_argument("--pipeline", help="run this pipeline once per seed and read every model of --models from it")
     args = parser.parse_args()
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 
@@ -62,7 +79,11 @@ def main() -> None:
     bootstrap_project(project)
     overrides = parse_overrides(args.set)
     params = parse_overrides(args.params)
-    results = {m: [run_once(project, m, args.dataset, s, overrides, params) for s in args.seeds] for m in args.models}
+    if args.pipeline:
+        runs = [run_once(project, args.models, args.dataset, s, overrides, params, args.pipeline) for s in args.seeds]
+        results = {m: [run[m] for run in runs] for m in args.models}
+    else:
+        results = {m: [run_once(project, [m], args.dataset, s, overrides, params)[m] for s in args.seeds] for m in args.models}
     first = results[args.models[0]][0]
     names = ["recall", "ndcg"] + (["hr"] if first["protocol"] == "leave_one_out" else [])
     keys = [f"validation_{first['selection_metric']}"] + [f"test_{n}_at_{k}" for k in first["k"] for n in names]

@@ -12,7 +12,7 @@ from kedro.config import OmegaConfigLoader
 from kedro.validation.parameter_validator import ParameterValidator
 
 from debias_pipeline.config import BLOCK, Params, kedro_validation_message
-from debias_pipeline.hooks import catalog_runtime_parameters, check_runtime_parameters
+from debias_pipeline.hooks import catalog_runtime_parameters, check_runtime_parameters, validate_parameters
 from debias_pipeline.models import ModelBlock
 from debias_pipeline.pipeline_registry import register_pipelines
 from debias_pipeline.protocols import EvaluationConfig
@@ -131,3 +131,32 @@ def test_runtime_parameters_nobody_reads_are_refused(pipelines: list, runtime: d
 
 def test_catalog_runtime_parameters_of_an_empty_conf(tmp_path: Path) -> None:
     assert catalog_runtime_parameters(tmp_path) == set()
+
+
+def test_the_project_parameters_pass_the_cross_block_checks_of_train_neumf() -> None:
+    validate_parameters(project_parameters(), register_pipelines()["train_neumf"])
+
+
+@pytest.mark.parametrize(
+    ("block", "changes", "message"),
+    [
+        ("gmf", {"embedding_dim": 16}, r"'neumf\.model\.embedding_dim' \(8\) must equal 'gmf\.model\.embedding_dim' \(16\)"),
+        ("mlp", {"num_layers": 2}, r"MLP tower of 'neumf\.model' .* that of 'mlp\.model'"),
+    ],
+)
+def test_a_pretrained_neumf_of_other_sizes_than_its_gmf_or_mlp_is_refused_before_the_run(
+    block: str, changes: dict[str, Any], message: str
+) -> None:
+    parameters = project_parameters()
+    parameters[block]["model"].update(changes)
+    with pytest.raises(ValueError, match=message):
+        validate_parameters(parameters, register_pipelines()["train_neumf"])
+    parameters["neumf"]["model"]["pretrain"] = False  # from scratch, the sizes are free
+    validate_parameters(parameters, register_pipelines()["train_neumf"])
+
+
+def test_a_thesis_row_with_a_pretrained_neumf_is_refused_before_the_run() -> None:
+    parameters = project_parameters()
+    parameters["reproduce_thesis"]["rows"].append({"label": "NeuMF pretrained", "table": "extra", "base": "neumf"})
+    with pytest.raises(ValueError, match=r"row 'NeuMF pretrained': neumf with pretrain: true .*\(train_neumf\)"):
+        validate_parameters(parameters, register_pipelines()["reproduce_thesis"])

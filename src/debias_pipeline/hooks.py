@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 from debias_pipeline.config import as_mapping, closest
 from debias_pipeline.datasets.registry import dataset_spec
 from debias_pipeline.device import resolve_device
+from debias_pipeline.models.neumf import check_pretrained_sizes
 from debias_pipeline.models.registry import model_block
 from debias_pipeline.pipelines.data_processing.nodes import resolve_threshold
 from debias_pipeline.pipelines.reproduce_thesis.nodes import candidate_blocks, thesis_config
@@ -51,7 +52,20 @@ def _lookup(parameters: dict[str, Any], dotted: str) -> Any:
 def _validate_thesis_rows(parameters: dict[str, Any]) -> None:
     for row in thesis_config(parameters["reproduce_thesis"]).rows:
         for _, block in candidate_blocks(row, parameters):
-            model_block(block, f"reproduce_thesis row '{row.label}'")
+            checked = model_block(block, f"reproduce_thesis row '{row.label}'")
+            if getattr(checked.config, "pretrain", False):
+                raise ValueError(
+                    f"reproduce_thesis row '{row.label}': {checked.name} with pretrain: true starts from the GMF and "
+                    f"MLP that only its own pipeline (train_{checked.name}) trains; set pretrain: false in the row"
+                )
+
+
+def _validate_pretraining(parameters: dict[str, Any], used: set[str]) -> None:
+    """NeuMF with ``pretrain`` has the sizes of the GMF and MLP it starts from."""
+    if not {"neumf.model", "gmf.model", "mlp.model"} <= used:
+        return
+    configs = {name: model_block(_lookup(parameters, f"{name}.model"), f"{name}.model").config for name in ("neumf", "gmf", "mlp")}
+    check_pretrained_sizes(configs["neumf"], configs["gmf"], configs["mlp"])
 
 
 def _flat(params: Any, prefix: str = "") -> dict[str, Any]:
@@ -132,6 +146,7 @@ def validate_parameters(parameters: dict[str, Any], pipeline: Pipeline) -> None:
         resolve_device(parameters.get("device"))
     if "parameters" in pipeline.inputs() and "reproduce_thesis" in parameters:
         _validate_thesis_rows(parameters)
+    _validate_pretraining(parameters, used)
     for name in sorted(used):
         if name.endswith(".model") or name == "model":
             block = model_block(_lookup(parameters, name), name)

@@ -4,7 +4,8 @@
 the same training + evaluation template under its own namespace, its hyperparameters
 in the block ``<namespace>.model`` of ``conf/base/parameters_training.yml``:
 
-- ``train_<namespace>``: data processing, then that model;
+- ``train_<namespace>``: data processing, then that model (``train_neumf``: GMF and MLP
+  first, whose fitted weights a pretrained NeuMF starts from);
 - ``train_baselines``: data processing, then every baseline (every model but dual);
 - ``recommend``: the top-N of a trained model for named users (no training);
 - ``reproduce_thesis``: the study's tables over several seeds (its own package);
@@ -23,17 +24,37 @@ from debias_pipeline.pipelines.reproduce_thesis import pipeline as reproduce_the
 from debias_pipeline.pipelines.study_hypotheses import pipeline as study_hypotheses
 from debias_pipeline.pipelines.training import pipeline as training
 
-MODEL_NAMESPACES = ("mf", "lightgcn", "dual", "ngcf", "wmf", "expomf", "relmf", "recrec_f", "recrec_i")
+MODEL_NAMESPACES = (
+    "mf",
+    "lightgcn",
+    "dual",
+    "ngcf",
+    "wmf",
+    "expomf",
+    "relmf",
+    "recrec_f",
+    "recrec_i",
+    "gmf",
+    "mlp",
+    "neumf",
+    "multvae",
+    "multdae",
+)
 METHOD_NAMESPACES = ("dual",)  # the study's method; every other model is a baseline
+# Models whose training starts from other models' fitted weights (NeuMF's pretraining,
+# ``neumf.model.pretrain``): their pipelines train those models first, in the same run.
+PRETRAINED_FROM = {"neumf": ("gmf", "mlp")}
 
 
 def model_pipeline(namespace: str) -> Pipeline:
     """Train and evaluate the model of parameter block ``<namespace>.model``."""
-    template = training.create_pipeline(namespace) + evaluation.create_pipeline()
+    pretrained = PRETRAINED_FROM.get(namespace, ())
+    template = training.create_pipeline(namespace, pretrained) + evaluation.create_pipeline()
     return Pipeline(
         template,
         namespace=namespace,
-        inputs=training.SHARED_INPUTS,
+        inputs={name: name for name in training.SHARED_INPUTS}
+        | {training.pretrained_input(name): f"{name}.model_weights" for name in pretrained},
         parameters=training.SHARED_PARAMETERS,
     )
 
@@ -44,7 +65,8 @@ def register_pipelines() -> dict[str, Pipeline]:
     models = {namespace: model_pipeline(namespace) for namespace in MODEL_NAMESPACES}
     pipelines: dict[str, Pipeline] = {"data_processing": data_processing.create_pipeline()}
     for namespace, pipeline in models.items():
-        pipelines[f"train_{namespace}"] = shared + pipeline
+        upstream = sum((models[name] for name in PRETRAINED_FROM.get(namespace, ())), Pipeline([]))
+        pipelines[f"train_{namespace}"] = shared + upstream + pipeline
     baselines = [pipeline for namespace, pipeline in models.items() if namespace not in METHOD_NAMESPACES]
     pipelines["train_baselines"] = shared + sum(baselines, Pipeline([]))
     pipelines["recommend"] = recommend.create_pipeline()

@@ -29,7 +29,14 @@ SEED = 0
 
 # Small overrides, applied only where a model's Config has the field.
 SMALL_EMBEDDING_DIM = 16
-TRAINING_OVERRIDES: dict[str, Any] = {"epochs": 150, "lr": 0.05, "weight_decay": 1e-3, "patience": 10}
+TRAINING_OVERRIDES: dict[str, Any] = {
+    "epochs": 150,
+    "lr": 0.05,
+    "weight_decay": 1e-3,
+    "patience": 10,
+}
+# The autoencoders' widths, applied like embedding_dim.
+SMALL_WIDTHS: dict[str, Any] = {"embedding_dim": SMALL_EMBEDDING_DIM, "hidden_dims": (32,), "latent_dim": SMALL_EMBEDDING_DIM}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +88,8 @@ def small_params(name: str) -> dict[str, Any]:
     params: dict[str, Any] = {"name": name}
     for name in config_cls.model_fields:
         annotation = hints[name]
-        if name == "embedding_dim":
-            params[name] = SMALL_EMBEDDING_DIM
+        if name in SMALL_WIDTHS:
+            params[name] = SMALL_WIDTHS[name]
         elif name in TRAINING_OVERRIDES:
             params[name] = TRAINING_OVERRIDES[name]
         elif isinstance(annotation, type) and issubclass(annotation, Params):

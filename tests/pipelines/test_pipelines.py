@@ -64,7 +64,14 @@ SMALL_MODELS: dict[str, dict[str, Any]] = {
     "relmf": {"name": "relmf", "embedding_dim": 8, "epochs": 30, "lr": 0.05, "patience": 10},
     "recrec_f": {"name": "recrec", "variant": "F", "embedding_dim": 8, "epochs": 30, "lr": 0.05, "patience": 10},
     "recrec_i": {"name": "recrec", "variant": "I", "embedding_dim": 8, "epochs": 30, "lr": 0.05, "patience": 10},
+    "gmf": {"name": "gmf", "embedding_dim": 4, "epochs": 10, "lr": 0.01, "patience": 5},
+    "mlp": {"name": "mlp", "embedding_dim": 4, "num_layers": 2, "epochs": 10, "lr": 0.01, "patience": 5},
+    "neumf": {"name": "neumf", "embedding_dim": 4, "num_layers": 2, "pretrain": True, "optimizer": "sgd", "epochs": 10, "patience": 5},
+    "multvae": {"name": "multvae", "hidden_dims": [16], "latent_dim": 8, "epochs": 10, "lr": 0.01, "patience": 5},
+    "multdae": {"name": "multdae", "hidden_dims": [16], "latent_dim": 8, "epochs": 10, "lr": 0.01, "patience": 5},
 }
+# Models trained after others in their own pipeline (train_neumf: GMF and MLP first).
+UPSTREAM = {"neumf": ("gmf", "mlp")}
 
 
 class KeptMemoryDataset(MemoryDataset):
@@ -100,6 +107,8 @@ def catalog_for(
         datasets[name] = MemoryDataset(copy_mode="assign")
     for namespace in SMALL_MODELS:
         datasets[f"{namespace}.trained_model"] = MemoryDataset(copy_mode="assign")
+        # A saved artifact in the project's catalog, which a later model may read (NeuMF).
+        datasets[f"{namespace}.model_weights"] = KeptMemoryDataset(copy_mode="assign")
     for name in keep:
         datasets[name] = KeptMemoryDataset()
     return DataCatalog(datasets)
@@ -257,7 +266,8 @@ def test_registered_pipelines() -> None:
     assert {n.name for n in pipelines["data_processing"].nodes} == DATA_NODES
     for model in expected_models:
         names = {n.name for n in pipelines[f"train_{model}"].nodes}
-        assert names == DATA_NODES | {"resolve_compute_device"} | {f"{model}.{node}" for node in MODEL_NODES}
+        trained = (model, *UPSTREAM.get(model, ()))
+        assert names == DATA_NODES | {"resolve_compute_device"} | {f"{m}.{node}" for m in trained for node in MODEL_NODES}
     default = {n.name for n in pipelines["__default__"].nodes}
     model_nodes = {f"{m}.{n}" for m in expected_models for n in MODEL_NODES}
     assert default == DATA_NODES | {"resolve_compute_device"} | model_nodes
@@ -281,7 +291,7 @@ def test_model_pipelines_share_the_data_and_own_their_block(model: str) -> None:
         "params:split",
         "params:device",
         "params:evaluation",
-        f"params:{model}.model",
+        *(f"params:{m}.model" for m in (model, *UPSTREAM.get(model, ()))),
     }
     train = next(n for n in pipeline.nodes if n.name == f"{model}.train_model")
     assert set(train.inputs) >= {"train_data", "evaluators", "compute_device"}
@@ -290,6 +300,19 @@ def test_model_pipelines_share_the_data_and_own_their_block(model: str) -> None:
     outputs = ("trained_model", "model_weights", "learning_curves", "training_history")
     assert set(train.outputs) == {f"{model}.{name}" for name in outputs}
     assert pipeline.outputs() >= {f"{model}.metrics", f"{model}.mlflow_metrics", f"{model}.predictions"}
+
+
+def test_neumf_is_trained_after_gmf_and_mlp_from_their_weights() -> None:
+    pipeline = register_pipelines()["train_neumf"]
+    train = next(n for n in pipeline.nodes if n.name == "neumf.train_model")
+    assert train.inputs[-2:] == ["gmf.model_weights", "mlp.model_weights"]
+    order = [n.name for n in pipeline.nodes]
+    assert order.index("gmf.train_model") < order.index("neumf.train_model")
+    assert order.index("mlp.train_model") < order.index("neumf.train_model")
+    catalog = run(pipeline, catalog_for(synthetic_raw(), dataset="synthetic", keep=("neumf.trained_model", "neumf.metrics")))
+    neumf = catalog.load("neumf.trained_model")
+    assert neumf.config.pretrain and 1 <= neumf.best_epoch <= 10
+    assert 0.0 <= catalog.load("neumf.metrics")["test_ndcg_at_5"] <= 1.0
 
 
 @pytest.mark.parametrize("model", MODEL_NAMESPACES)
@@ -352,8 +375,12 @@ def test_the_models_train_on_the_shared_matrix() -> None:
     n_users, n_items = catalog.load("train_matrix").shape
     for model in MODEL_NAMESPACES:
         weights = catalog.load(f"{model}.model_weights")["weights"]
-        user_tables = [t for name, t in weights.items() if name.endswith("user_embedding")]
-        item_tables = [t for name, t in weights.items() if name.endswith("item_embedding")]
+        if SMALL_MODELS[model]["name"] in ("multvae", "multdae"):  # no user table: a user is their clicks
+            assert weights["encoder.0.weight"].shape[1] == n_items
+            assert weights["decoder.1.weight"].shape[0] == n_items
+            continue
+        user_tables = [t for name, t in weights.items() if name.endswith(("user_embedding", "user_embedding.weight"))]
+        item_tables = [t for name, t in weights.items() if name.endswith(("item_embedding", "item_embedding.weight"))]
         assert user_tables and all(t.shape[0] == n_users for t in user_tables)
         assert item_tables and all(t.shape[0] == n_items for t in item_tables)
 

@@ -97,18 +97,46 @@ class ValidationSet:
         return ranking_metrics(self.users, self.items, self.labels, scores, self.k).ndcg
 
 
-class TrainingConfig(Params):
-    """Hyperparameters every gradient model shares.
+class GradientConfig(Params):
+    """Hyperparameters of every model trained by gradient steps with early stopping.
 
     Attributes:
-        lr: Adam learning rate (the study: 0.04).
+        lr: learning rate (the study: Adam, 0.04).
+        weight_decay: λ of the model's L2 term (each model says on what).
+        epochs: maximum number of epochs.
+        patience: evaluations without a better validation metric before stopping.
+        eval_every: epochs between two validation evaluations.
+        batch_size: examples per step of a mini-batch model.
+    """
+
+    lr: float = 0.04
+    weight_decay: float = 1e-6
+    epochs: int = 300
+    patience: int = 20
+    eval_every: int = 1
+    batch_size: int = 2048
+
+    def check(self) -> None:
+        require(math.isfinite(self.lr) and self.lr > 0, f"lr must be a finite number > 0, got {self.lr}")
+        require(
+            math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            f"weight_decay must be a finite number >= 0, got {self.weight_decay}",
+        )
+        require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        require(self.patience >= 1, f"patience must be >= 1, got {self.patience}")
+        require(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
+        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+
+
+class TrainingConfig(GradientConfig):
+    """Hyperparameters every embedding model shares (``GradientConfig`` and the loss).
+
+    Attributes:
         weight_decay: λ of the L2 term on the base embeddings: λ Σ ||E||² with
             ``loss: bce``; λ · mean over the batch of ||e_u||² + ||e_i||² + ||e_j||²
             (the triple's base embeddings) with ``loss: bpr``.
-        epochs: maximum number of epochs (one Adam step each with ``bce``; one pass
-            over the shuffled train positives with ``bpr``).
-        patience: evaluations without a better validation NDCG before stopping.
-        eval_every: epochs between two validation evaluations.
+        epochs: one Adam step each with ``bce``; one pass over the shuffled train
+            positives with ``bpr``.
         loss: ``bce``, the study's full-batch loss over all |U| x |I| pairs; or ``bpr``,
             mini-batch training on sampled (user, positive, negative) triples, the
             LightGCN papers' setting (MF and LightGCN: BPR; the dual model: its click
@@ -122,27 +150,12 @@ class TrainingConfig(Params):
         hard_pool_size: size of each user's pool of hard negatives.
     """
 
-    lr: float = 0.04
-    weight_decay: float = 1e-6
-    epochs: int = 300
-    patience: int = 20
-    eval_every: int = 1
     loss: Literal["bce", "bpr"] = "bce"
-    batch_size: int = 2048
     negative_sampling: Literal["uniform", "popularity", "hard"] = "uniform"
     hard_pool_size: int = 100
 
     def check(self) -> None:
-        require(math.isfinite(self.lr) and self.lr > 0, f"lr must be a finite number > 0, got {self.lr}")
-        require(
-            math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-            f"weight_decay must be a finite number >= 0, got {self.weight_decay}",
-        )
-        require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        require(self.patience >= 1, f"patience must be >= 1, got {self.patience}")
-        require(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
-
-        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        super().check()
         require(
             self.negative_sampling in ("uniform", "popularity", "hard"),
             f"negative_sampling must be 'uniform', 'popularity' or 'hard', got {self.negative_sampling!r}",
@@ -208,7 +221,68 @@ class Recommender(ABC):
         return f"{type(self).__name__}({self.config}, seed={self.seed}, device={self.device})"
 
 
-class FullBatchRecommender(Recommender):
+class ModuleRecommender(Recommender):
+    """A model whose fitted state is one ``nn.Module`` (``build_module``), saved and
+    restored by its ``state_dict``; ``_cache_embeddings`` readies it for scoring after
+    fitting or loading."""
+
+    def __init__(self, config: Any, *, seed: int = 0, device: torch.device | str = "cpu") -> None:
+        super().__init__(config, seed=seed, device=device)
+        self.module: nn.Module | None = None
+
+    @abstractmethod
+    def build_module(self, data: TrainData, generator: torch.Generator) -> nn.Module:
+        """Create the parameters (embeddings start as N(0, 0.01²) unless stated)."""
+
+    @abstractmethod
+    def _cache_embeddings(self) -> None:
+        """Ready the fitted module for scoring (called after every validation, fit and load)."""
+
+    @abstractmethod
+    def _is_fitted(self) -> bool:
+        """Whether ``_cache_embeddings`` has run."""
+
+    def _require_fitted(self) -> None:
+        if not self._is_fitted():
+            raise RuntimeError(f"{self.name} is not fitted; call fit() first")
+
+    def load_state_dict(self, state: dict[str, Any], data: TrainData) -> Self:
+        if state.get("model") != self.name:
+            raise ValueError(f"state of model {state.get('model')!r} cannot be loaded into {self.name!r}")
+        self.module = self.build_module(data, torch.Generator().manual_seed(self.seed)).to(self.device)
+        self.module.load_state_dict(state["weights"])
+        self.best_epoch = state.get("best_epoch")
+        self._cache_embeddings()
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        self._require_fitted()
+        return {
+            "model": self.name,
+            "config": copy.deepcopy(self.config),
+            "seed": self.seed,
+            "best_epoch": self.best_epoch,
+            "weights": {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()},
+        }
+
+
+class NetworkRecommender(ModuleRecommender):
+    """A model that scores by running its network (NCF, the autoencoders), so nothing is
+    cached after fitting but the network's evaluation mode."""
+
+    def __init__(self, config: Any, *, seed: int = 0, device: torch.device | str = "cpu") -> None:
+        super().__init__(config, seed=seed, device=device)
+        self._fitted = False
+
+    def _cache_embeddings(self) -> None:
+        self.module.eval()
+        self._fitted = True
+
+    def _is_fitted(self) -> bool:
+        return self._fitted
+
+
+class FullBatchRecommender(ModuleRecommender):
     """A gradient model trained full-batch over all |U| x |I| pairs with Adam.
 
     Subclasses build an ``nn.Module`` from the data, define the loss over all pairs and
@@ -219,13 +293,8 @@ class FullBatchRecommender(Recommender):
 
     def __init__(self, config: Any, *, seed: int = 0, device: torch.device | str = "cpu") -> None:
         super().__init__(config, seed=seed, device=device)
-        self.module: nn.Module | None = None
         self._user_emb: torch.Tensor | None = None  # (n_users, d) preference, cached after fit
         self._item_emb: torch.Tensor | None = None  # (n_items, d)
-
-    @abstractmethod
-    def build_module(self, data: TrainData, generator: torch.Generator) -> nn.Module:
-        """Create the parameters (embeddings start as N(0, 0.01²) unless stated)."""
 
     @abstractmethod
     def loss(self, targets: torch.Tensor) -> torch.Tensor:
@@ -290,9 +359,8 @@ class FullBatchRecommender(Recommender):
         users, items = self.preference_embeddings()
         self._user_emb, self._item_emb = users.detach(), items.detach()
 
-    def _require_fitted(self) -> None:
-        if self._user_emb is None:
-            raise RuntimeError(f"{self.name} is not fitted; call fit() first")
+    def _is_fitted(self) -> bool:
+        return self._user_emb is not None
 
     @torch.no_grad()
     def score(self, users: np.ndarray | None = None) -> np.ndarray:
@@ -306,25 +374,6 @@ class FullBatchRecommender(Recommender):
         u = self._user_emb[_index(users, self.device)]
         v = self._item_emb[_index(items, self.device)]
         return (u * v).sum(dim=1).cpu().numpy()
-
-    def load_state_dict(self, state: dict[str, Any], data: TrainData) -> Self:
-        if state.get("model") != self.name:
-            raise ValueError(f"state of model {state.get('model')!r} cannot be loaded into {self.name!r}")
-        self.module = self.build_module(data, torch.Generator().manual_seed(self.seed)).to(self.device)
-        self.module.load_state_dict(state["weights"])
-        self.best_epoch = state.get("best_epoch")
-        self._cache_embeddings()
-        return self
-
-    def state_dict(self) -> dict[str, Any]:
-        self._require_fitted()
-        return {
-            "model": self.name,
-            "config": copy.deepcopy(self.config),
-            "seed": self.seed,
-            "best_epoch": self.best_epoch,
-            "weights": {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()},
-        }
 
 
 class TowerConfig(Params):

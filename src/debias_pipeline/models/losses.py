@@ -4,6 +4,7 @@ can be checked by hand."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -166,6 +167,74 @@ def enhanced_bpr_loss(
     loss = alpha * F.softplus(difference + margin).mean()
     if alpha != 1:
         loss = loss + (1 - alpha) * F.softplus(difference / temperature).mean()
+    return loss
+
+
+def sampled_bce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy of σ(logits) against ``labels`` over a batch of
+    examples, each a train positive (label 1) or a sampled non-positive (label 0): NCF's
+    loss (He et al., WWW 2017). Non-negative.
+
+    Args:
+        logits: (batch,) scores f(u, i).
+        labels: (batch,) 1 or 0.
+    """
+    return F.binary_cross_entropy_with_logits(logits, labels)
+
+
+Likelihood = Literal["multinomial", "logistic", "gaussian"]
+
+
+def autoencoder_nll(logits: torch.Tensor, clicks: torch.Tensor, likelihood: Likelihood) -> torch.Tensor:
+    """Mean over users of the negative log-likelihood of their click vectors under the
+    decoder's output (Liang et al., WWW 2018, §2.2):
+
+    - ``multinomial``: ``−Σ_i x_ui log softmax(f_u)_i``;
+    - ``logistic``: ``−Σ_i [x_ui log σ(f_ui) + (1 − x_ui) log(1 − σ(f_ui))]``;
+    - ``gaussian``: ``Σ_i (x_ui − f_ui)² / 2`` (unit precision, the constant dropped).
+
+    Non-negative for clicks in {0, 1}.
+
+    Args:
+        logits: (batch, n_items) decoder output f_u.
+        clicks: (batch, n_items) x_u in {0, 1}.
+    """
+    if likelihood == "multinomial":
+        per_user = -(F.log_softmax(logits, dim=1) * clicks).sum(dim=1)
+    elif likelihood == "logistic":
+        per_user = F.binary_cross_entropy_with_logits(logits, clicks, reduction="none").sum(dim=1)
+    elif likelihood == "gaussian":
+        per_user = 0.5 * (clicks - logits).pow(2).sum(dim=1)
+    else:
+        raise ValueError(f"likelihood must be 'multinomial', 'logistic' or 'gaussian', got {likelihood!r}")
+    return per_user.mean()
+
+
+def gaussian_kl(mean: torch.Tensor, log_variance: torch.Tensor) -> torch.Tensor:
+    """Mean over users of KL(N(μ, diag σ²) ‖ N(0, I)) = ½ Σ_k (σ_k² + μ_k² − 1 − log σ_k²).
+    Non-negative.
+
+    Args:
+        mean: (batch, latent) μ.
+        log_variance: (batch, latent) log σ².
+    """
+    return 0.5 * (log_variance.exp() + mean.pow(2) - 1.0 - log_variance).sum(dim=1).mean()
+
+
+def negative_elbo(
+    logits: torch.Tensor,
+    clicks: torch.Tensor,
+    beta: float,
+    likelihood: Likelihood = "multinomial",
+    mean: torch.Tensor | None = None,
+    log_variance: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mult-VAE's loss, −ELBO_β = NLL + β · KL (``autoencoder_nll``, ``gaussian_kl``),
+    mean over the batch's users; without the code's ``mean`` and ``log_variance``
+    (Mult-DAE), the NLL alone."""
+    loss = autoencoder_nll(logits, clicks, likelihood)
+    if mean is not None and log_variance is not None:
+        loss = loss + beta * gaussian_kl(mean, log_variance)
     return loss
 
 

@@ -12,8 +12,13 @@ from debias_pipeline.config import BLOCK, Params, build_config
 from debias_pipeline.models.base import Recommender
 from debias_pipeline.models.dual import DualModel
 from debias_pipeline.models.expomf import ExpoMF
+from debias_pipeline.models.gmf import GMF
 from debias_pipeline.models.lightgcn import LightGCN
 from debias_pipeline.models.mf import MF
+from debias_pipeline.models.mlp import MLP
+from debias_pipeline.models.multdae import MultDAE
+from debias_pipeline.models.multvae import MultVAE
+from debias_pipeline.models.neumf import NeuMF
 from debias_pipeline.models.ngcf import NGCF
 from debias_pipeline.models.recrec import ReCRec
 from debias_pipeline.models.relmf import RelMF
@@ -28,6 +33,11 @@ MODELS: dict[str, type[Recommender]] = {
     "expomf": ExpoMF,
     "relmf": RelMF,
     "recrec": ReCRec,
+    "gmf": GMF,
+    "mlp": MLP,
+    "neumf": NeuMF,
+    "multvae": MultVAE,
+    "multdae": MultDAE,
 }
 
 

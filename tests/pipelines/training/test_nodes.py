@@ -35,6 +35,11 @@ SMALL_BLOCKS = {
     "expomf": {"name": "expomf", "embedding_dim": 4, "epochs": 12, "patience": 50},
     "relmf": {"name": "relmf", "embedding_dim": 4, "epochs": 12, "lr": 0.05, "patience": 50},
     "recrec": {"name": "recrec", "embedding_dim": 4, "epochs": 12, "lr": 0.05, "patience": 50},
+    "gmf": {"name": "gmf", "embedding_dim": 4, "epochs": 12, "lr": 0.01, "patience": 50},
+    "mlp": {"name": "mlp", "embedding_dim": 4, "num_layers": 2, "epochs": 12, "lr": 0.01, "patience": 50},
+    "neumf": {"name": "neumf", "embedding_dim": 4, "num_layers": 2, "pretrain": False, "epochs": 12, "lr": 0.01, "patience": 50},
+    "multvae": {"name": "multvae", "hidden_dims": [8], "latent_dim": 4, "epochs": 12, "lr": 0.01, "patience": 50},
+    "multdae": {"name": "multdae", "hidden_dims": [8], "latent_dim": 4, "epochs": 12, "lr": 0.01, "patience": 50},
 }
 
 
@@ -188,7 +193,7 @@ def test_train_model_leaves_its_inputs_alone(train_matrix, unbiased_split) -> No
 def test_train_model_names_the_bad_parameter(train_matrix, unbiased_split) -> None:
     with pytest.raises(ValueError, match=r"mf\.model\.embeding_dim"):
         run(train_matrix, unbiased_split, {**SMALL_BLOCKS["mf"], "embeding_dim": 4}, where="mf.model")
-    with pytest.raises(ValueError, match=r"unknown model 'mf_typo'; valid models: dual, expomf, lightgcn, mf"):
+    with pytest.raises(ValueError, match=r"unknown model 'mf_typo'; valid models: dual, expomf, gmf, lightgcn, mf, mlp"):
         run(train_matrix, unbiased_split, {**SMALL_BLOCKS["mf"], "name": "mf_typo"})
     # The evaluation block is read by the evaluators now (train_model no longer takes it).
     with pytest.raises(ValueError, match=r"evaluation.*k must be >= 1"):

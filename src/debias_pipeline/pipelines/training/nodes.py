@@ -34,8 +34,9 @@ def train_model(
     model: ModelBlock,
     seed: int,
     compute_device: torch.device,
-    *,
+    *pretrained_weights: dict[str, Any],
     where: str = "model",
+    pretrained: tuple[str, ...] = (),
 ) -> tuple[Recommender, dict[str, Any], MetricHistory, pd.DataFrame]:
     """Fit the model of one parameter block, early-stopped on the validation metric.
 
@@ -46,7 +47,10 @@ def train_model(
         model: the model's parameter block (``name`` picks the registry entry).
         seed: initialization seed.
         compute_device: the resolved device.
+        pretrained_weights: the fitted weights (``state_dict``) of the models this one
+            starts from, one per name of ``pretrained`` (NeuMF: GMF's and MLP's).
         where: the block's dotted parameter name, for error messages.
+        pretrained: the parameter blocks of those models (``gmf``, ``mlp``).
 
     Returns:
         The fitted model; its weights (CPU state dict); the learning curves as MLflow
@@ -56,7 +60,10 @@ def train_model(
     recommender = build_model(model, where, seed=seed, device=compute_device)
     evaluators.check_model(recommender)
     validation = evaluators.validation
-    recommender.fit(train_data, validation=validation)
+    if pretrained:
+        recommender.fit(train_data, validation=validation, pretrained=dict(zip(pretrained, pretrained_weights, strict=True)))
+    else:
+        recommender.fit(train_data, validation=validation)
     logger.info(
         "%s: best validation %s at epoch %s of %d",
         recommender.name,

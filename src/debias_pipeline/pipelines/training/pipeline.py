@@ -17,14 +17,28 @@ def create_device_pipeline() -> Pipeline:
     )
 
 
-def create_pipeline(namespace: str = "model") -> Pipeline:
-    """Training nodes of the model whose parameters are the block ``<namespace>.model``."""
-    train = update_wrapper(partial(train_model, where=f"{namespace}.model"), train_model)
+def pretrained_input(namespace: str) -> str:
+    """The template's input for the fitted weights of the model of block ``<namespace>.model``."""
+    return f"pretrained_{namespace}"
+
+
+def create_pipeline(namespace: str = "model", pretrained: tuple[str, ...] = ()) -> Pipeline:
+    """Training nodes of the model whose parameters are the block ``<namespace>.model``;
+    it starts from the fitted weights of the models of ``pretrained`` (namespaces), the
+    inputs ``pretrained_<namespace>``."""
+    train = update_wrapper(partial(train_model, where=f"{namespace}.model", pretrained=pretrained), train_model)
     return Pipeline(
         [
             node(
                 train,
-                inputs=["train_data", "evaluators", "params:model", "params:seed", "compute_device"],
+                inputs=[
+                    "train_data",
+                    "evaluators",
+                    "params:model",
+                    "params:seed",
+                    "compute_device",
+                    *(pretrained_input(name) for name in pretrained),
+                ],
                 outputs=["trained_model", "model_weights", "learning_curves", "training_history"],
                 name="train_model",
             ),
