@@ -169,3 +169,34 @@ def test_raw_data_of_an_unknown_dataset_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="unknown dataset 'movielens'.*movielens_100k, movielens_1m"):
         dataset_spec("movielens")
     assert isinstance(LOADERS["lastfm"], type(process)) and RawData.__name__ == "RawData"
+
+
+@pytest.mark.slow
+def test_lastfm_socialgcn_run_reads_the_trust_network_filtered_by_overlap(project_copy: Path) -> None:
+    _copy_dataset(project_copy, "lastfm")
+    overrides = {"socialgcn.model.epochs": 2, "socialgcn.model.eval_every": 1, "socialgcn.model.min_overlap": 1}
+    version = run_pipeline(project_copy, "train_socialgcn", dataset="lastfm", **overrides)
+    metrics = _metrics(project_copy, "socialgcn", version)
+    assert metrics["protocol"] == "full_ranking" and 0 < metrics["test_recall_at_20"] < 1
+
+
+@pytest.mark.slow
+def test_movielens_100k_graphsage_on_features_and_ids_and_multvae_folding_in(project_copy: Path) -> None:
+    _copy_dataset(project_copy, "movielens_100k")
+    version = run_pipeline(
+        project_copy,
+        "train_graphsage",
+        dataset="movielens_100k",
+        **{"evaluation.protocol": "leave_one_out", "graphsage.model.epochs": 1, "graphsage.model.eval_every": 1,
+           "graphsage.model.inputs": "both"},
+    )
+    metrics = _metrics(project_copy, "graphsage", version)
+    assert metrics["protocol"] == "leave_one_out" and 0 <= metrics["test_hr_at_10"] <= 1
+    version = run_pipeline(
+        project_copy,
+        "train_multvae",
+        dataset="movielens_100k",
+        **{"evaluation.protocol": "strong_generalization", "multvae.model.epochs": 2},
+    )
+    metrics = _metrics(project_copy, "multvae", version)
+    assert metrics["protocol"] == "strong_generalization" and 0 < metrics["test_recall_at_20"] <= 1

@@ -6,11 +6,12 @@ in the block ``<namespace>.model`` of ``conf/base/parameters_training.yml``:
 
 - ``train_<namespace>``: data processing, then that model (``train_neumf``: GMF and MLP
   first, whose fitted weights a pretrained NeuMF starts from);
-- ``train_baselines``: data processing, then every baseline (every model but dual);
+- ``train_baselines``: data processing, then every baseline (every model but dual and
+  those that need social ties);
 - ``recommend``: the top-N of a trained model for named users (no training);
 - ``reproduce_thesis``: the study's tables over several seeds (its own package);
 - ``study_hypotheses``: the study's hypotheses on simulated worlds, against the truth;
-- ``__default__``: data processing, then every model.
+- ``__default__``: data processing, then every model but those that need social ties.
 """
 
 from __future__ import annotations
@@ -39,8 +40,16 @@ MODEL_NAMESPACES = (
     "neumf",
     "multvae",
     "multdae",
+    "gcn",
+    "gat",
+    "graphsage",
+    "pinsage",
+    "socialgcn",
 )
 METHOD_NAMESPACES = ("dual",)  # the study's method; every other model is a baseline
+# Models that need side data most datasets lack (social ties): only in their own
+# train_<namespace>, not in train_baselines or __default__.
+SIDE_DATA_NAMESPACES = ("socialgcn",)
 # Models whose training starts from other models' fitted weights (NeuMF's pretraining,
 # ``neumf.model.pretrain``): their pipelines train those models first, in the same run.
 PRETRAINED_FROM = {"neumf": ("gmf", "mlp")}
@@ -67,10 +76,11 @@ def register_pipelines() -> dict[str, Pipeline]:
     for namespace, pipeline in models.items():
         upstream = sum((models[name] for name in PRETRAINED_FROM.get(namespace, ())), Pipeline([]))
         pipelines[f"train_{namespace}"] = shared + upstream + pipeline
-    baselines = [pipeline for namespace, pipeline in models.items() if namespace not in METHOD_NAMESPACES]
+    general = {namespace: pipeline for namespace, pipeline in models.items() if namespace not in SIDE_DATA_NAMESPACES}
+    baselines = [pipeline for namespace, pipeline in general.items() if namespace not in METHOD_NAMESPACES]
     pipelines["train_baselines"] = shared + sum(baselines, Pipeline([]))
     pipelines["recommend"] = recommend.create_pipeline()
     pipelines["reproduce_thesis"] = shared + reproduce_thesis.create_pipeline()
     pipelines["study_hypotheses"] = training.create_device_pipeline() + study_hypotheses.create_pipeline()
-    pipelines["__default__"] = shared + sum(models.values(), Pipeline([]))
+    pipelines["__default__"] = shared + sum(general.values(), Pipeline([]))
     return pipelines

@@ -51,7 +51,10 @@ class Checkerboard:
 
     @property
     def data(self) -> TrainData:
-        return TrainData(self.train, build_normalized_adjacency(self.train))
+        # Social ties within each group (u ~ u + 2), for the models that read them.
+        users = np.arange(N_USERS)
+        ties = sp.csr_matrix((np.ones(N_USERS, dtype=np.float32), (users, (users + 2) % N_USERS)), shape=(N_USERS,) * 2)
+        return TrainData(self.train, build_normalized_adjacency(self.train), social=((ties + ties.T) > 0).astype(np.float32))
 
     @property
     def validation(self) -> ValidationSet:
@@ -223,7 +226,7 @@ class TestRecommenderContract:
         handed_out = _tensors(model.state_dict())
         originals = [t.clone() for t in handed_out]
         for tensor in handed_out:
-            tensor.add_(1.0)
+            tensor.add_(1)
         assert np.array_equal(model.score(), before)
         for fresh, original in zip(_tensors(model.state_dict()), originals, strict=True):
             assert torch.equal(fresh, original)

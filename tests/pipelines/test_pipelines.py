@@ -23,7 +23,7 @@ from kedro.runner import SequentialRunner
 
 from debias_pipeline.datasets import RawData, RawDataset
 from debias_pipeline.models import MODELS, TrainData, build_model
-from debias_pipeline.pipeline_registry import MODEL_NAMESPACES, register_pipelines
+from debias_pipeline.pipeline_registry import MODEL_NAMESPACES, SIDE_DATA_NAMESPACES, register_pipelines
 from debias_pipeline.pipelines.data_processing import pipeline as data_processing
 from debias_pipeline.protocols import Evaluators
 
@@ -69,6 +69,14 @@ SMALL_MODELS: dict[str, dict[str, Any]] = {
     "neumf": {"name": "neumf", "embedding_dim": 4, "num_layers": 2, "pretrain": True, "optimizer": "sgd", "epochs": 10, "patience": 5},
     "multvae": {"name": "multvae", "hidden_dims": [16], "latent_dim": 8, "epochs": 10, "lr": 0.01, "patience": 5},
     "multdae": {"name": "multdae", "hidden_dims": [16], "latent_dim": 8, "epochs": 10, "lr": 0.01, "patience": 5},
+}
+SMALL_GRAPH = {"embedding_dim": 8, "num_layers": 2, "batch_size": 64, "epochs": 10, "lr": 0.01, "patience": 5, "eval_every": 1}
+SMALL_MODELS |= {
+    "gcn": {"name": "gcn", **SMALL_GRAPH},
+    "gat": {"name": "gat", **SMALL_GRAPH, "fanouts": [4, 2]},
+    "graphsage": {"name": "graphsage", **SMALL_GRAPH, "fanouts": [4, 2]},
+    "pinsage": {"name": "pinsage", **SMALL_GRAPH, "fanouts": [4, 2], "hard_negative_start": 3},
+    "socialgcn": {"name": "socialgcn", **SMALL_GRAPH},
 }
 # Models trained after others in their own pipeline (train_neumf: GMF and MLP first).
 UPSTREAM = {"neumf": ("gmf", "mlp")}
@@ -269,10 +277,11 @@ def test_registered_pipelines() -> None:
         trained = (model, *UPSTREAM.get(model, ()))
         assert names == DATA_NODES | {"resolve_compute_device"} | {f"{m}.{node}" for m in trained for node in MODEL_NODES}
     default = {n.name for n in pipelines["__default__"].nodes}
-    model_nodes = {f"{m}.{n}" for m in expected_models for n in MODEL_NODES}
+    general = expected_models - set(SIDE_DATA_NAMESPACES)
+    model_nodes = {f"{m}.{n}" for m in general for n in MODEL_NODES}
     assert default == DATA_NODES | {"resolve_compute_device"} | model_nodes
     baselines = {n.name for n in pipelines["train_baselines"].nodes}
-    baseline_nodes = {f"{m}.{n}" for m in expected_models - {"dual"} for n in MODEL_NODES}
+    baseline_nodes = {f"{m}.{n}" for m in general - {"dual"} for n in MODEL_NODES}
     assert baselines == DATA_NODES | {"resolve_compute_device"} | baseline_nodes
     thesis = {n.name for n in pipelines["reproduce_thesis"].nodes}
     assert DATA_NODES | {"resolve_compute_device", "run_thesis_grid", "summarize_thesis"} <= thesis
@@ -343,7 +352,16 @@ def train_dual(seed: int) -> DataCatalog:
     return run(register_pipelines()["train_dual"], catalog)
 
 
-@pytest.mark.parametrize("model", MODEL_NAMESPACES)
+GENERAL_NAMESPACES = [m for m in MODEL_NAMESPACES if m not in SIDE_DATA_NAMESPACES]
+
+
+def test_socialgcn_refuses_a_dataset_without_ties() -> None:
+    # With ties: tests/test_real_data.py (LastFM's trust network) and the training node's tests.
+    with pytest.raises(ValueError, match="socialgcn needs social ties"):
+        run(register_pipelines()["train_socialgcn"], catalog_for(synthetic_raw(), dataset="synthetic"))
+
+
+@pytest.mark.parametrize("model", GENERAL_NAMESPACES)
 def test_every_model_pipeline_reports_metrics(model: str) -> None:
     catalog = default_run()
     metrics = catalog.load(f"{model}.metrics")
@@ -373,11 +391,14 @@ def test_every_model_pipeline_reports_metrics(model: str) -> None:
 def test_the_models_train_on_the_shared_matrix() -> None:
     catalog = default_run()
     n_users, n_items = catalog.load("train_matrix").shape
-    for model in MODEL_NAMESPACES:
+    for model in GENERAL_NAMESPACES:
         weights = catalog.load(f"{model}.model_weights")["weights"]
         if SMALL_MODELS[model]["name"] in ("multvae", "multdae"):  # no user table: a user is their clicks
             assert weights["encoder.0.weight"].shape[1] == n_items
             assert weights["decoder.1.weight"].shape[0] == n_items
+            continue
+        if "inputs.embedding.weight" in weights:  # graph models: one table over users, then items
+            assert weights["inputs.embedding.weight"].shape[0] == n_users + n_items
             continue
         user_tables = [t for name, t in weights.items() if name.endswith(("user_embedding", "user_embedding.weight"))]
         item_tables = [t for name, t in weights.items() if name.endswith(("item_embedding", "item_embedding.weight"))]

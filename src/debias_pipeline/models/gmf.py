@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from debias_pipeline.models.base import TrainData
-from debias_pipeline.models.ncf import NCFConfig, NCFRecommender, PairNetwork, lecun_, normal_embedding
+from debias_pipeline.models.ncf import NCFConfig, NCFRecommender, PairNetwork, lecun_linear, normal_embedding
 
 
 class GMFNetwork(PairNetwork):
@@ -18,7 +18,7 @@ class GMFNetwork(PairNetwork):
         self.user_embedding = normal_embedding(n_users, dim, generator)  # (n_users, d)
         self.item_embedding = normal_embedding(n_items, dim, generator)  # (n_items, d)
         # NeuMF keeps the features and has its own prediction layer.
-        self.output = lecun_(nn.Linear(dim, 1), generator) if with_output else None
+        self.output = lecun_linear(dim, 1, generator) if with_output else None
 
     def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The last layer's input, p_u ⊙ q_i (n, d)."""

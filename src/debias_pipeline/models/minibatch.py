@@ -184,9 +184,12 @@ class MiniBatchEpochs:
         self.batch_size = config.batch_size
         self.clip = getattr(config, "grad_clip_norm", None)
         self.generator = torch.Generator(device=model.device).manual_seed(model.seed)
-        self.sampler = build_negative_sampler(
-            config.negative_sampling, data.interactions, self.generator, hard_pool_size=config.hard_pool_size
-        )
+        if hasattr(model, "negative_sampler"):  # a model with its own schedule (PinSage)
+            self.sampler = model.negative_sampler(data.interactions, self.generator)
+        else:
+            self.sampler = build_negative_sampler(
+                config.negative_sampling, data.interactions, self.generator, hard_pool_size=config.hard_pool_size
+            )
         train = self.sampler.train  # canonical CSR of the positives
         rows = np.repeat(np.arange(train.shape[0], dtype=np.int64), np.diff(train.indptr))
         self.users = torch.from_numpy(rows).to(model.device)  # (n_positives,)
@@ -201,6 +204,7 @@ class MiniBatchEpochs:
         """One epoch; ``max_batches`` stops it early (for timing a part of an epoch)."""
         model, optimizer = self.model, self.optimizer
         model.module.train()
+        self.sampler.begin_epoch()
         if self.sampler.needs_scores:
             self._refresh_sampler()
         n_positives = self.users.numel()

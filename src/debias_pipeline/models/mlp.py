@@ -8,7 +8,7 @@ from torch import nn
 
 from debias_pipeline.config import require
 from debias_pipeline.models.base import TrainData
-from debias_pipeline.models.ncf import NCFConfig, NCFRecommender, PairNetwork, glorot_, lecun_, normal_embedding
+from debias_pipeline.models.ncf import NCFConfig, NCFRecommender, PairNetwork, glorot_linear, lecun_linear, normal_embedding
 
 
 class MLPConfig(NCFConfig):
@@ -68,10 +68,10 @@ class MLPNetwork(PairNetwork):
         layers: list[nn.Module] = []
         width = 2 * config.side_dim
         for size in config.tower:
-            layers += [glorot_(nn.Linear(width, size), generator), nn.ReLU()]
+            layers += [glorot_linear(width, size, generator), nn.ReLU()]
             width = size
         self.tower = nn.Sequential(*layers)
-        self.output = lecun_(nn.Linear(config.output_dim, 1), generator) if with_output else None
+        self.output = lecun_linear(config.output_dim, 1, generator) if with_output else None
 
     def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The tower's output φ (n, output_dim)."""

@@ -14,7 +14,7 @@ from torch import nn
 from debias_pipeline.config import require
 from debias_pipeline.models.base import GradientConfig, NetworkRecommender, TrainData, Validator, run_with_early_stopping
 from debias_pipeline.models.losses import negative_elbo
-from debias_pipeline.models.ncf import glorot_
+from debias_pipeline.models.ncf import glorot_linear
 
 
 class AutoencoderConfig(GradientConfig):
@@ -76,11 +76,11 @@ class AutoencoderNetwork(nn.Module):
         self.variational, self.latent_dim = variational, config.latent_dim
         encoder_dims = [n_items, *config.hidden_dims]
         decoder_dims = [config.latent_dim, *reversed(config.hidden_dims), n_items]
-        encoder = [glorot_(nn.Linear(a, b), generator) for a, b in zip(encoder_dims, encoder_dims[1:])]
+        encoder = [glorot_linear(a, b, generator) for a, b in zip(encoder_dims, encoder_dims[1:])]
         out = config.latent_dim * (2 if variational else 1)
-        encoder.append(glorot_(nn.Linear(encoder_dims[-1], out), generator))
+        encoder.append(glorot_linear(encoder_dims[-1], out, generator))
         self.encoder = nn.ModuleList(encoder)
-        self.decoder = nn.ModuleList(glorot_(nn.Linear(a, b), generator) for a, b in zip(decoder_dims, decoder_dims[1:]))
+        self.decoder = nn.ModuleList(glorot_linear(a, b, generator) for a, b in zip(decoder_dims, decoder_dims[1:]))
 
     def encode(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """μ and log σ² (``None`` when not variational) of the (batch, n_items) input:

@@ -63,18 +63,20 @@ class NCFConfig(TrainingConfig):
         require(self.num_negatives >= 1, f"num_negatives must be >= 1, got {self.num_negatives}")
 
 
-def glorot_(linear: nn.Linear, generator: torch.Generator) -> nn.Linear:
-    """Glorot-uniform weights and zero bias (Keras's ``Dense`` default, which the NCF
-    code keeps for the hidden layers)."""
+def glorot_linear(fan_in: int, fan_out: int, generator: torch.Generator) -> nn.Linear:
+    """A linear map with Glorot-uniform weights and zero bias (Keras's ``Dense`` default,
+    which the NCF code keeps for the hidden layers), drawn from ``generator`` only."""
+    linear = nn.utils.skip_init(nn.Linear, fan_in, fan_out)
     nn.init.xavier_uniform_(linear.weight, generator=generator)
     nn.init.zeros_(linear.bias)
     return linear
 
 
-def lecun_(linear: nn.Linear, generator: torch.Generator) -> nn.Linear:
-    """LeCun-uniform weights, U(±√(3 / fan_in)), and zero bias (the NCF code's
-    prediction layer)."""
-    bound = math.sqrt(3.0 / linear.in_features)
+def lecun_linear(fan_in: int, fan_out: int, generator: torch.Generator) -> nn.Linear:
+    """A linear map with LeCun-uniform weights, U(±√(3 / fan_in)), and zero bias (the NCF
+    code's prediction layer)."""
+    linear = nn.utils.skip_init(nn.Linear, fan_in, fan_out)
+    bound = math.sqrt(3.0 / fan_in)
     nn.init.uniform_(linear.weight, -bound, bound, generator=generator)
     nn.init.zeros_(linear.bias)
     return linear
@@ -82,7 +84,7 @@ def lecun_(linear: nn.Linear, generator: torch.Generator) -> nn.Linear:
 
 def normal_embedding(rows: int, dim: int, generator: torch.Generator) -> nn.Embedding:
     """An embedding table drawn from N(0, 0.01²) (the NCF code's initialization)."""
-    table = nn.Embedding(rows, dim)
+    table = nn.utils.skip_init(nn.Embedding, rows, dim)
     nn.init.normal_(table.weight, 0.0, 0.01, generator=generator)
     return table
 

@@ -12,7 +12,7 @@ from debias_pipeline.config import require
 from debias_pipeline.models.base import TrainData
 from debias_pipeline.models.gmf import GMFNetwork
 from debias_pipeline.models.mlp import MLPConfig, MLPNetwork
-from debias_pipeline.models.ncf import NCFRecommender, PairNetwork, lecun_
+from debias_pipeline.models.ncf import NCFRecommender, PairNetwork, lecun_linear
 
 # The pretrained models NeuMF starts from: parameter block -> registry name.
 PRETRAINED = {"gmf": "gmf", "mlp": "mlp"}
@@ -47,7 +47,7 @@ class NeuMFNetwork(PairNetwork):
         self.n_users = n_users
         self.gmf = GMFNetwork(n_users, n_items, config.embedding_dim, generator, with_output=False)
         self.mlp = MLPNetwork(n_users, n_items, config, generator, with_output=False)
-        self.output = lecun_(nn.Linear(config.embedding_dim + config.output_dim, 1), generator)
+        self.output = lecun_linear(config.embedding_dim + config.output_dim, 1, generator)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         features = torch.cat([self.gmf.features(users, items), self.mlp.features(users, items)], dim=1)

@@ -12,7 +12,10 @@ from debias_pipeline.config import BLOCK, Params, build_config
 from debias_pipeline.models.base import Recommender
 from debias_pipeline.models.dual import DualModel
 from debias_pipeline.models.expomf import ExpoMF
+from debias_pipeline.models.gat import GAT
+from debias_pipeline.models.gcn import GCN
 from debias_pipeline.models.gmf import GMF
+from debias_pipeline.models.graphsage import GraphSAGE
 from debias_pipeline.models.lightgcn import LightGCN
 from debias_pipeline.models.mf import MF
 from debias_pipeline.models.mlp import MLP
@@ -20,8 +23,10 @@ from debias_pipeline.models.multdae import MultDAE
 from debias_pipeline.models.multvae import MultVAE
 from debias_pipeline.models.neumf import NeuMF
 from debias_pipeline.models.ngcf import NGCF
+from debias_pipeline.models.pinsage import PinSage
 from debias_pipeline.models.recrec import ReCRec
 from debias_pipeline.models.relmf import RelMF
+from debias_pipeline.models.socialgcn import SocialGCN
 from debias_pipeline.models.wmf import WMF
 
 MODELS: dict[str, type[Recommender]] = {
@@ -38,6 +43,11 @@ MODELS: dict[str, type[Recommender]] = {
     "neumf": NeuMF,
     "multvae": MultVAE,
     "multdae": MultDAE,
+    "gcn": GCN,
+    "gat": GAT,
+    "graphsage": GraphSAGE,
+    "pinsage": PinSage,
+    "socialgcn": SocialGCN,
 }
 
 

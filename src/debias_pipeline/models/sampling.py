@@ -69,6 +69,9 @@ class NegativeSampler(ABC):
     def sample(self, users: torch.Tensor) -> torch.Tensor:
         """(batch,) negative items of the (batch,) users (int64, on the device)."""
 
+    def begin_epoch(self) -> None:
+        """Called at the start of every epoch, before ``refresh``."""
+
     def _uniform_draw(self, bounds: torch.Tensor) -> torch.Tensor:
         """Integers uniform in [0, bounds) elementwise (float64 keeps them exact)."""
         draw = torch.rand(bounds.shape, generator=self.generator, device=self.device, dtype=torch.float64)
@@ -147,6 +150,33 @@ class HardSampler(NegativeSampler):
             return self.uniform_negatives(users)
         slot = self._uniform_draw(self._pool_counts[users])
         return self._pool[users, slot].long()
+
+
+class WarmupHardSampler(HardSampler):
+    """Uniform negatives for the first ``start_epoch − 1`` epochs; from epoch
+    ``start_epoch`` on, each negative is a hard one (``HardSampler``) with probability
+    ``share`` and uniform otherwise (PinSage's hard negatives, mixed in late)."""
+
+    def __init__(
+        self, interactions: sp.spmatrix, generator: torch.Generator, pool_size: int, share: float, start_epoch: int
+    ) -> None:
+        super().__init__(interactions, generator, pool_size)
+        self.share, self.start_epoch, self.epoch = share, start_epoch, 0
+
+    @property
+    def needs_scores(self) -> bool:  # type: ignore[override]
+        return self.epoch >= self.start_epoch and self.share > 0
+
+    def begin_epoch(self) -> None:
+        self.epoch += 1
+
+    def sample(self, users: torch.Tensor) -> torch.Tensor:
+        uniform = self.uniform_negatives(users)
+        if not self.needs_scores or self._pool is None:
+            return uniform
+        hard = super().sample(users)
+        mixed = torch.rand(users.shape, generator=self.generator, device=self.device) < self.share
+        return torch.where(mixed, hard, uniform)
 
 
 def build_negative_sampler(

@@ -41,6 +41,14 @@ SMALL_BLOCKS = {
     "multvae": {"name": "multvae", "hidden_dims": [8], "latent_dim": 4, "epochs": 12, "lr": 0.01, "patience": 50},
     "multdae": {"name": "multdae", "hidden_dims": [8], "latent_dim": 4, "epochs": 12, "lr": 0.01, "patience": 50},
 }
+_GRAPH = {"embedding_dim": 4, "num_layers": 2, "batch_size": 16, "epochs": 12, "lr": 0.01, "patience": 50, "eval_every": 1}
+SMALL_BLOCKS |= {
+    "gcn": {"name": "gcn", **_GRAPH},
+    "gat": {"name": "gat", **_GRAPH, "fanouts": [3, 2]},
+    "graphsage": {"name": "graphsage", **_GRAPH, "fanouts": [3, 2]},
+    "pinsage": {"name": "pinsage", **_GRAPH, "fanouts": [3, 2], "hard_negative_start": 4},
+    "socialgcn": {"name": "socialgcn", **_GRAPH},
+}
 
 
 def test_every_registered_model_has_a_small_block() -> None:
@@ -81,8 +89,10 @@ def evaluators_for(train_matrix, unbiased_split, evaluation=None):
 
 
 def run(train_matrix, unbiased_split, block, *, seed=0, evaluation=None, where="model"):
+    users = np.arange(N_USERS)
+    ties = sp.csr_matrix((np.ones(N_USERS, dtype=np.float32), (users, (users + 2) % N_USERS)), shape=(N_USERS,) * 2)
     return train_model(
-        TrainData(train_matrix, build_normalized_adjacency(train_matrix)),
+        TrainData(train_matrix, build_normalized_adjacency(train_matrix), social=ties + ties.T),
         evaluators_for(train_matrix, unbiased_split, evaluation),
         block,
         seed,
@@ -193,7 +203,7 @@ def test_train_model_leaves_its_inputs_alone(train_matrix, unbiased_split) -> No
 def test_train_model_names_the_bad_parameter(train_matrix, unbiased_split) -> None:
     with pytest.raises(ValueError, match=r"mf\.model\.embeding_dim"):
         run(train_matrix, unbiased_split, {**SMALL_BLOCKS["mf"], "embeding_dim": 4}, where="mf.model")
-    with pytest.raises(ValueError, match=r"unknown model 'mf_typo'; valid models: dual, expomf, gmf, lightgcn, mf, mlp"):
+    with pytest.raises(ValueError, match=r"unknown model 'mf_typo'; valid models: dual, expomf, gat, gcn, gmf, graphsage, lightgcn, mf, mlp"):
         run(train_matrix, unbiased_split, {**SMALL_BLOCKS["mf"], "name": "mf_typo"})
     # The evaluation block is read by the evaluators now (train_model no longer takes it).
     with pytest.raises(ValueError, match=r"evaluation.*k must be >= 1"):
