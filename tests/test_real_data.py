@@ -19,6 +19,7 @@ from debias_pipeline.pipelines.data_processing.nodes import (
     build_train_data,
     process_dataset,
 )
+from debias_pipeline.models import build_model
 from tests.conftest import shared_data_folder
 from tests.test_end_to_end import latest_run, run_pipeline
 
@@ -112,6 +113,23 @@ def test_movielens_100k_strong_generalization_holds_out_users() -> None:
     held_users = set(table.loc[table["split"] != "train", "user"])
     assert len(held_users) == 2 * round(0.1 * table["user"].nunique())
     assert train[sorted(held_users)].nnz == 0  # nothing of a held-out user is trained on
+
+
+def test_movielens_100k_cold_start_withholds_users_and_falls_back_on_their_features() -> None:
+    raw = LOADERS["movielens_100k"](shared_data_folder(FOLDERS["movielens_100k"]), None)
+    data = process_dataset(raw, "movielens_100k", seed=0, evaluation={"protocol": "cold_start"})
+    table, train = data.interaction_split, data.train_matrix
+    withheld = sorted(set(table.loc[table["split"] != "train", "user"]))
+    assert len(withheld) == 2 * round(0.1 * table["user"].nunique())
+    assert train[withheld].nnz == 0
+    known = table[(table["split"] == "test") & (table["role"] == "input")].groupby("user").size()
+    assert (known == 3).all()
+    model = build_model({"name": "mf", "loss": "bpr", "embedding_dim": 8, "epochs": 1}, "mf.model", seed=0, device="cpu")
+    model.fit(data.train_data)
+    values, _ = data.evaluators.test.report(model)
+    # MovieLens has demographics: every withheld user has train users with the same ones or gets popularity.
+    assert values["test_users_feature_mean"] + values["test_users_popularity"] == values["test_users_evaluated"]
+    assert values["test_users_feature_mean"] > 0 and 0 <= values["test_ndcg_at_20"] <= 1
 
 
 def _copy_dataset(project: Path, dataset: str) -> None:

@@ -7,6 +7,7 @@ masked and which metrics are reported (``evaluation.protocol``).
 | ``full_ranking`` | a given train / test split, or a seeded per-user split of the positives (``test_fraction`` 0.2); validation carved out of train per user (``validation_fraction`` 0.1); on a dataset with an unbiased set, that set as in ``thesis`` | every item, the user's train items masked (and, for test, the validation items) | 20 |
 | ``leave_one_out`` | each user's latest positive (timestamps) is the test item, the one before it the validation item | that item among ``num_negatives`` (100) items the user never interacted with, sampled once per seed | 10 |
 | ``strong_generalization`` | users split into train, validation and test users; a held-out user's positives split per user, ``target_fraction`` (0.2) targets, the rest fold-in input | every item, scored from the fold-in input alone (the input masked) | 20, 50, 100 |
+| ``cold_start`` | ``cold_start.validation_users`` and ``cold_start.users`` (0.1 each) withheld from training entirely; each brings their first ``cold_start.known_interactions`` (3) positives (by time), the rest are targets | every item, the known ones masked; scored by the model's way with a new user (``cold_start.py``) | 20 |
 
 Every protocol reports Recall@K (hits / min(K, P)), NDCG@K, Precision@K (hits / K)
 and HR@K (a hit in the top K) at each cut-off. Early stopping and every selection use
@@ -25,6 +26,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from debias_pipeline.cold_start import SOURCES, ColdStartScorer
 from debias_pipeline.config import Params, build_config, require
 from debias_pipeline.datasets.registry import DatasetSpec, dataset_spec
 from debias_pipeline.metrics import (
@@ -35,7 +37,7 @@ from debias_pipeline.metrics import (
     train_positives,
 )
 
-Kind = Literal["candidates", "full", "fold_in"]
+Kind = Literal["candidates", "full", "fold_in", "cold"]
 METRICS = ("recall", "ndcg", "precision", "hr")
 TRAINING_PARTS = ("biased", "train", "all")
 SPLITS = ("validation", "test")
@@ -63,6 +65,7 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
         ProtocolSpec(
             "strong_generalization", "fold_in", (20, 50, 100), 100, "held-out users folded in from 80 % of their clicks (Mult-VAE)"
         ),
+        ProtocolSpec("cold_start", "cold", (20,), 20, "withheld users ranked from their first few interactions (the survey)"),
     )
 }
 
@@ -199,6 +202,27 @@ class SplitConfig(Params):
             value = getattr(self, name)
             require(value > 0 and (value < 1 or value == int(value)), f"{name} must be a share in (0, 1) or a count >= 1, got {value}")
         require(0 < self.target_fraction < 1, f"target_fraction must be in (0, 1), got {self.target_fraction}")
+
+
+class ColdStartConfig(Params):
+    """The ``cold_start`` parameter block (``evaluation.protocol: cold_start``).
+
+    Attributes:
+        users: withheld test users, a share of the users with a positive (< 1) or a count.
+        validation_users: withheld validation users (early stopping), the same way.
+        known_interactions: positives a withheld user brings, their first by time (file
+            order where there are no timestamps); 0: their features only.
+    """
+
+    users: float = 0.1
+    validation_users: float = 0.1
+    known_interactions: int = 3
+
+    def check(self) -> None:
+        for name in ("users", "validation_users"):
+            value = getattr(self, name)
+            require(value > 0 and (value < 1 or value == int(value)), f"{name} must be a share in (0, 1) or a count >= 1, got {value}")
+        require(self.known_interactions >= 0, f"known_interactions must be >= 0, got {self.known_interactions}")
 
 
 def _rng(seed: int, stream: int) -> np.random.Generator:
@@ -358,32 +382,61 @@ def _user_count(value: float, n_users: int) -> int:
     return int(value) if value >= 1 else int(np.floor(value * n_users + 0.5))
 
 
-def _strong_generalization_split(interactions: pd.DataFrame, config: SplitConfig, seed: int) -> pd.DataFrame:
-    rng = _rng(seed, 3)
+def _held_out_users(
+    interactions: pd.DataFrame, validation_users: float, test_users: float, names: tuple[str, str], rng: np.random.Generator
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The positive rows (train parts and test) and each one's user split: a random
+    ``validation_users`` and ``test_users`` of the users with a positive are held out
+    (validation, test), the rest are ``train``. ``names``: the two parameters, for errors."""
     positive = (interactions["label"].to_numpy() == 1) & interactions["source"].isin(TRAINING_PARTS + ("test",)).to_numpy()
     users_with_positive = np.unique(interactions["user"].to_numpy()[positive])
-    n_validation = _user_count(config.validation_users, users_with_positive.size)
-    n_test = _user_count(config.test_users, users_with_positive.size)
+    n_validation = _user_count(validation_users, users_with_positive.size)
+    n_test = _user_count(test_users, users_with_positive.size)
     if n_validation < 1 or n_test < 1 or n_validation + n_test >= users_with_positive.size:
         raise ValueError(
-            f"parameters 'split.validation_users' ({config.validation_users}) and 'split.test_users' "
-            f"({config.test_users}) must leave at least one held-out user each and one train user, "
-            f"among {users_with_positive.size} users with a positive"
+            f"parameters '{names[0]}' ({validation_users}) and '{names[1]}' ({test_users}) must leave at least "
+            f"one held-out user each and one train user, among {users_with_positive.size} users with a positive"
         )
     shuffled = rng.permutation(users_with_positive)
     user_split = pd.Series("train", index=users_with_positive, dtype=object)
     user_split[shuffled[:n_validation]] = "validation"
     user_split[shuffled[n_validation : n_validation + n_test]] = "test"
     table = interactions[positive].reset_index(drop=True)
-    split = user_split.reindex(table["user"].to_numpy()).to_numpy()
+    return table, user_split.reindex(table["user"].to_numpy()).to_numpy()
+
+
+def _strong_generalization_split(interactions: pd.DataFrame, config: SplitConfig, seed: int) -> pd.DataFrame:
+    rng = _rng(seed, 3)
+    table, split = _held_out_users(
+        interactions, config.validation_users, config.test_users, ("split.validation_users", "split.test_users"), rng
+    )
     role = np.full(len(table), "input", dtype=object)
     held = np.flatnonzero(split != "train")
     role[held[_per_user_holdout(table["user"].to_numpy()[held], config.target_fraction, rng)]] = "target"
     return _labelled(table, split, role)
 
 
+def _cold_start_split(interactions: pd.DataFrame, config: ColdStartConfig, seed: int) -> pd.DataFrame:
+    """Withheld users' first ``known_interactions`` positives by time (then file order)
+    are their input, the rest targets; nothing of theirs is a train row."""
+    table, split = _held_out_users(
+        interactions, config.validation_users, config.users, ("cold_start.validation_users", "cold_start.users"), _rng(seed, 4)
+    )
+    held = np.flatnonzero(split != "train")
+    time = table["timestamp"].to_numpy()[held]
+    order = _rank_within_users(table["user"].to_numpy()[held], np.nan_to_num(time, nan=0.0), held)
+    role = np.full(len(table), "input", dtype=object)
+    role[held[order >= config.known_interactions]] = "target"
+    return _labelled(table, split, role)
+
+
 def split_for_protocol(
-    interactions: pd.DataFrame, setup: EvaluationSetup, split: dict[str, Any] | None, spec: DatasetSpec, seed: int
+    interactions: pd.DataFrame,
+    setup: EvaluationSetup,
+    split: dict[str, Any] | None,
+    spec: DatasetSpec,
+    seed: int,
+    cold_start: dict[str, Any] | ColdStartConfig | None = None,
 ) -> pd.DataFrame:
     """Every row with its ``split`` (train | validation | test) and ``role`` (input:
     seen by the model, at training or as fold-in input; target: evaluated).
@@ -394,6 +447,7 @@ def split_for_protocol(
         split: the ``split`` parameter block.
         spec: the dataset's registry entry.
         seed: the split's seed.
+        cold_start: the ``cold_start`` parameter block (``cold_start`` only).
     """
     config = build_config(SplitConfig, split, "split")
     name = setup.protocol.name
@@ -403,6 +457,8 @@ def split_for_protocol(
         return _full_ranking_split(interactions, config, spec, seed)
     if name == "leave_one_out":
         return _leave_one_out_split(interactions, config, seed)
+    if name == "cold_start":
+        return _cold_start_split(interactions, build_config(ColdStartConfig, cold_start, "cold_start"), seed)
     return _strong_generalization_split(interactions, config, seed)
 
 
@@ -460,6 +516,8 @@ class SplitEvaluator:
     mask: sp.csr_matrix | None = None
     history: sp.csr_matrix | None = None
     rows_dropped_unseen: int = 0
+    user_features: np.ndarray | None = None  # ``cold``: the fallback to same-feature users
+    train: sp.csr_matrix | None = None  # ``cold``: the train positives (popularity, train users)
     _last: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -478,13 +536,18 @@ class SplitEvaluator:
                 {"user": self.users, "item": self.items, "split": self.split, "label": self.labels, "score": scores.astype(np.float64)}
             )
             return user_ids, relevance, n_relevant, skipped, predictions
+        cold = None
         if kind == "full":
             score_users, device = user_scorer(model)
+        elif kind == "cold":
+            cold = ColdStartScorer(model, self.history, self.user_features, self.train)
+            score_users, device = cold, torch.device("cpu")
         else:
             score_users, device = _fold_in_scorer(model, self.history), torch.device("cpu")
         user_ids, relevance, n_relevant, skipped, ranked = _full_relevance_and_ranking(
             score_users, self.mask, self.users, self.items, self.labels, depth, device
         )
+        self._last["sources"] = None if cold is None else cold.sources[user_ids]
         predictions = pd.DataFrame(
             {
                 "user": np.repeat(user_ids, ranked.shape[1]),
@@ -508,6 +571,14 @@ class SplitEvaluator:
                 values[f"{self.split}_{name}_at_{k}"] = float(per_user[name].mean()) if user_ids.size else None
         values[f"{self.split}_users_evaluated"] = int(user_ids.size)
         values[f"{self.split}_users_skipped"] = int(skipped)
+        sources = self._last.get("sources")
+        if sources is not None:  # cold_start: how many users each way scored, and their NDCG
+            k = self.setup.k
+            per_user = metrics_from_relevance(relevance, n_relevant, k)["ndcg"]
+            for source in SOURCES:
+                chosen = sources == source
+                values[f"{self.split}_users_{source}"] = int(chosen.sum())
+                values[f"{self.split}_ndcg_at_{k}_{source}"] = float(per_user[chosen].mean()) if chosen.any() else None
         if self.rows_dropped_unseen:
             values[f"{self.split}_rows_dropped_unseen"] = self.rows_dropped_unseen
         return values, predictions
@@ -554,12 +625,15 @@ class Evaluators:
         train_matrix: sp.csr_matrix,
         setup: EvaluationSetup,
         dataset_summary: dict[str, Any] | None = None,
+        user_features: np.ndarray | None = None,
     ) -> Evaluators:
         """Evaluators of ``setup``'s protocol over the split table.
 
         ``full``: validation masks the train items, test the train and validation
         items. ``fold_in``: each held-out user's input rows are the fold-in history and
         are masked; rows whose item has no train positive are dropped and counted.
+        ``cold``: the same, each user scored by ``cold_start.ColdStartScorer`` (which
+        falls back to ``user_features``' peers or popularity).
         """
         shape = train_matrix.shape
         if setup.depth > shape[1]:
@@ -574,7 +648,7 @@ class Evaluators:
         for split in SPLITS:
             rows = interaction_split[interaction_split["split"] == split]
             dropped = 0
-            if kind == "fold_in":
+            if kind in ("fold_in", "cold"):
                 seen = train_items[rows["item"].to_numpy()]
                 dropped = int((~seen & (rows["role"] == "target").to_numpy()).sum())
                 rows = rows[seen]
@@ -586,14 +660,15 @@ class Evaluators:
                 mask = train_positives(train_matrix)
                 if split == "test" and validation_targets is not None:
                     mask = train_positives(mask + validation_targets)
-            elif kind == "fold_in":
+            elif kind in ("fold_in", "cold"):
                 inputs = rows[(rows["role"] == "input") & (rows["label"] == 1)]
                 history = _pair_matrix(inputs["user"].to_numpy(np.int64), inputs["item"].to_numpy(np.int64), shape)
                 mask = history
             positive = labels > 0
             if split == "validation":
                 validation_targets = _pair_matrix(users[positive], items[positive], shape)
-            evaluators[split] = SplitEvaluator(setup, split, users, items, labels, mask, history, dropped)
+            cold = {"user_features": user_features, "train": train_positives(train_matrix)} if kind == "cold" else {}
+            evaluators[split] = SplitEvaluator(setup, split, users, items, labels, mask, history, dropped, **cold)
         if not (evaluators["validation"].labels > 0).any():
             raise ValueError(
                 f"the validation split has no positive row ({evaluators['validation'].labels.size} rows): "

@@ -105,6 +105,7 @@ def catalog_for(
         "binarization": {"threshold": 4},
         "preprocessing": {},
         "split": {"validation_fraction": 0.25},
+        "cold_start": {},
         "evaluation": {"k": 5} if evaluation is None else evaluation,
         **{f"{namespace}.model": block for namespace, block in SMALL_MODELS.items()},
     }
@@ -300,6 +301,7 @@ def test_model_pipelines_share_the_data_and_own_their_block(model: str) -> None:
         "params:split",
         "params:device",
         "params:evaluation",
+        "params:cold_start",
         *(f"params:{m}.model" for m in (model, *UPSTREAM.get(model, ()))),
     }
     train = next(n for n in pipeline.nodes if n.name == f"{model}.train_model")

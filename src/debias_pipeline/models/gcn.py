@@ -19,3 +19,8 @@ class GCN(GraphRecommender):
     def make_layers(self, config: GNNConfig) -> list[nn.Module]:
         d = config.embedding_dim
         return [GCNConv(d, d, add_self_loops=True, normalize=True) for _ in range(config.num_layers)]
+
+    @property
+    def inductive(self) -> bool:
+        """On features (``inputs: features | both``) a new user has an input of its own."""
+        return self.config.inputs != "ids"

@@ -108,6 +108,14 @@ class NodeInputs(nn.Module):
         projection = self.user_projection or self.item_projection
         return projection.out_features
 
+    def new_users(self, users: torch.Tensor) -> torch.Tensor:
+        """Input vectors (len(users), d) of users the model never trained on: their
+        projected features where it reads features, zero for the ID part."""
+        out = torch.zeros(users.numel(), self._dim() if self.embedding is None else self.embedding.embedding_dim, device=users.device)
+        if self.user_projection is not None:
+            out = out + self.user_projection(self.user_features[users])
+        return out
+
     def regularized(self, nodes: torch.Tensor) -> list[torch.Tensor]:
         """The rows the L2 term weighs: the ID embeddings of ``nodes``, if any."""
         return [] if self.embedding is None else [self.embedding(nodes)]
@@ -134,9 +142,11 @@ class GraphNetwork(nn.Module):
         edge_index: torch.Tensor,
         edge_weight: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        inputs: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Final vectors of ``nodes`` (global ids) over the graph ``edge_index`` of local ids."""
-        h = self.inputs(nodes)
+        """Final vectors of ``nodes`` (global ids) over the graph ``edge_index`` of local
+        ids; ``inputs`` replaces the nodes' input vectors (new users)."""
+        h = self.inputs(nodes) if inputs is None else inputs
         for k, layer in enumerate(self.layers):
             h = layer(h, edge_index) if edge_weight is None else layer(h, edge_index, edge_weight)
             if k < len(self.layers) - 1:
@@ -221,6 +231,35 @@ class GraphRecommender(FullBatchRecommender):
         nodes = torch.arange(self._graph.shape[0], device=self.device)
         final = self.module(nodes, edge_index, weight)
         return final[: self._n_users], final[self._n_users :]
+
+    @property
+    def inductive(self) -> bool:
+        """Whether it embeds a node it never trained on from its neighbours (and features)."""
+        return False
+
+    @torch.no_grad()
+    def fold_in_users(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        """Scores (n_rows, n_items) of users it never trained on: each joins the graph as
+        a new node whose neighbours are their known items (equal weights where the
+        aggregation is weighted), its input its features (where the model reads them) and
+        no ID embedding; its final vector against the trained items'. The trained nodes
+        receive nothing from the new ones, so they keep their vectors."""
+        self._require_fitted()
+        clicks = (sp.csr_matrix(history) > 0).astype(np.float32).tocsr()
+        n, rows = self._graph.shape[0], clicks.shape[0]
+        degree = np.maximum(np.diff(clicks.indptr), 1).astype(np.float32)
+        joining = sp.csr_matrix(
+            (clicks.data / np.repeat(degree, np.diff(clicks.indptr)), clicks.indices + self._n_users, clicks.indptr),
+            shape=(rows, n),
+        )
+        extended = sp.bmat([[self._graph, None], [joining, sp.csr_matrix((rows, rows))]], format="csr")
+        if not self.weighted:
+            extended.data[:] = 1.0
+        edge_index, weight = self._edges(extended)
+        warm = self.module.inputs(torch.arange(n, device=self.device))
+        fresh = self.module.inputs.new_users(torch.from_numpy(np.asarray(users, dtype=np.int64)).to(self.device))
+        final = self.module(None, edge_index, weight, inputs=torch.cat([warm, fresh]))[n:]
+        return (final @ self._item_emb.T).cpu().numpy()
 
     def loss(self, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{self.name} trains on mini-batches only (loss: bpr)")

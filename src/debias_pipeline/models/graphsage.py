@@ -42,3 +42,7 @@ class GraphSAGE(GraphRecommender):
             SAGEConv(d, d, aggr=config.aggregator, project=project, normalize=config.normalize)
             for _ in range(config.num_layers)
         ]
+
+    @property
+    def inductive(self) -> bool:
+        return True

@@ -67,3 +67,7 @@ class PinSage(GraphRecommender):
         return WarmupHardSampler(
             interactions, generator, config.hard_pool_size, config.hard_negative_share, config.hard_negative_start
         )
+
+    @property
+    def inductive(self) -> bool:
+        return True

@@ -23,7 +23,14 @@ from debias_pipeline.datasets import RawData, dataset_spec
 from debias_pipeline.datasets.registry import DatasetSpec
 from debias_pipeline.features import encode_item_features, encode_user_features
 from debias_pipeline.models.base import TrainData
-from debias_pipeline.protocols import EvaluationConfig, Evaluators, SplitConfig, evaluation_setup, split_for_protocol
+from debias_pipeline.protocols import (
+    ColdStartConfig,
+    EvaluationConfig,
+    Evaluators,
+    SplitConfig,
+    evaluation_setup,
+    split_for_protocol,
+)
 from debias_pipeline.simulation import GroundTruth, SyntheticConfig, generate_synthetic
 
 RATING_COLUMNS = ["user", "item", "rating", "timestamp", "source"]
@@ -374,9 +381,15 @@ def _social_edges(social: pd.DataFrame | None, users: np.ndarray, summary: dict[
 
 
 def split_interactions(
-    interactions: pd.DataFrame, split: SplitConfig, evaluation: EvaluationConfig, dataset: str, seed: int
+    interactions: pd.DataFrame,
+    split: SplitConfig,
+    evaluation: EvaluationConfig,
+    dataset: str,
+    seed: int,
+    cold_start: ColdStartConfig = ColdStartConfig(),  # noqa: B008 (frozen, so one default instance is safe)
 ) -> pd.DataFrame:
-    """The split of the evaluation protocol (``protocols.split_for_protocol``).
+    """The split of the evaluation protocol (``protocols.split_for_protocol``;
+    ``cold_start`` is read by that protocol only).
 
     Returns:
         Every row with ``split`` (train | validation | test) and ``role`` (input: seen
@@ -384,7 +397,7 @@ def split_interactions(
         ``leave_one_out`` (label 0). Seeded by ``seed``.
     """
     setup = evaluation_setup(evaluation, dataset)
-    return split_for_protocol(interactions, setup, split, dataset_spec(dataset), seed)
+    return split_for_protocol(interactions, setup, split, dataset_spec(dataset), seed, cold_start)
 
 
 def count_entities(id_maps: pd.DataFrame) -> tuple[int, int]:
@@ -458,9 +471,12 @@ def build_evaluators(
     evaluation: EvaluationConfig,
     dataset: str,
     dataset_summary: dict[str, Any],
+    user_features: pd.DataFrame | None = None,
 ) -> Evaluators:
-    """The validation and test evaluators of the run's protocol (see ``protocols``)."""
-    return Evaluators.build(interaction_split, train_matrix, evaluation_setup(evaluation, dataset), dataset_summary)
+    """The validation and test evaluators of the run's protocol (see ``protocols``);
+    ``cold_start`` falls back to the users with the same ``user_features``."""
+    features = None if user_features is None else encode_user_features(user_features)
+    return Evaluators.build(interaction_split, train_matrix, evaluation_setup(evaluation, dataset), dataset_summary, features)
 
 
 @dataclass(frozen=True)
@@ -491,6 +507,7 @@ def process_dataset(
     preprocessing: dict[str, Any] | None = None,
     split: dict[str, Any] | None = None,
     evaluation: dict[str, Any] | None = None,
+    cold_start: dict[str, Any] | None = None,
 ) -> ProcessedData:
     """The data-processing nodes in a row, in memory (for the sweeps of
     ``study_hypotheses`` and for tests); every block defaults to its defaults."""
@@ -499,10 +516,10 @@ def process_dataset(
     interactions, id_maps, items, users, social, summary = index_interactions(
         labeled, raw_data, truth, preprocessing or {}, dataset
     )
-    interaction_split = split_interactions(interactions, split or {}, evaluation or {}, dataset, seed)
+    interaction_split = split_interactions(interactions, split or {}, evaluation or {}, dataset, seed, cold_start or {})
     train_matrix = build_train_matrix(interaction_split, id_maps)
     train_data = build_train_data(train_matrix, build_normalized_adjacency(train_matrix), users, items, social)
-    evaluators = build_evaluators(interaction_split, train_matrix, evaluation or {}, dataset, summary)
+    evaluators = build_evaluators(interaction_split, train_matrix, evaluation or {}, dataset, summary, users)
     return ProcessedData(
         ratings, truth, interactions, id_maps, items, users, social, summary, interaction_split, train_matrix, train_data, evaluators
     )

@@ -38,7 +38,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             ),
             node(
                 split_interactions,
-                inputs=["interactions", "params:split", "params:evaluation", "params:dataset", "params:seed"],
+                inputs=["interactions", "params:split", "params:evaluation", "params:dataset", "params:seed", "params:cold_start"],
                 outputs="interaction_split",
                 name="split_interactions",
             ),
@@ -62,7 +62,14 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             ),
             node(
                 build_evaluators,
-                inputs=["interaction_split", "train_matrix", "params:evaluation", "params:dataset", "dataset_summary"],
+                inputs=[
+                    "interaction_split",
+                    "train_matrix",
+                    "params:evaluation",
+                    "params:dataset",
+                    "dataset_summary",
+                    "user_features",
+                ],
                 outputs="evaluators",
                 name="build_evaluators",
             ),
