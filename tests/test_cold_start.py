@@ -109,17 +109,22 @@ def test_each_model_gets_its_way_with_a_new_user() -> None:
     assert set(nothing.sources[users]) == {"feature_mean"}
 
 
-def test_inductive_new_users_leave_the_trained_nodes_alone() -> None:
+def test_an_inductive_new_user_is_its_layer_over_its_known_items_by_hand() -> None:
     table = split(known=3)
     train = train_positive_matrix(table, (N_USERS, N_ITEMS))
-    sage = _fitted("graphsage", train, embedding_dim=4, batch_size=32, fanouts=[3, 2])
-    warm = np.flatnonzero(np.diff(train.indptr) > 0)[:3]
-    # A warm user's own train row as a new user's history: same neighbours, but no ID input.
-    folded = sage.fold_in_users(train[warm], warm)
-    assert folded.shape == (3, N_ITEMS)
-    before = sage.score(warm)
-    sage.fold_in_users(train[warm], warm)
-    np.testing.assert_array_equal(sage.score(warm), before)
+    # One mean-aggregating GraphSAGE layer: h_new = W_l · mean(inputs of its items) + b + W_r · 0.
+    sage = _fitted("graphsage", train, embedding_dim=4, num_layers=1, batch_size=32, fanouts=[3])
+    history = sp.csr_matrix(([1.0, 1.0], ([0, 0], [2, 5])), shape=(1, N_ITEMS), dtype=np.float32)
+    layer = sage.module.layers[0]
+    with torch.no_grad():
+        items = sage.module.inputs(torch.tensor([N_USERS + 2, N_USERS + 5]))
+        vector = items.mean(dim=0) @ layer.lin_l.weight.T + layer.lin_l.bias
+        expected = (vector @ sage._item_emb.T).numpy()
+    np.testing.assert_allclose(sage.fold_in_users(history, np.array([7]))[0], expected, rtol=1e-5, atol=1e-6)
+    # The trained nodes receive nothing from it: their scores are as before.
+    before = sage.score()
+    sage.fold_in_users(history, np.array([7]))
+    np.testing.assert_array_equal(sage.score(), before)
 
 
 def test_the_evaluation_reports_the_ways_per_user_group() -> None:

@@ -120,8 +120,9 @@ def test_one_step_of_the_dae_loss_recomputed_from_its_parts() -> None:
     loss = model.batch_loss(batch, torch.Generator().manual_seed(1), updates=0)
     kept = batch.copy()
     kept.data = (draws.numpy() >= 0.5).astype(np.float32) / 0.5
-    dense_kept = torch.from_numpy(kept.toarray())
-    normalized = dense_kept / dense_kept.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    dense = torch.from_numpy(batch.toarray())
+    # The paper's order: the clicks at unit norm, then dropout (kept ones scaled by 1/0.5).
+    normalized = dense / dense.norm(dim=1, keepdim=True).clamp_min(1e-30) * torch.from_numpy(kept.toarray())
     encoder, decoder = model.module.encoder, model.module.decoder
     z = encoder[1](torch.tanh(encoder[0](normalized)))
     logits = decoder[1](torch.tanh(decoder[0](z)))
@@ -140,9 +141,10 @@ def test_normalized_rows_unit_norm_empty_rows_and_dropout() -> None:
     clicks = sp.csr_matrix(np.array([[1, 0, 1, 1], [0, 0, 0, 0], [0, 1, 0, 0]], dtype=np.float32))
     dense = normalized_rows(clicks, CPU).to_dense()
     np.testing.assert_allclose(dense.norm(dim=1).numpy(), [1, 0, 1], rtol=1e-6)
-    keep = np.array([2.0, 0.0, 2.0, 2.0])  # dropout 0.5: the second click dropped
+    keep = np.array([2.0, 0.0, 2.0, 2.0])  # dropout 0.5: the second click dropped, the rest doubled
     dropped = normalized_rows(clicks, CPU, keep).to_dense().numpy()
-    np.testing.assert_allclose(dropped[0], [1 / math.sqrt(2), 0, 0, 1 / math.sqrt(2)], rtol=1e-6)
+    # Normalized first (each click 1/√3), then dropped out: dropout(l2_normalize(x)).
+    np.testing.assert_allclose(dropped[0], [2 / math.sqrt(3), 0, 0, 2 / math.sqrt(3)], rtol=1e-6)
 
 
 def test_the_sparse_encoder_equals_the_dense_one() -> None:

@@ -104,3 +104,23 @@ def test_the_layers_are_seeded_without_touching_the_global_generator(name: str) 
     assert torch.equal(torch.random.get_rng_state(), state)  # fork_rng restores it
     again = build(name, epochs=2).fit(checkerboard().data)
     assert np.array_equal(first.score(), again.score())
+
+
+def test_pinsage_aggregates_its_weighted_neighbours_in_the_right_direction() -> None:
+    # Node 0's importance neighbours are 1 (0.75) and 2 (0.25); node 1's only 0. The layer:
+    # h_v = W_1 h_v + W_2 Σ_u W[v, u] h_u (GraphConv), messages from u to v.
+    from debias_pipeline.models.pinsage import PinSage
+    from tests.models.test_contract import build, checkerboard
+
+    model = build("pinsage", epochs=1, num_layers=1, fanouts=[10])
+    model.fit(checkerboard().data)
+    weights = sp.csr_matrix(([0.75, 0.25, 1.0], ([0, 0, 1], [1, 2, 0])), shape=(48, 48), dtype=np.float32)
+    edge_index, edge_weight = PinSage._edges(model, weights)
+    layer = model.module.layers[0]
+    h = model.module.inputs(torch.arange(48))
+    with torch.no_grad():
+        out = layer(h, edge_index, edge_weight)
+        expected0 = layer.lin_root(h[0]) + layer.lin_rel(0.75 * h[1] + 0.25 * h[2])
+        expected2 = layer.lin_root(h[2]) + layer.lin_rel.bias  # nothing flows into 2
+    torch.testing.assert_close(out[0], expected0, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out[2], expected2, rtol=1e-5, atol=1e-6)

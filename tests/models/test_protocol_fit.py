@@ -15,7 +15,7 @@ from debias_pipeline.pipelines.evaluation.nodes import evaluate_model
 from debias_pipeline.pipelines.training.nodes import train_model
 from tests.models.test_contract import small_params
 
-PROTOCOLS = ("full_ranking", "leave_one_out", "strong_generalization")
+PROTOCOLS = ("full_ranking", "leave_one_out", "strong_generalization", "cold_start")
 
 
 def small_log(seed: int = 0) -> RawData:
@@ -30,7 +30,9 @@ def small_log(seed: int = 0) -> RawData:
     table = pd.DataFrame(
         {"user": users, "item": items, "rating": np.nan, "timestamp": times, "part": "all", "line": np.arange(1, len(rows) + 1)}
     )
-    return RawData(name="custom", interactions=table, files={"all": "log.csv"})
+    # Ties within each taste group (u ~ u + 2), for the models that read them.
+    social = pd.DataFrame({"user": [f"u{u}" for u in range(38)], "friend": [f"u{u + 2}" for u in range(38)], "line": np.arange(1, 39)})
+    return RawData(name="custom", interactions=table, files={"all": "log.csv"}, social=social)
 
 
 def prepared(protocol: str):
@@ -39,6 +41,7 @@ def prepared(protocol: str):
         "custom",
         evaluation={"protocol": protocol, "k": [5]},
         split={"num_negatives": 10, "validation_users": 4, "test_users": 4},
+        cold_start={"users": 4, "validation_users": 4, "known_interactions": 3},
     )
     return data.train_data, data.evaluators
 

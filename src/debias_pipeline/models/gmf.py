@@ -24,11 +24,6 @@ class GMFNetwork(PairNetwork):
         """The last layer's input, p_u ⊙ q_i (n, d)."""
         return self.user_embedding(users) * self.item_embedding(items)
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.output(self.features(users, items)).squeeze(-1)
-
-    def embedding_rows(self, users: torch.Tensor, items: torch.Tensor) -> list[torch.Tensor]:
-        return [self.user_embedding(users), self.item_embedding(items)]
 
 
 class GMF(NCFRecommender):

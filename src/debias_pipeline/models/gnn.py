@@ -69,56 +69,60 @@ class GNNConfig(TrainingConfig):
 
 
 class NodeInputs(nn.Module):
-    """Every node's input vector: its ID embedding, its projected features, or both."""
+    """Every node's input vector: its ID embedding, its projected features, or both.
+    With ``inputs: features``, a side without features (users of a dataset with item
+    genres only) has ID embeddings, as the survey gives nodes without features."""
 
     def __init__(self, data: TrainData, config: GNNConfig, generator: torch.Generator) -> None:
         super().__init__()
-        self.n_users, n_nodes, d = data.n_users, data.n_users + data.n_items, config.embedding_dim
-        self.embedding = normal_embedding(n_nodes, d, generator) if config.inputs in ("ids", "both") else None
+        self.n_users, n_nodes, self.dim = data.n_users, data.n_users + data.n_items, config.embedding_dim
         self.user_projection = self.item_projection = None
+        has_ids = torch.full((n_nodes,), config.inputs in ("ids", "both"))
         if config.inputs in ("features", "both"):
             if data.user_features is None and data.item_features is None:
                 raise ValueError(
                     f"inputs: {config.inputs} needs user or item features, and this dataset has none; use inputs: ids"
                 )
-            features = []
+            projections = []
             for side, table in (("user", data.user_features), ("item", data.item_features)):
                 rows = data.n_users if side == "user" else data.n_items
                 table = np.zeros((rows, 0), np.float32) if table is None else np.asarray(table, np.float32)
                 self.register_buffer(f"{side}_features", torch.from_numpy(table))
-                features.append(glorot_linear(table.shape[1], d, generator) if table.shape[1] else None)
-            self.user_projection, self.item_projection = features
+                projections.append(glorot_linear(table.shape[1], self.dim, generator) if table.shape[1] else None)
+                if not table.shape[1]:  # this side has no features: ID embeddings instead
+                    side_nodes = slice(0, data.n_users) if side == "user" else slice(data.n_users, n_nodes)
+                    has_ids[side_nodes] = True
+            self.user_projection, self.item_projection = projections
+        self.register_buffer("has_ids", has_ids)
+        self.embedding = normal_embedding(n_nodes, self.dim, generator) if bool(has_ids.any()) else None
 
     def forward(self, nodes: torch.Tensor) -> torch.Tensor:
         """Input vectors (len(nodes), d) of the given global node ids."""
-        parts = []
+        out = torch.zeros(nodes.numel(), self.dim, device=nodes.device)
         if self.embedding is not None:
-            parts.append(self.embedding(nodes))
-        if self.user_projection is not None or self.item_projection is not None:
-            is_user = nodes < self.n_users
-            out = torch.zeros(nodes.numel(), self._dim(), device=nodes.device)
-            if self.user_projection is not None:
-                out[is_user] = self.user_projection(self.user_features[nodes[is_user]])
-            if self.item_projection is not None:
-                out[~is_user] = self.item_projection(self.item_features[nodes[~is_user] - self.n_users])
-            parts.append(out)
-        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
-
-    def _dim(self) -> int:
-        projection = self.user_projection or self.item_projection
-        return projection.out_features
+            out = out + self.embedding(nodes) * self.has_ids[nodes, None]
+        is_user = nodes < self.n_users
+        if self.user_projection is not None:
+            out[is_user] = out[is_user] + self.user_projection(self.user_features[nodes[is_user]])
+        if self.item_projection is not None:
+            out[~is_user] = out[~is_user] + self.item_projection(self.item_features[nodes[~is_user] - self.n_users])
+        return out
 
     def new_users(self, users: torch.Tensor) -> torch.Tensor:
         """Input vectors (len(users), d) of users the model never trained on: their
         projected features where it reads features, zero for the ID part."""
-        out = torch.zeros(users.numel(), self._dim() if self.embedding is None else self.embedding.embedding_dim, device=users.device)
+        out = torch.zeros(users.numel(), self.dim, device=users.device)
         if self.user_projection is not None:
             out = out + self.user_projection(self.user_features[users])
         return out
 
     def regularized(self, nodes: torch.Tensor) -> list[torch.Tensor]:
         """The rows the L2 term weighs: the ID embeddings of ``nodes``, if any."""
-        return [] if self.embedding is None else [self.embedding(nodes)]
+        return [] if self.embedding is None else [self.embedding(nodes) * self.has_ids[nodes, None]]
+
+
+def _stream_seed(seed: int, stream: int) -> int:
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
 
 
 def dropout(x: torch.Tensor, rate: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -175,9 +179,10 @@ class GraphRecommender(FullBatchRecommender):
         config: GNNConfig = self.config
         restored = getattr(self, "_restored_graph", None)
         self._graph = self.neighborhoods(data, generator) if restored is None else restored
-        # Neighbourhoods are drawn on the CPU (numpy), dropout on the model's device.
-        self._sampling = torch.Generator().manual_seed(self.seed + 1)
-        self._dropout = torch.Generator(device=self.device).manual_seed(self.seed + 2)
+        # Neighbourhoods are drawn on the CPU (numpy), dropout on the model's device, each
+        # from its own stream of the seed (no stream of one seed is another seed's).
+        self._sampling = torch.Generator().manual_seed(_stream_seed(self.seed, 1))
+        self._dropout = torch.Generator(device=self.device).manual_seed(_stream_seed(self.seed, 2))
         self._n_users = data.n_users
         inputs = NodeInputs(data, config, generator)
         # PyG initializes its layers from the global generator: fork it, seeded from
@@ -191,13 +196,14 @@ class GraphRecommender(FullBatchRecommender):
         """``FullBatchRecommender``'s, the neighbourhoods the model was trained with
         (drawn at random for PinSage), so a restored model aggregates the same ones, and
         the node features it read."""
+        state = super().state_dict()  # refuses an unfitted model
         inputs = self.module.inputs
         features = {
             f"{side}_features": getattr(inputs, f"{side}_features").cpu().numpy().copy()
             for side in ("user", "item")
             if hasattr(inputs, f"{side}_features")
         }
-        return {**super().state_dict(), "neighborhoods": self._graph.copy(), **features}
+        return {**state, "neighborhoods": self._graph.copy(), **features}
 
     def load_state_dict(self, state: dict[str, Any], data: TrainData) -> Self:
         self._restored_graph = state.get("neighborhoods")
@@ -224,7 +230,11 @@ class GraphRecommender(FullBatchRecommender):
             return edge_index, None
         sources, targets = sub.nodes[sub.edge_index[0]], sub.nodes[sub.edge_index[1]]
         weight = np.asarray(self._graph[targets, sources]).ravel().astype(np.float32)
-        return edge_index, torch.from_numpy(weight).to(self.device)
+        # A target keeps some of its weighted neighbours: their weights renormalized to
+        # sum to one, as over the whole neighbourhood at evaluation.
+        totals = np.bincount(sub.edge_index[1], weights=weight, minlength=sub.nodes.size)
+        weight = weight / totals[sub.edge_index[1]]
+        return edge_index, torch.from_numpy(weight.astype(np.float32)).to(self.device)
 
     def preference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         edge_index, weight = self._edges(self._graph)

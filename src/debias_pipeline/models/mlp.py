@@ -77,11 +77,6 @@ class MLPNetwork(PairNetwork):
         """The tower's output φ (n, output_dim)."""
         return self.tower(torch.cat([self.user_embedding(users), self.item_embedding(items)], dim=1))
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.output(self.features(users, items)).squeeze(-1)
-
-    def embedding_rows(self, users: torch.Tensor, items: torch.Tensor) -> list[torch.Tensor]:
-        return [self.user_embedding(users), self.item_embedding(items)]
 
 
 class MLP(NCFRecommender):

@@ -103,14 +103,15 @@ class AutoencoderNetwork(nn.Module):
 
 
 def normalized_rows(clicks: sp.csr_matrix, device: torch.device, keep: np.ndarray | None = None) -> torch.Tensor:
-    """The rows of ``clicks`` scaled to unit L2 norm as a float32 sparse CSR tensor;
-    ``keep`` (a 0/1 mask of the nonzeros, already divided by 1 − rate) applies input
-    dropout to the clicks themselves (a zero entry stays zero under dropout)."""
-    data = np.ones(clicks.nnz, dtype=np.float32) if keep is None else keep.astype(np.float32)
-    squared = sp.csr_matrix((data**2, clicks.indices, clicks.indptr), shape=clicks.shape).sum(axis=1)
-    norms = np.sqrt(np.asarray(squared, dtype=np.float32).ravel())
-    norms[norms == 0] = 1.0
-    data = data / np.repeat(norms, np.diff(clicks.indptr))
+    """The binary rows of ``clicks`` scaled to unit L2 norm, then, with ``keep`` (a 0/1
+    mask of the nonzeros already divided by 1 − rate), input dropout, as in the paper's
+    code (``dropout(l2_normalize(x))``; a zero entry stays zero under dropout), as a
+    float32 sparse CSR tensor."""
+    counts = np.diff(clicks.indptr)
+    norms = np.sqrt(np.maximum(counts, 1)).astype(np.float32)  # the norm of a 0/1 row
+    data = np.repeat(1.0 / norms, counts).astype(np.float32)
+    if keep is not None:
+        data = data * keep.astype(np.float32)
     return torch.sparse_csr_tensor(
         torch.from_numpy(clicks.indptr.astype(np.int64)),
         torch.from_numpy(clicks.indices.astype(np.int64)),

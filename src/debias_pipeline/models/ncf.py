@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from debias_pipeline.config import require
-from debias_pipeline.metrics import FULL_RANKING_CHUNK_ELEMENTS
 from debias_pipeline.models.base import (
     NetworkRecommender,
     TrainData,
@@ -89,15 +88,26 @@ def normal_embedding(rows: int, dim: int, generator: torch.Generator) -> nn.Embe
     return table
 
 
+# Pairs per forward pass when scoring: bounds the activations (the widest NCF tower,
+# 64 factors and 3 layers, is 512 wide: 256 MB of float32 at this size).
+SCORE_CHUNK_PAIRS = 1 << 17
+
+
 class PairNetwork(nn.Module):
-    """A network scoring (user, item) pairs: ``forward(users, items)`` -> logits (n,)."""
+    """A network scoring (user, item) pairs: ``forward(users, items)`` -> logits (n,),
+    ``output(features(users, items))``; ``user_embedding`` and ``item_embedding`` are
+    its tables (GMF, MLP)."""
 
     @abstractmethod
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor: ...
+    def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The prediction layer's input (n, width)."""
 
-    @abstractmethod
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.output(self.features(users, items)).squeeze(-1)
+
     def embedding_rows(self, users: torch.Tensor, items: torch.Tensor) -> list[torch.Tensor]:
         """The embedding rows of the pairs, for the L2 term."""
+        return [self.user_embedding(users), self.item_embedding(items)]
 
 
 class NCFRecommender(NetworkRecommender):
@@ -153,7 +163,7 @@ class NCFRecommender(NetworkRecommender):
     def score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         self._require_fitted()
         u, i = _index(users, self.device), _index(items, self.device)
-        step = FULL_RANKING_CHUNK_ELEMENTS
+        step = SCORE_CHUNK_PAIRS
         return torch.cat([self.module(u[s : s + step], i[s : s + step]) for s in range(0, u.numel(), step)]).cpu().numpy()
 
     @torch.no_grad()
@@ -195,8 +205,12 @@ class SampledBCEEpochs:
         all_items = torch.arange(n_items, device=self.users.device)
 
         def score_users(users: torch.Tensor) -> torch.Tensor:
-            pairs = module(users.repeat_interleave(n_items), all_items.repeat(users.numel()))
-            return pairs.view(users.numel(), n_items)
+            step = max(1, SCORE_CHUNK_PAIRS // n_items)
+            parts = [
+                module(chunk.repeat_interleave(n_items), all_items.repeat(chunk.numel())).view(chunk.numel(), n_items)
+                for chunk in users.split(step)
+            ]
+            return torch.cat(parts)
 
         self.sampler.refresh(score_users)
 

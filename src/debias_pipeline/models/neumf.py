@@ -49,9 +49,8 @@ class NeuMFNetwork(PairNetwork):
         self.mlp = MLPNetwork(n_users, n_items, config, generator, with_output=False)
         self.output = lecun_linear(config.embedding_dim + config.output_dim, 1, generator)
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        features = torch.cat([self.gmf.features(users, items), self.mlp.features(users, items)], dim=1)
-        return self.output(features).squeeze(-1)
+    def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.gmf.features(users, items), self.mlp.features(users, items)], dim=1)
 
     def embedding_rows(self, users: torch.Tensor, items: torch.Tensor) -> list[torch.Tensor]:
         return self.gmf.embedding_rows(users, items) + self.mlp.embedding_rows(users, items)
