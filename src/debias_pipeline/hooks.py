@@ -28,7 +28,7 @@ from kedro_mlflow.config.kedro_mlflow_config import KedroMlflowConfig
 from mlflow.entities import RunStatus
 from sqlalchemy.engine import make_url
 
-from debias_pipeline.config import as_mapping, closest
+from debias_pipeline.config import as_mapping, build_config, closest
 from debias_pipeline.datasets.registry import dataset_spec
 from debias_pipeline.device import resolve_device
 from debias_pipeline.models.neumf import check_pretrained_sizes
@@ -36,6 +36,7 @@ from debias_pipeline.models.registry import model_block
 from debias_pipeline.pipelines.data_processing.nodes import resolve_threshold
 from debias_pipeline.pipelines.reproduce_thesis.nodes import candidate_blocks, thesis_config
 from debias_pipeline.protocols import check_model_fits_protocol, evaluation_setup
+from debias_pipeline.tuning import TuneConfig, check_space
 from debias_pipeline.runs import JOURNAL_FOLDER, RunInterrupted, RunJournal, recover_unfinished_runs
 
 logger = logging.getLogger(__name__)
@@ -147,6 +148,8 @@ def validate_parameters(parameters: dict[str, Any], pipeline: Pipeline) -> None:
     if "parameters" in pipeline.inputs() and "reproduce_thesis" in parameters:
         _validate_thesis_rows(parameters)
     _validate_pretraining(parameters, used)
+    if "tune" in used:
+        check_space(build_config(TuneConfig, parameters.get("tune"), "tune"), parameters)
     for name in sorted(used):
         if name.endswith(".model") or name == "model":
             block = model_block(_lookup(parameters, name), name)

@@ -11,6 +11,7 @@ in the block ``<namespace>.model`` of ``conf/base/parameters_training.yml``:
 - ``recommend``: the top-N of a trained model for named users (no training);
 - ``reproduce_thesis``: the study's tables over several seeds (its own package);
 - ``study_hypotheses``: the study's hypotheses on simulated worlds, against the truth;
+- ``tune``: an Optuna study of one model block on the validation metric (``tuning``);
 - ``__default__``: data processing, then every model but those that need social ties.
 """
 
@@ -24,6 +25,7 @@ from debias_pipeline.pipelines.recommend import pipeline as recommend
 from debias_pipeline.pipelines.reproduce_thesis import pipeline as reproduce_thesis
 from debias_pipeline.pipelines.study_hypotheses import pipeline as study_hypotheses
 from debias_pipeline.pipelines.training import pipeline as training
+from debias_pipeline.pipelines.tune import pipeline as tune
 
 MODEL_NAMESPACES = (
     "mf",
@@ -82,5 +84,6 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines["recommend"] = recommend.create_pipeline()
     pipelines["reproduce_thesis"] = shared + reproduce_thesis.create_pipeline()
     pipelines["study_hypotheses"] = training.create_device_pipeline() + study_hypotheses.create_pipeline()
+    pipelines["tune"] = shared + tune.create_pipeline()
     pipelines["__default__"] = shared + sum(general.values(), Pipeline([]))
     return pipelines

@@ -268,6 +268,7 @@ def test_registered_pipelines() -> None:
         "recommend",
         "reproduce_thesis",
         "study_hypotheses",
+        "tune",
         *(f"train_{m}" for m in expected_models),
     }
     assert {n.name for n in pipelines["recommend"].nodes} == {"recommend_for_users"}

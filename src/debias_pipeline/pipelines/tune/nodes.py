@@ -1,0 +1,115 @@
+"""The ``tune`` pipeline's nodes: run the Optuna study of one model block on the
+validation metric, then report it (trials, best values, plots, nested MLflow runs)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.figure  # noqa: E402
+import mlflow  # noqa: E402
+import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from debias_pipeline.models import TrainData  # noqa: E402
+from debias_pipeline.protocols import Evaluators  # noqa: E402
+from debias_pipeline.tuning import TuneConfig, optimize  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+def _lookup(parameters: dict[str, Any], dotted: str) -> Any:
+    value: Any = parameters
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise ValueError(f"parameter 'tune.model' names {dotted.split('.')[0]!r}, which has no block '{dotted}'")
+        value = value[part]
+    return value
+
+
+def run_study(
+    train_data: TrainData,
+    evaluators: Evaluators,
+    parameters: dict[str, Any],
+    tune: TuneConfig,
+    dataset: str,
+    seed: int,
+    compute_device: torch.device,
+) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
+    """Bring the study ``<dataset>-<model>`` (or ``tune.study_name``) to
+    ``tune.n_trials`` finished trials, each scored by the validation metric only.
+
+    Returns:
+        The study's trials (one row each: number, state, value, parameters, epochs);
+        the best values as parameter overrides (``{<model>: {model: {...}}}``, a YAML
+        artifact a later run can use); a summary (study, storage, best value, counts).
+    """
+    name = tune.study_name or f"{dataset}-{tune.model}"
+    base = _lookup(parameters, f"{tune.model}.model")
+    study = optimize(tune, name, base, train_data, evaluators.validation, seed, compute_device)
+    trials = study.trials_dataframe(attrs=("number", "state", "value", "params", "duration"))
+    trials["evaluations"] = [len(t.intermediate_values) for t in study.trials]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise RuntimeError(f"study {name!r} has no complete trial (all {len(study.trials)} pruned or failed)")
+    best = study.best_trial
+    overrides: dict[str, Any] = {}
+    for dotted, value in best.params.items():
+        node = overrides.setdefault(tune.model, {}).setdefault("model", {})
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    counts = trials["state"].value_counts().to_dict()
+    summary = {
+        "study": name,
+        "storage": tune.storage,
+        "metric": f"validation_{evaluators.validation.metric}",
+        "best_value": float(best.value),
+        "best_trial": int(best.number),
+        "best_params": dict(best.params),
+        "trials": {str(k): int(v) for k, v in counts.items()},
+    }
+    logger.info("study %s: best validation %s %.4f at trial %d: %s", name, evaluators.validation.metric, best.value, best.number, best.params)
+    _log_trials(study, tune.model)
+    return trials, overrides, summary
+
+
+def _log_trials(study: optuna.Study, model: str) -> None:
+    """Every trial as a nested MLflow run of the active run: its values, state, value
+    and validation curve (nothing when no run is active)."""
+    if mlflow.active_run() is None:
+        return
+    for trial in study.trials:
+        with mlflow.start_run(run_name=f"{study.study_name} · trial {trial.number}", nested=True):
+            mlflow.log_params({f"{model}.model.{k}": v for k, v in trial.params.items()})
+            mlflow.set_tags({"optuna.study": study.study_name, "optuna.trial": trial.number, "optuna.state": trial.state.name})
+            if trial.value is not None:
+                mlflow.log_metric("validation_best", trial.value)
+            for step, value in sorted(trial.intermediate_values.items()):
+                mlflow.log_metric("epoch_validation", value, step=int(step))
+
+
+def plot_study(trials: pd.DataFrame, summary: dict[str, Any], tune: TuneConfig) -> tuple[matplotlib.figure.Figure, ...]:
+    """Optimization history, parameter importances and parallel coordinates (Optuna's
+    matplotlib plots) of the stored study."""
+    from optuna.visualization import matplotlib as plots
+
+    study = optuna.load_study(study_name=summary["study"], storage=tune.storage)
+    figures = [plots.plot_optimization_history(study).figure]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) >= 2 and len(study.best_params) >= 1:
+        try:
+            figures.append(plots.plot_param_importances(study).figure)
+        except (RuntimeError, ValueError) as error:  # a constant parameter or too few trials
+            logger.warning("no parameter importances: %s", error)
+            figures.append(matplotlib.figure.Figure())
+        figures.append(plots.plot_parallel_coordinate(study).figure)
+    else:
+        figures += [matplotlib.figure.Figure(), matplotlib.figure.Figure()]
+    return tuple(figures)

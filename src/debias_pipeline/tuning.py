@@ -1,0 +1,331 @@
+"""Hyperparameter search with Optuna over a relational storage, trials run in parallel
+on Dask workers (``kedro run --pipelines=tune``).
+
+A trial trains one model block with the trial's values, early-stopped on the
+protocol's validation metric, and reports that metric after every validation
+evaluation (step k: the k-th evaluation), so the pruner can stop a trial whose curve
+falls behind the others' at the same evaluation; its value is the best validation
+score. Test metrics are never computed. The study lives in the
+storage (``sqlite:///optuna.db`` by default, a PostgreSQL URL to share it between
+machines): rerunning the same command resumes it, finished trials counted once, and a
+trial whose worker died (its heartbeat stopped) is marked failed and retried.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import warnings
+
+import numpy as np
+import optuna
+import torch
+
+from debias_pipeline.config import Params, ParameterError, require
+from debias_pipeline.models import ModelBlock, TrainData, build_model, model_block
+
+logger = logging.getLogger(__name__)
+
+# Seconds between a running trial's heartbeats, and after how long without one it counts
+# as failed (its worker died) and is retried.
+HEARTBEAT_SECONDS = 10
+GRACE_SECONDS = 30
+MAX_RETRIES = 2
+
+
+class Dimension(Params):
+    """One hyperparameter of a search space.
+
+    Attributes:
+        type: ``float``, ``int`` or ``categorical``.
+        low, high: the range (``float``, ``int``).
+        log: sample on a log scale (``float``, ``int``).
+        step: the grid step of an ``int`` or ``float`` range (``null``: none).
+        choices: the values of a ``categorical`` one.
+    """
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    def check(self) -> None:
+        if self.type == "categorical":
+            require(bool(self.choices), "a categorical dimension needs choices")
+        else:
+            require(self.low is not None and self.high is not None, f"a {self.type} dimension needs low and high")
+            require(self.low <= self.high, f"low ({self.low}) must not exceed high ({self.high})")
+            require(not self.log or self.low > 0, f"a log-scale dimension needs low > 0, got {self.low}")
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        if self.type == "categorical":
+            return trial.suggest_categorical(name, list(self.choices))
+        if self.type == "int":
+            step = 1 if self.step is None else int(self.step)
+            return trial.suggest_int(name, int(self.low), int(self.high), step=step, log=self.log)
+        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+
+
+class TuneConfig(Params):
+    """The ``tune`` parameter block.
+
+    Attributes:
+        model: the namespace whose block ``<model>.model`` is tuned (``lightgcn``).
+        n_trials: finished trials (complete or pruned) the study should hold; a rerun
+            only adds the missing ones.
+        storage: Optuna's storage URL (``sqlite:///optuna.db``, or
+            ``postgresql+psycopg2://user:pass@host/db`` to share a study).
+        study_name: ``null``: ``<dataset>-<model>``.
+        sampler: ``tpe`` or ``random``, seeded by ``seed``.
+        pruner: ``median`` (stop a trial below the median of the others at the same
+            epoch), ``hyperband`` or ``none``.
+        warmup_evaluations: validation evaluations before the median pruner may stop a trial.
+        workers: trials run at once on a local Dask cluster of this many processes.
+        scheduler: an existing Dask scheduler (``tcp://host:8786``) instead of the local
+            cluster; every worker needs the project installed and the storage reachable.
+        spaces: per namespace, the search space: hyperparameter -> ``Dimension``
+            (dotted names reach nested blocks: ``preference.num_layers``).
+    """
+
+    model: str = "lightgcn"
+    n_trials: int = 20
+    storage: str = "sqlite:///optuna.db"
+    study_name: str | None = None
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    warmup_evaluations: int = 2
+    workers: int = 1
+    scheduler: str | None = None
+    spaces: dict[str, dict[str, Dimension]] = {}
+
+    def check(self) -> None:
+        require(self.n_trials >= 1, f"n_trials must be >= 1, got {self.n_trials}")
+        require(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
+        require(self.warmup_evaluations >= 0, f"warmup_evaluations must be >= 0, got {self.warmup_evaluations}")
+        require(
+            self.model in self.spaces,
+            f"model {self.model!r} has no search space; spaces are declared for: {', '.join(sorted(self.spaces)) or 'none'}",
+        )
+
+    @property
+    def space(self) -> dict[str, Dimension]:
+        return self.spaces[self.model]
+
+
+def _set(block: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        block = block.setdefault(part, {})
+    block[parts[-1]] = value
+
+
+def trial_block(base: ModelBlock | Mapping[str, Any], values: Mapping[str, Any], where: str) -> ModelBlock:
+    """The model block ``base`` with a trial's ``values`` set (dotted names), checked."""
+    block = copy.deepcopy(base.model_dump() if isinstance(base, Params) else dict(base))
+    for name, value in values.items():
+        _set(block, name, value)
+    return model_block(block, where)
+
+
+def make_pruner(config: TuneConfig) -> optuna.pruners.BasePruner:
+    if config.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=config.warmup_evaluations)
+    if config.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    return optuna.pruners.NopPruner()
+
+
+def make_storage(url: str) -> optuna.storages.RDBStorage:
+    """The RDB storage with heartbeats: a trial whose worker stops beating for
+    ``GRACE_SECONDS`` is marked failed and re-enqueued (at most ``MAX_RETRIES`` times)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _rdb_storage(url)
+
+
+def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
+    return optuna.storages.RDBStorage(
+        url,
+        heartbeat_interval=HEARTBEAT_SECONDS,
+        grace_period=GRACE_SECONDS,
+        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES),
+        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {},
+    )
+
+
+def load_study(config: TuneConfig, name: str, seed: int, stream: int = 0) -> optuna.Study:
+    """The stored study (created when new), its sampler seeded by ``seed`` and ``stream``:
+    each process that samples for the study, and each resumption, gets its own stream,
+    so none repeats another's draws."""
+    sampler_seed = int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
+    if config.sampler == "tpe":
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(seed=sampler_seed)
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=sampler_seed)
+    return optuna.create_study(
+        study_name=name,
+        storage=make_storage(config.storage),
+        direction="maximize",
+        sampler=sampler,
+        pruner=make_pruner(config),
+        load_if_exists=True,
+    )
+
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def finished_trials(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+class Objective:
+    """One trial: the base block with the trial's values, fitted with early stopping on
+    the validation metric, each evaluation reported to the pruner.
+
+    Args:
+        base: the tuned namespace's model block.
+        space: its search space.
+        data: the train data; validation: the validation evaluator (its ``score`` and
+            ``metric``); nothing of the test split is passed in.
+        seed: the initialization seed of every trial.
+        device: the training device.
+        where: the block's name, for errors.
+        on_trial: called with (trial, block, model) after a trial (MLflow logging).
+    """
+
+    def __init__(
+        self,
+        base: ModelBlock | Mapping[str, Any],
+        space: Mapping[str, Dimension],
+        data: TrainData,
+        validation: Any,
+        seed: int,
+        device: torch.device,
+        where: str,
+        on_trial: Callable[[optuna.Trial, ModelBlock, Any], None] | None = None,
+    ) -> None:
+        self.base, self.space, self.data, self.validation = base, dict(space), data, validation
+        self.seed, self.device, self.where, self.on_trial = seed, device, where, on_trial
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        values = {name: dimension.suggest(trial, name) for name, dimension in self.space.items()}
+        try:
+            block = trial_block(self.base, values, self.where)
+        except ParameterError as error:  # a combination the model refuses: not a result
+            raise optuna.TrialPruned(f"invalid combination: {error}") from None
+        model = build_model(block, self.where, seed=self.seed, device=self.device)
+        evaluations = 0
+
+        def report(record: Any) -> None:
+            nonlocal evaluations
+            if record.validation_score is None:
+                return
+            # Step k is the k-th validation evaluation (0-based): the pruner compares trials
+            # at the same evaluation and ``warmup_evaluations`` counts evaluations.
+            trial.report(record.validation_score, step=evaluations)
+            evaluations += 1
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {record.epoch}")
+
+        try:
+            model.fit(self.data, validation=self.validation, on_epoch=report)
+        finally:
+            if self.on_trial is not None:
+                self.on_trial(trial, block, model)
+        scores = [r.validation_score for r in model.history if r.validation_score is not None]
+        if not scores or not all(math.isfinite(s) for s in scores):
+            raise optuna.TrialPruned("no finite validation score")
+        return max(scores)
+
+
+def run_trials(
+    storage: str,
+    study_name: str,
+    config: TuneConfig,
+    base: Mapping[str, Any],
+    data: TrainData,
+    validation: Any,
+    seed: int,
+    device: str,
+    n_trials: int,
+    stream: int = 0,
+) -> int:
+    """Run ``n_trials`` trials of the stored study in this process (a Dask task, or the
+    driver itself), sampling from ``stream``; returns how many ran."""
+    if device == "cpu" and config.workers > 1:  # one process per core
+        torch.set_num_threads(1)
+    study = load_study(config.model_copy(update={"storage": storage}), study_name, seed, stream)
+    objective = Objective(base, config.space, data, validation, seed, torch.device(device), f"{config.model}.model")
+    study.optimize(objective, n_trials=n_trials, catch=())
+    return n_trials
+
+
+def optimize(
+    config: TuneConfig,
+    study_name: str,
+    base: Mapping[str, Any],
+    data: TrainData,
+    validation: Any,
+    seed: int,
+    device: torch.device,
+) -> optuna.Study:
+    """Bring the study to ``n_trials`` finished trials: in this process with one worker,
+    else as Dask tasks of one trial each on ``workers`` local processes (or the cluster
+    of ``scheduler``), in rounds until enough trials have finished (a trial that failed
+    or was retried does not count)."""
+    study = load_study(config, study_name, seed)
+    args = (config.storage, study_name, config, dict(base), data, validation, seed, device.type)
+    if config.workers == 1 and config.scheduler is None:
+        while (missing := config.n_trials - finished_trials(study)) > 0:
+            run_trials(*args, n_trials=missing, stream=len(study.trials))
+        return study
+    from dask.distributed import Client, LocalCluster, wait
+
+    cluster = None
+    if config.scheduler is None:
+        cluster = LocalCluster(n_workers=config.workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(cluster if cluster is not None else config.scheduler)
+    try:
+        shared = client.scatter(list(args), broadcast=True)
+        while (missing := config.n_trials - finished_trials(study)) > 0:
+            start = len(study.trials)
+            futures = [client.submit(run_trials, *shared, n_trials=1, stream=start + k, pure=False) for k in range(missing)]
+            wait(futures)
+            errors = [future.exception() for future in futures if future.status == "error"]
+            if errors and config.n_trials - finished_trials(study) >= missing:  # no progress: the trials themselves fail
+                raise RuntimeError(f"tune: every trial of the round failed; the first: {errors[0]!r}") from errors[0]
+            for error in errors:
+                logger.warning("a trial task failed and will be retried: %r", error)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return study
+
+
+def check_space(config: TuneConfig, parameters: Mapping[str, Any]) -> None:
+    """Before any trial: the tuned block exists, and every dimension of its space names a
+    hyperparameter of that model, at both ends of its range.
+
+    Raises:
+        ValueError: Naming ``tune.model`` or the ``tune.spaces`` entry.
+    """
+    block = parameters.get(config.model, {}).get("model") if isinstance(parameters.get(config.model), Mapping) else None
+    if block is None:
+        raise ValueError(f"parameter 'tune.model' is {config.model!r}, which has no model block '{config.model}.model'")
+    for name, dimension in config.space.items():
+        ends = list(dimension.choices) if dimension.type == "categorical" else [dimension.low, dimension.high]
+        for value in ends:
+            if dimension.type == "int":
+                value = int(value)
+            try:
+                trial_block(block, {name: value}, f"{config.model}.model")
+            except ParameterError as error:
+                raise ValueError(f"parameter 'tune.spaces.{config.model}.{name}' = {value!r} does not fit the model: {error}") from None

@@ -1,0 +1,163 @@
+"""The tune engine: pruning on the validation curve, selection on validation only,
+parallel trials on Dask workers without duplicates, resumption from the storage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+from debias_pipeline.config import ParameterError
+from debias_pipeline.models.base import EpochRecord
+from debias_pipeline.pipelines.data_processing.nodes import process_synthetic
+from debias_pipeline.pipelines.tune.nodes import run_study
+from debias_pipeline.tuning import Objective, TuneConfig, finished_trials, load_study, optimize
+
+CPU = torch.device("cpu")
+SYNTHETIC = {"n_users": 30, "n_items": 20, "rank": 2, "train_ratings_per_user": 5.0, "test_items_per_user": 6}
+MF = {"name": "mf", "embedding_dim": 8, "epochs": 8, "patience": 3, "lr": 0.05}
+SPACE = {"lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-1, "log": True}, "embedding_dim": {"type": "categorical", "choices": [4, 8, 16]}}
+
+
+def config(tmp_path: Path, **changes: Any) -> TuneConfig:
+    block = {"model": "mf", "n_trials": 6, "storage": f"sqlite:///{tmp_path / 'optuna.db'}", "spaces": {"mf": SPACE}, **changes}
+    return TuneConfig.model_validate(block)
+
+
+def small_world():
+    _, train, evaluators, _ = process_synthetic(SYNTHETIC, {}, {"validation_fraction": 0.3}, {}, 0)
+    return train, evaluators
+
+
+@dataclass
+class FakeModel:
+    """Fits by replaying a validation curve to ``on_epoch``."""
+
+    curve: list[float]
+    history: list[EpochRecord] = field(default_factory=list)
+
+    def fit(self, data: Any, validation: Any = None, on_epoch: Any = None) -> FakeModel:
+        for epoch, score in enumerate(self.curve, start=1):
+            record = EpochRecord(epoch, 1.0, score)
+            self.history.append(record)
+            on_epoch(record)
+        return self
+
+
+def test_the_median_pruner_stops_a_curve_below_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tune = config(tmp_path, warmup_evaluations=1)
+    study = load_study(tune, "pruning", seed=0)
+    for k in range(3):  # three finished trials at 0.5, 0.6, 0.7 at every epoch
+        value = 0.5 + 0.1 * k
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"lr": 0.01, "embedding_dim": 8},
+                distributions={"lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True),
+                               "embedding_dim": optuna.distributions.CategoricalDistribution([4, 8, 16])},
+                value=value,
+                intermediate_values={0: value, 1: value, 2: value, 3: value},
+            )
+        )
+    curves = iter([[0.1, 0.1, 0.1, 0.1], [0.9, 0.8, 0.8, 0.8]])  # the others' median at every evaluation: 0.6
+    replayed: list[FakeModel] = []
+
+    def fake_build(*args: Any, **kwargs: Any) -> FakeModel:
+        replayed.append(FakeModel(next(curves)))
+        return replayed[-1]
+
+    monkeypatch.setattr("debias_pipeline.tuning.build_model", fake_build)
+    train, evaluators = small_world()
+    objective = Objective(MF, tune.space, train, evaluators.validation, 0, CPU, "mf.model")
+    study.optimize(objective, n_trials=2)
+    worse, better = study.trials[-2], study.trials[-1]
+    # The first evaluation is the warm-up; at the second the first curve (0.1) is below 0.6.
+    assert worse.state == optuna.trial.TrialState.PRUNED and sorted(worse.intermediate_values) == [0, 1]
+    assert len(replayed[0].history) == 2
+    assert better.state == optuna.trial.TrialState.COMPLETE and better.value == 0.9
+
+
+class _Spy:
+    """An evaluator whose metric prefers small (validation) or large (test) embeddings."""
+
+    metric = "ndcg_at_5"
+
+    def __init__(self, prefers_small: bool, calls: list[str], name: str) -> None:
+        self.prefers_small, self.calls, self.name = prefers_small, calls, name
+
+    def score(self, model: Any) -> float:
+        self.calls.append(self.name)
+        d = model.config.embedding_dim
+        return 1.0 / d if self.prefers_small else d / 100.0
+
+
+@dataclass
+class _Evaluators:
+    validation: Any
+    test: Any
+
+
+def test_the_study_chooses_on_validation_and_never_reads_test(tmp_path: Path) -> None:
+    calls: list[str] = []
+    train, _ = small_world()
+    evaluators = _Evaluators(_Spy(True, calls, "validation"), _Spy(False, calls, "test"))
+    space = {"embedding_dim": {"type": "categorical", "choices": [4, 32]}}
+    tune = config(tmp_path, n_trials=6, pruner="none", spaces={"mf": space})
+    parameters = {"mf": {"model": {**MF, "epochs": 2}}}
+    trials, best, summary = run_study(train, evaluators, parameters, tune, "synthetic", 0, CPU)
+    assert best == {"mf": {"model": {"embedding_dim": 4}}}  # validation's choice; test would pick 32
+    assert set(calls) == {"validation"} and len(trials) == 6
+    assert summary["metric"] == "validation_ndcg_at_5" and summary["best_value"] == pytest.approx(0.25)
+
+
+@pytest.mark.slow
+def test_six_trials_on_two_dask_workers_then_a_resumed_study(tmp_path: Path) -> None:
+    train, evaluators = small_world()
+    tune = config(tmp_path, n_trials=6, workers=2)
+    study = optimize(tune, "parallel", MF, train, evaluators.validation, 0, CPU)
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 6 and finished_trials(study) == 6
+    draws = {tuple(sorted(t.params.items())) for t in trials}
+    assert len(draws) == 6  # no two trials drew the same values
+    assert {t.number for t in trials} == set(range(6))
+    # Rerun: nothing to add; asked for 8, exactly 2 more, numbered on.
+    again = optimize(tune, "parallel", MF, train, evaluators.validation, 0, CPU)
+    assert len(again.trials) == 6
+    more = optimize(tune.model_copy(update={"n_trials": 8, "workers": 1}), "parallel", MF, train, evaluators.validation, 0, CPU)
+    assert len(more.trials) == 8 and len({tuple(sorted(t.params.items())) for t in more.trials}) == 8
+
+
+def test_a_space_for_another_model_and_a_bad_dimension_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ParameterError, match="model 'lightgcn' has no search space; spaces are declared for: mf"):
+        config(tmp_path, model="lightgcn")
+    with pytest.raises(ParameterError, match=r"log-scale dimension needs low > 0"):
+        config(tmp_path, spaces={"mf": {"lr": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}})
+
+
+def test_a_combination_the_model_refuses_is_pruned_not_counted(tmp_path: Path) -> None:
+    train, evaluators = small_world()
+    space = {"lr": {"type": "float", "low": -1.0, "high": -0.5}}  # lr must be > 0
+    tune = config(tmp_path, n_trials=1, spaces={"mf": space})
+    study = load_study(tune, "refused", seed=0)
+    study.optimize(Objective(MF, tune.space, train, evaluators.validation, 0, CPU, "mf.model"), n_trials=1)
+    assert study.trials[0].state == optuna.trial.TrialState.PRUNED
+    assert np.isnan(study.trials[0].value or np.nan)
+
+
+def test_the_space_is_checked_against_the_model_before_any_trial(tmp_path: Path) -> None:
+    from debias_pipeline.hooks import validate_parameters
+    from debias_pipeline.pipeline_registry import register_pipelines
+    from tests.test_parameter_validation import project_parameters
+
+    parameters = project_parameters()
+    validate_parameters(parameters, register_pipelines()["tune"])
+    parameters["tune"]["spaces"]["mf"]["embeding_dim"] = {"type": "int", "low": 4, "high": 8}
+    with pytest.raises(ValueError, match=r"'tune\.spaces\.mf\.embeding_dim' = 4 does not fit the model"):
+        validate_parameters({**parameters, "tune": {**parameters["tune"], "model": "mf"}}, register_pipelines()["tune"])
+    spaces = {**parameters["tune"]["spaces"], "nosuch": {"lr": {"type": "float", "low": 0.1, "high": 0.2}}}
+    with pytest.raises(ValueError, match=r"'tune\.model' is 'nosuch', which has no model block 'nosuch\.model'"):
+        validate_parameters({**parameters, "tune": {**parameters["tune"], "model": "nosuch", "spaces": spaces}}, register_pipelines()["tune"])
