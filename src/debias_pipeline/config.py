@@ -249,3 +249,17 @@ def require(condition: bool, message: str) -> None:
     """Raise ``ValueError(message)`` unless ``condition`` holds (for range checks)."""
     if not condition:
         raise ValueError(message)
+
+
+def lookup(parameters: Mapping[str, Any], dotted: str) -> Any:
+    """The value at the dotted name (``dual.model.exposure``) of nested parameters.
+
+    Raises:
+        ValueError: Naming the missing parameter.
+    """
+    value: Any = parameters
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            raise ValueError(f"missing parameter '{dotted}'")
+        value = value[part]
+    return value

@@ -28,7 +28,7 @@ from kedro_mlflow.config.kedro_mlflow_config import KedroMlflowConfig
 from mlflow.entities import RunStatus
 from sqlalchemy.engine import make_url
 
-from debias_pipeline.config import as_mapping, build_config, closest
+from debias_pipeline.config import as_mapping, build_config, closest, lookup
 from debias_pipeline.datasets.registry import dataset_spec
 from debias_pipeline.device import resolve_device
 from debias_pipeline.models.neumf import check_pretrained_sizes
@@ -40,15 +40,6 @@ from debias_pipeline.tuning import TuneConfig, check_space
 from debias_pipeline.runs import JOURNAL_FOLDER, RunInterrupted, RunJournal, recover_unfinished_runs
 
 logger = logging.getLogger(__name__)
-
-def _lookup(parameters: dict[str, Any], dotted: str) -> Any:
-    value: Any = parameters
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            raise ValueError(f"missing parameter '{dotted}'")
-        value = value[part]
-    return value
-
 
 def _validate_thesis_rows(parameters: dict[str, Any]) -> None:
     for row in thesis_config(parameters["reproduce_thesis"]).rows:
@@ -65,7 +56,7 @@ def _validate_pretraining(parameters: dict[str, Any], used: set[str]) -> None:
     """NeuMF with ``pretrain`` has the sizes of the GMF and MLP it starts from."""
     if not {"neumf.model", "gmf.model", "mlp.model"} <= used:
         return
-    configs = {name: model_block(_lookup(parameters, f"{name}.model"), f"{name}.model").config for name in ("neumf", "gmf", "mlp")}
+    configs = {name: model_block(lookup(parameters, f"{name}.model"), f"{name}.model").config for name in ("neumf", "gmf", "mlp")}
     check_pretrained_sizes(configs["neumf"], configs["gmf"], configs["mlp"])
 
 
@@ -115,7 +106,7 @@ def check_runtime_parameters(
 
 def _lookup_or_none(parameters: dict[str, Any], dotted: str) -> Any:
     try:
-        return as_mapping(_lookup(parameters, dotted))
+        return as_mapping(lookup(parameters, dotted))
     except ValueError:
         return None
 
@@ -152,7 +143,7 @@ def validate_parameters(parameters: dict[str, Any], pipeline: Pipeline) -> None:
         check_space(build_config(TuneConfig, parameters.get("tune"), "tune"), parameters)
     for name in sorted(used):
         if name.endswith(".model") or name == "model":
-            block = model_block(_lookup(parameters, name), name)
+            block = model_block(lookup(parameters, name), name)
             if protocol is not None:
                 check_model_fits_protocol(block.model_cls, protocol, name)
 

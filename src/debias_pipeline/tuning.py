@@ -118,7 +118,8 @@ class TuneConfig(Params):
         return self.spaces[self.model]
 
 
-def _set(block: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(block: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``value`` at the dotted name of a nested dict, creating the levels."""
     parts = dotted.split(".")
     for part in parts[:-1]:
         block = block.setdefault(part, {})
@@ -129,7 +130,7 @@ def trial_block(base: ModelBlock | Mapping[str, Any], values: Mapping[str, Any],
     """The model block ``base`` with a trial's ``values`` set (dotted names), checked."""
     block = copy.deepcopy(base.model_dump() if isinstance(base, Params) else dict(base))
     for name, value in values.items():
-        _set(block, name, value)
+        set_dotted(block, name, value)
     return model_block(block, where)
 
 

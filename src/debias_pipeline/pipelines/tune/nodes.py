@@ -18,18 +18,10 @@ import torch  # noqa: E402
 
 from debias_pipeline.models import TrainData  # noqa: E402
 from debias_pipeline.protocols import Evaluators  # noqa: E402
-from debias_pipeline.tuning import TuneConfig, optimize  # noqa: E402
+from debias_pipeline.config import lookup  # noqa: E402
+from debias_pipeline.tuning import TuneConfig, optimize, set_dotted  # noqa: E402
 
 logger = logging.getLogger(__name__)
-
-
-def _lookup(parameters: dict[str, Any], dotted: str) -> Any:
-    value: Any = parameters
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            raise ValueError(f"parameter 'tune.model' names {dotted.split('.')[0]!r}, which has no block '{dotted}'")
-        value = value[part]
-    return value
 
 
 def run_study(
@@ -50,7 +42,7 @@ def run_study(
         artifact a later run can use); a summary (study, storage, best value, counts).
     """
     name = tune.study_name or f"{dataset}-{tune.model}"
-    base = _lookup(parameters, f"{tune.model}.model")
+    base = lookup(parameters, f"{tune.model}.model")
     study = optimize(tune, name, base, train_data, evaluators.validation, seed, compute_device)
     trials = study.trials_dataframe(attrs=("number", "state", "value", "params", "duration"))
     trials["evaluations"] = [len(t.intermediate_values) for t in study.trials]
@@ -60,11 +52,7 @@ def run_study(
     best = study.best_trial
     overrides: dict[str, Any] = {}
     for dotted, value in best.params.items():
-        node = overrides.setdefault(tune.model, {}).setdefault("model", {})
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        set_dotted(overrides, f"{tune.model}.model.{dotted}", value)
     counts = trials["state"].value_counts().to_dict()
     summary = {
         "study": name,
