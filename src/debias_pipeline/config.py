@@ -263,3 +263,11 @@ def lookup(parameters: Mapping[str, Any], dotted: str) -> Any:
             raise ValueError(f"missing parameter '{dotted}'")
         value = value[part]
     return value
+
+
+def set_dotted(block: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``value`` at the dotted name of a nested dict, creating the levels."""
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        block = block.setdefault(part, {})
+    block[leaf] = value

@@ -25,7 +25,7 @@ import numpy as np
 import optuna
 import torch
 
-from debias_pipeline.config import Params, ParameterError, require
+from debias_pipeline.config import Params, ParameterError, require, set_dotted
 from debias_pipeline.models import ModelBlock, TrainData, build_model, model_block
 
 logger = logging.getLogger(__name__)
@@ -116,14 +116,6 @@ class TuneConfig(Params):
     @property
     def space(self) -> dict[str, Dimension]:
         return self.spaces[self.model]
-
-
-def set_dotted(block: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``value`` at the dotted name of a nested dict, creating the levels."""
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        block = block.setdefault(part, {})
-    block[parts[-1]] = value
 
 
 def trial_block(base: ModelBlock | Mapping[str, Any], values: Mapping[str, Any], where: str) -> ModelBlock:

@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from pydantic import Field  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from debias_pipeline.config import Params, as_mapping, build_config, require  # noqa: E402
+from debias_pipeline.config import Params, as_mapping, build_config, require, set_dotted  # noqa: E402
 from debias_pipeline.datasets.registry import dataset_spec  # noqa: E402
 from debias_pipeline.models import TrainData, build_model  # noqa: E402
 from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency, train_positive_matrix  # noqa: E402
@@ -88,14 +88,6 @@ def thesis_config(block: Mapping[str, Any] | ThesisConfig) -> ThesisConfig:
     return build_config(ThesisConfig, block, "reproduce_thesis")
 
 
-def _set_dotted(block: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = block
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
-
-
 def candidate_blocks(row: ThesisRow, parameters: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Every (choice, model block) a row trains: the base block with ``set`` applied,
     then each combination of the ``select`` values."""
@@ -103,14 +95,14 @@ def candidate_blocks(row: ThesisRow, parameters: Mapping[str, Any]) -> list[tupl
         raise ValueError(f"row {row.label!r}: no parameter block '{row.base}.model'")
     base = copy.deepcopy(as_mapping(parameters[row.base]["model"]))
     for dotted, value in row.set.items():
-        _set_dotted(base, dotted, value)
+        set_dotted(base, dotted, value)
     names = list(row.select)
     candidates = []
     for values in itertools.product(*(row.select[name] for name in names)) if names else [()]:
         choice = dict(zip(names, values, strict=True))
         block = copy.deepcopy(base)
         for dotted, value in choice.items():
-            _set_dotted(block, dotted, value)
+            set_dotted(block, dotted, value)
         candidates.append((choice, block))
     return candidates
 

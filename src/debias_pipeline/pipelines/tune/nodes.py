@@ -18,8 +18,8 @@ import torch  # noqa: E402
 
 from debias_pipeline.models import TrainData  # noqa: E402
 from debias_pipeline.protocols import Evaluators  # noqa: E402
-from debias_pipeline.config import lookup  # noqa: E402
-from debias_pipeline.tuning import TuneConfig, optimize, set_dotted  # noqa: E402
+from debias_pipeline.config import lookup, set_dotted  # noqa: E402
+from debias_pipeline.tuning import TuneConfig, optimize  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
