@@ -161,3 +161,48 @@ def test_the_space_is_checked_against_the_model_before_any_trial(tmp_path: Path)
     spaces = {**parameters["tune"]["spaces"], "nosuch": {"lr": {"type": "float", "low": 0.1, "high": 0.2}}}
     with pytest.raises(ValueError, match=r"'tune\.model' is 'nosuch', which has no model block 'nosuch\.model'"):
         validate_parameters({**parameters, "tune": {**parameters["tune"], "model": "nosuch", "spaces": spaces}}, register_pipelines()["tune"])
+
+
+_DYING_WORKER = """
+import sys, time, optuna
+from debias_pipeline.tuning import TuneConfig, load_study
+config = TuneConfig.model_validate({storage!r})
+study = load_study(config, "dying", seed=0)
+
+def objective(trial):
+    trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+    print("started", flush=True)
+    time.sleep(600)  # killed long before
+    return 0.0
+
+study.optimize(objective, n_trials=1)
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_killed_in_a_trial_leaves_the_study_consistent_and_a_rerun_completes_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    tune = config(tmp_path, n_trials=2, heartbeat_seconds=1, grace_seconds=2)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _DYING_WORKER.format(storage=tune.model_dump(mode="json"))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert worker.stdout.readline().strip() == "started"
+    time.sleep(1.5)  # a heartbeat or two
+    worker.kill()
+    worker.wait()
+    study = load_study(tune, "dying", seed=0)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING]  # dead, not yet known
+    time.sleep(2.5)  # past the grace period
+    train, evaluators = small_world()
+    done = optimize(tune, "dying", MF, train, evaluators.validation, 0, CPU)
+    states = [t.state for t in done.trials]
+    # The dead trial is failed and not counted; its retry and the other trial finish.
+    assert states.count(optuna.trial.TrialState.FAIL) == 1
+    assert finished_trials(done) == 2 and len(states) == 3
+    retried = [t for t in done.trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == 0]
+    assert retried and retried[0].state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)

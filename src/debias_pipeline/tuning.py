@@ -30,10 +30,7 @@ from debias_pipeline.models import ModelBlock, TrainData, build_model, model_blo
 
 logger = logging.getLogger(__name__)
 
-# Seconds between a running trial's heartbeats, and after how long without one it counts
-# as failed (its worker died) and is retried.
-HEARTBEAT_SECONDS = 10
-GRACE_SECONDS = 30
+# A trial retried after its worker died at most this many times.
 MAX_RETRIES = 2
 
 
@@ -87,6 +84,8 @@ class TuneConfig(Params):
             epoch), ``hyperband`` or ``none``.
         warmup_evaluations: validation evaluations before the median pruner may stop a trial.
         workers: trials run at once on a local Dask cluster of this many processes.
+        heartbeat_seconds: a running trial's heartbeat interval; one without a heartbeat
+            for ``grace_seconds`` is marked failed (its worker died) and retried.
         scheduler: an existing Dask scheduler (``tcp://host:8786``) instead of the local
             cluster; every worker needs the project installed and the storage reachable.
         spaces: per namespace, the search space: hyperparameter -> ``Dimension``
@@ -101,12 +100,19 @@ class TuneConfig(Params):
     pruner: Literal["median", "hyperband", "none"] = "median"
     warmup_evaluations: int = 2
     workers: int = 1
+    heartbeat_seconds: int = 10
+    grace_seconds: int = 30
     scheduler: str | None = None
     spaces: dict[str, dict[str, Dimension]] = {}
 
     def check(self) -> None:
         require(self.n_trials >= 1, f"n_trials must be >= 1, got {self.n_trials}")
         require(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
+        require(self.heartbeat_seconds >= 1, f"heartbeat_seconds must be >= 1, got {self.heartbeat_seconds}")
+        require(
+            self.grace_seconds > self.heartbeat_seconds,
+            f"grace_seconds ({self.grace_seconds}) must exceed heartbeat_seconds ({self.heartbeat_seconds})",
+        )
         require(self.warmup_evaluations >= 0, f"warmup_evaluations must be >= 0, got {self.warmup_evaluations}")
         require(
             self.model in self.spaces,
@@ -134,22 +140,18 @@ def make_pruner(config: TuneConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def make_storage(url: str) -> optuna.storages.RDBStorage:
+def make_storage(config: TuneConfig) -> optuna.storages.RDBStorage:
     """The RDB storage with heartbeats: a trial whose worker stops beating for
-    ``GRACE_SECONDS`` is marked failed and re-enqueued (at most ``MAX_RETRIES`` times)."""
+    ``grace_seconds`` is marked failed and re-enqueued (at most ``MAX_RETRIES`` times)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _rdb_storage(url)
-
-
-def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
-    return optuna.storages.RDBStorage(
-        url,
-        heartbeat_interval=HEARTBEAT_SECONDS,
-        grace_period=GRACE_SECONDS,
-        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES),
-        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {},
-    )
+        return optuna.storages.RDBStorage(
+            config.storage,
+            heartbeat_interval=config.heartbeat_seconds,
+            grace_period=config.grace_seconds,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
+            engine_kwargs={"connect_args": {"timeout": 60}} if config.storage.startswith("sqlite") else {},
+        )
 
 
 def load_study(config: TuneConfig, name: str, seed: int, stream: int = 0) -> optuna.Study:
@@ -163,7 +165,7 @@ def load_study(config: TuneConfig, name: str, seed: int, stream: int = 0) -> opt
         sampler = optuna.samplers.RandomSampler(seed=sampler_seed)
     return optuna.create_study(
         study_name=name,
-        storage=make_storage(config.storage),
+        storage=make_storage(config),
         direction="maximize",
         sampler=sampler,
         pruner=make_pruner(config),
