@@ -206,3 +206,24 @@ def test_a_worker_killed_in_a_trial_leaves_the_study_consistent_and_a_rerun_comp
     assert finished_trials(done) == 2 and len(states) == 3
     retried = [t for t in done.trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == 0]
     assert retried and retried[0].state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+@pytest.mark.slow
+def test_a_study_shared_on_postgresql_by_two_worker_processes(tmp_path: Path) -> None:
+    import os
+    import uuid
+
+    from tests.conftest import missing_data
+
+    url = os.environ.get("DEBIAS_POSTGRES_URL")
+    if not url:
+        missing_data("no PostgreSQL server (DEBIAS_POSTGRES_URL is not set)", "DEBIAS_REQUIRE_POSTGRES")
+    name = f"shared-{uuid.uuid4().hex[:8]}"
+    train, evaluators = small_world()
+    tune = config(tmp_path, storage=url, n_trials=6, workers=2)
+    study = optimize(tune, name, MF, train, evaluators.validation, 0, CPU)
+    assert len(study.trials) == 6 and len({tuple(sorted(t.params.items())) for t in study.trials}) == 6
+    # Another machine joins the same study: it sees the 6 trials and adds 2.
+    other = optimize(tune.model_copy(update={"n_trials": 8}), name, MF, train, evaluators.validation, 1, CPU)
+    assert len(other.trials) == 8 and finished_trials(other) == 8
+    optuna.delete_study(study_name=name, storage=url)
