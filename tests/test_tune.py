@@ -227,3 +227,27 @@ def test_a_study_shared_on_postgresql_by_two_worker_processes(tmp_path: Path) ->
     other = optimize(tune.model_copy(update={"n_trials": 8}), name, MF, train, evaluators.validation, 1, CPU)
     assert len(other.trials) == 8 and finished_trials(other) == 8
     optuna.delete_study(study_name=name, storage=url)
+
+
+@pytest.mark.slow
+def test_the_tune_pipeline_logs_trials_as_nested_runs_and_saves_the_best_values(project_copy: Path) -> None:
+    import mlflow
+    import yaml
+
+    from tests.test_end_to_end import latest_run, run_pipeline, versioned_files
+
+    storage = f"sqlite:///{project_copy / 'optuna.db'}"
+    version = run_pipeline(
+        project_copy, "tune", **{"tune.model": "mf", "tune.n_trials": 3, "tune.storage": storage, "mf.model.epochs": 5}
+    )
+    files = {p.name: p for p in versioned_files(project_copy, version)}
+    assert {"trials.csv", "best_params.yml", "summary.json", "history.png", "importance.png", "parallel.png"} <= set(files)
+    best = yaml.safe_load(files["best_params.yml"].read_text())
+    assert set(best["mf"]["model"]) == {"lr", "weight_decay", "embedding_dim"}
+    parent = latest_run(project_copy)
+    children = mlflow.search_runs(
+        experiment_names=["debias_pipeline"], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'", output_format="list"
+    )
+    trial_runs = [run for run in children if "optuna.trial" in run.data.tags]
+    assert len(trial_runs) == 3
+    assert all("mf.model.lr" in run.data.params for run in trial_runs)
