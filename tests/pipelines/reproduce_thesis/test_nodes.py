@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Self
 
 import numpy as np
@@ -51,7 +52,7 @@ def test_a_row_without_its_base_block_is_named() -> None:
 @pytest.mark.parametrize(
     ("block", "message"),
     [
-        ({"seeds": [0], "reference": "MF", "rows": [{"label": "MF", "table": "5.2", "base": "mf"}]}, "two seeds"),
+        ({"seeds": [], "reference": "MF", "rows": [{"label": "MF", "table": "5.2", "base": "mf"}]}, "at least one seed"),
         ({"seeds": [0, 1], "reference": "LightGCN", "rows": [{"label": "MF", "table": "5.2", "base": "mf"}]}, "reference"),
         ({"seeds": [0, 1], "reference": "MF", "rows": [{"label": "MF", "table": "5.2", "bse": "mf"}]}, r"rows\[0\]"),
     ],
@@ -235,3 +236,42 @@ def test_summary_by_hand() -> None:
     assert mf["study_recall_at_5"] == 0.5563 and np.isnan(dual["study_recall_at_5"])
     assert "| 5.2 | dual | 0.7000 ± 0.1732 |" in markdown
     assert "+16.7%" in markdown and "0.225" in markdown
+
+
+@pytest.mark.parametrize(
+    ("given", "seeds"),
+    [(3, (3,)), ("0-4", (0, 1, 2, 3, 4)), ("2..4", (2, 3, 4)), ("0 1 7", (0, 1, 7)), ("5;6", (5, 6)), ([1, 2], (1, 2))],
+)
+def test_seeds_in_the_forms_the_command_line_can_pass(given: object, seeds: tuple) -> None:
+    rows = [{"label": "MF", "table": "5.2", "base": "mf"}]
+    assert thesis_config({"seeds": given, "rows": rows}).seeds == seeds
+
+
+def test_only_keeps_the_named_rows_and_the_reference() -> None:
+    rows = [{"label": label, "table": "x", "base": "mf"} for label in ("MF", "ExpoMF", "dual, eigen", "WMF")]
+    config = thesis_config({"seeds": [0], "rows": rows, "only": "ExpoMF|dual, eigen"})
+    assert [row.label for row in config.rows] == ["MF", "ExpoMF", "dual, eigen"]
+    with pytest.raises(ValueError, match=r"only names rows that do not exist: \['ExpoM'\].*ExpoMF"):
+        thesis_config({"seeds": [0], "rows": rows, "only": "ExpoM"})
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        thesis_config({"seeds": "1 1", "rows": rows})
+
+
+def test_one_seed_reports_the_paired_tests_as_not_available() -> None:
+    runs = pd.DataFrame(
+        {
+            "row": ["MF", "ExpoMF"],
+            "seed": [0, 0],
+            "choice": ["{}", "{}"],
+            "selected": [True, True],
+            "test_recall": [0.5, 0.6],
+            "test_ndcg": [0.4, 0.5],
+            "validation_ndcg": [0.3, 0.35],
+            "seconds": [1.0, 2.0],
+        }
+    )
+    rows = [{"label": "MF", "table": "5.2", "base": "mf"}, {"label": "ExpoMF", "table": "5.2", "base": "expomf"}]
+    table, markdown = summarize_thesis(runs, {"seeds": [0], "rows": rows}, "coat")
+    expo = table[table["row"] == "ExpoMF"].iloc[0]
+    assert expo["recall_at_5"] == "0.6000 (one seed)" and math.isnan(expo["recall_p_vs_reference"])
+    assert "| ExpoMF | 0.6000 (one seed) | 0.5000 (one seed) | +20.0% | – |" in markdown

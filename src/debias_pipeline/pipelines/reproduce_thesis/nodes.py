@@ -15,6 +15,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import re
 import math
 import time
 from collections.abc import Mapping
@@ -28,10 +29,10 @@ import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from pydantic import Field  # noqa: E402
+from pydantic import Field, model_validator  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from debias_pipeline.config import Params, as_mapping, build_config, require, set_dotted  # noqa: E402
+from debias_pipeline.config import Params, as_mapping, build_config, closest, require, set_dotted  # noqa: E402
 from debias_pipeline.datasets.registry import dataset_spec  # noqa: E402
 from debias_pipeline.models import TrainData, build_model  # noqa: E402
 from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency, train_positive_matrix  # noqa: E402
@@ -66,18 +67,66 @@ class ThesisRow(Params):
     study: dict[str, list[float | None]] = Field(default_factory=dict)
 
 
+def parse_seeds(value: Any) -> Any:
+    """Seeds as the command line can pass them (``--params`` splits lists at commas):
+    ``3``, ``"0-4"`` or ``"0..4"`` (inclusive), ``"0 1 2"`` or ``"0;1;2"``; a list as is."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return (value,)
+    if isinstance(value, str):
+        text = value.strip()
+        bounds = re.fullmatch(r"(\d+)\s*(?:-|\.\.)\s*(\d+)", text)
+        if bounds:
+            low, high = int(bounds.group(1)), int(bounds.group(2))
+            return tuple(range(low, high + 1)) if low <= high else value
+        parts = re.split(r"[\s;]+", text)
+        return tuple(int(p) for p in parts) if parts and all(p.isdigit() for p in parts) else value
+    return value
+
+
 class ThesisConfig(Params):
-    """The ``reproduce_thesis`` parameter block."""
+    """The ``reproduce_thesis`` parameter block.
+
+    Attributes:
+        seeds: the seeds (``parse_seeds``: also ``"0-9"`` from the command line); one
+            seed runs, with the paired tests reported as not available.
+        only: run only these rows (labels, or one string of labels joined by ``|``) and
+            the reference; ``null``: every row.
+    """
 
     seeds: tuple[int, ...] = ()
     reference: str = "MF"
     rows: tuple[ThesisRow, ...] = ()
+    only: tuple[str, ...] | None = None
     spectra_rows: tuple[str, ...] = ()
     exposure_size_row: str = "dual, dimension"
     eigen_grid_row: str = "dual, eigen"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _command_line_forms(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        if "seeds" in data:
+            data["seeds"] = parse_seeds(data["seeds"])
+        if isinstance(data.get("only"), str):
+            data["only"] = tuple(label.strip() for label in data["only"].split("|") if label.strip())
+        only = data.get("only")
+        if only:
+            rows = list(data.get("rows") or ())
+            labels = [row.label if isinstance(row, ThesisRow) else row.get("label") for row in rows]
+            unknown = [label for label in only if label not in labels]
+            if unknown:
+                raise ValueError(f"only names rows that do not exist: {unknown}{closest(unknown[0], labels)}")
+            keep = set(only) | {data.get("reference", "MF")}
+            data["rows"] = tuple(row for row, label in zip(rows, labels, strict=True) if label in keep)
+        return data
+
     def check(self) -> None:
-        require(len(self.seeds) >= 2, "seeds must hold at least two seeds (a paired test needs them)")
+        require(len(self.seeds) >= 1, "seeds must hold at least one seed")
+        require(len(set(self.seeds)) == len(self.seeds), f"seeds must be distinct, got {list(self.seeds)}")
         labels = [row.label for row in self.rows]
         require(len(set(labels)) == len(labels), f"rows must have distinct labels, got {labels}")
         require(self.reference in labels, f"reference must be one of the row labels {labels}, got {self.reference!r}")
@@ -223,12 +272,16 @@ def run_thesis_grid(
 
 
 def _mean_std(values: np.ndarray) -> str:
+    if values.size < 2:  # one seed: no spread
+        return f"{values.mean():.4f} (one seed)"
     return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
 
 
 def _paired_p(values: np.ndarray, reference: np.ndarray) -> float:
+    """The paired t-test's p-value; NaN (reported as not available) with one seed or no
+    difference at all."""
     differences = values - reference
-    if np.allclose(differences, 0.0):
+    if values.size < 2 or np.allclose(differences, 0.0):
         return float("nan")
     return float(stats.ttest_rel(values, reference).pvalue)
 
@@ -258,9 +311,9 @@ def summarize_thesis(
                 "recall_at_5": _mean_std(recall),
                 "ndcg_at_5": _mean_std(ndcg),
                 "recall_mean": recall.mean(),
-                "recall_std": recall.std(ddof=1),
+                "recall_std": recall.std(ddof=1) if recall.size > 1 else float("nan"),
                 "ndcg_mean": ndcg.mean(),
-                "ndcg_std": ndcg.std(ddof=1),
+                "ndcg_std": ndcg.std(ddof=1) if ndcg.size > 1 else float("nan"),
                 "recall_change_vs_reference": recall.mean() / reference["test_recall"].mean() - 1.0,
                 "ndcg_change_vs_reference": ndcg.mean() / reference["test_ndcg"].mean() - 1.0,
                 "recall_p_vs_reference": _paired_p(recall, reference["test_recall"].to_numpy()),
@@ -284,7 +337,8 @@ def comparison_markdown(table: pd.DataFrame, config: ThesisConfig, dataset: str)
     header = (
         f"# reproduce_thesis on `{dataset}`\n\n"
         f"Seeds {list(config.seeds)}; mean ± std (ddof = 1) of test Recall@5 / NDCG@5; "
-        f"change and paired t-test p-value against `{config.reference}` across seeds; "
+        f"change and paired t-test p-value against `{config.reference}` across seeds "
+        "(– where not available: one seed, or no difference); "
         "every selection (epoch and tuned hyperparameters) on validation only.\n\n"
         "| table | row | Recall@5 | NDCG@5 | ΔR vs ref | p (R) | ΔN vs ref | p (N) | study R@5 | study N@5 | selected | seconds |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
@@ -342,6 +396,15 @@ def plot_spectra(thesis_spectra: dict[str, dict[str, np.ndarray]]) -> plt.Figure
     return figure
 
 
+def _not_run(row: str) -> plt.Figure:
+    """The figure of a row left out of the run (``only``)."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.axis("off")
+    axis.text(0.5, 0.5, f"row '{row}' was not run (reproduce_thesis.only)", ha="center", va="center")
+    plt.close(figure)
+    return figure
+
+
 def _candidate_curve(thesis_runs: pd.DataFrame, row: str, parameter: str) -> pd.DataFrame:
     runs = thesis_runs[thesis_runs["row"] == row].copy()
     runs[parameter] = [json.loads(choice).get(parameter) for choice in runs["choice"]]
@@ -351,6 +414,8 @@ def _candidate_curve(thesis_runs: pd.DataFrame, row: str, parameter: str) -> pd.
 def plot_exposure_size(thesis_runs: pd.DataFrame, reproduce_thesis: ThesisConfig) -> plt.Figure:
     """Test Recall@5 (mean ± std over seeds) against the exposure embedding size."""
     row = thesis_config(reproduce_thesis).exposure_size_row
+    if not (thesis_runs["row"] == row).any():
+        return _not_run(row)
     runs = _candidate_curve(thesis_runs, row, "exposure.embedding_dim").dropna(subset=["exposure.embedding_dim"])
     summary = runs.groupby("exposure.embedding_dim")[["test_recall", "validation_ndcg"]].agg(["mean", "std"])
     figure, axis = plt.subplots(figsize=(6, 4))
@@ -368,6 +433,8 @@ def plot_exposure_size(thesis_runs: pd.DataFrame, reproduce_thesis: ThesisConfig
 def plot_eigen_grid(thesis_runs: pd.DataFrame, reproduce_thesis: ThesisConfig) -> plt.Figure:
     """Mean test Recall@5 over the λ_o x k grid of the eigen penalty."""
     row = thesis_config(reproduce_thesis).eigen_grid_row
+    if not (thesis_runs["row"] == row).any():
+        return _not_run(row)
     runs = thesis_runs[thesis_runs["row"] == row].copy()
     choices = [json.loads(c) for c in runs["choice"]]
     runs["lambda"] = [c.get("eigen.lambda_exposure") for c in choices]
