@@ -286,7 +286,8 @@ def test_registered_pipelines() -> None:
     baseline_nodes = {f"{m}.{n}" for m in general - {"dual"} for n in MODEL_NODES}
     assert baselines == DATA_NODES | {"resolve_compute_device"} | baseline_nodes
     thesis = {n.name for n in pipelines["reproduce_thesis"].nodes}
-    assert DATA_NODES | {"resolve_compute_device", "run_thesis_grid", "summarize_thesis"} <= thesis
+    stages = {"plan_thesis_grid", "fit_thesis_grid", "select_thesis_grid", "summarize_thesis"}
+    assert DATA_NODES | {"resolve_compute_device"} | stages <= thesis
 
 
 @pytest.mark.parametrize("model", MODEL_NAMESPACES)

@@ -275,3 +275,24 @@ def test_one_seed_reports_the_paired_tests_as_not_available() -> None:
     expo = table[table["row"] == "ExpoMF"].iloc[0]
     assert expo["recall_at_5"] == "0.6000 (one seed)" and math.isnan(expo["recall_p_vs_reference"])
     assert "| ExpoMF | 0.6000 (one seed) | 0.5000 (one seed) | +20.0% | – |" in markdown
+
+
+@pytest.mark.slow
+def test_two_dask_workers_give_the_same_table_as_one() -> None:
+    from debias_pipeline.datasets.loaders import RawData
+    from debias_pipeline.pipelines.data_processing.nodes import process_dataset
+
+    world = {"n_users": 30, "n_items": 20, "rank": 2, "train_ratings_per_user": 5.0, "test_items_per_user": 6}
+    data = process_dataset(RawData(name="synthetic", interactions=pd.DataFrame(), files={}), "synthetic", seed=0, synthetic=world)
+    mf = {"name": "mf", "embedding_dim": 4, "epochs": 5, "patience": 5}
+    rows = [{"label": "MF", "table": "5.2", "base": "mf", "select": {"lr": [0.01, 0.05]}}]
+    base = {"dataset": "synthetic", "mf": {"model": mf}, "evaluation": {}, "split": {}, "synthetic": world}
+
+    def table(workers: int) -> pd.DataFrame:
+        parameters = {**base, "reproduce_thesis": {"seeds": [0, 1], "rows": rows, "workers": workers}}
+        runs, _ = run_thesis_grid(data.interactions, data.train_data, parameters, torch.device("cpu"))
+        return runs.drop(columns="seconds")
+
+    one, two = table(1), table(2)
+    pd.testing.assert_frame_equal(one, two)
+    assert len(one) == 4 and one["selected"].sum() == 2

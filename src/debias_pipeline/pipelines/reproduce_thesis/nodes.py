@@ -35,6 +35,7 @@ from scipy import stats  # noqa: E402
 from debias_pipeline.config import Params, as_mapping, build_config, closest, require, set_dotted  # noqa: E402
 from debias_pipeline.datasets.registry import dataset_spec  # noqa: E402
 from debias_pipeline.models import TrainData, build_model  # noqa: E402
+from debias_pipeline.parallel import run_tasks  # noqa: E402
 from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency, train_positive_matrix  # noqa: E402
 from debias_pipeline.protocols import (  # noqa: E402
     SPLITS,
@@ -93,12 +94,16 @@ class ThesisConfig(Params):
             seed runs, with the paired tests reported as not available.
         only: run only these rows (labels, or one string of labels joined by ``|``) and
             the reference; ``null``: every row.
+        workers: fits at once on a local Dask cluster of this many processes.
+        scheduler: an existing Dask scheduler (``tcp://host:8786``) instead.
     """
 
     seeds: tuple[int, ...] = ()
     reference: str = "MF"
     rows: tuple[ThesisRow, ...] = ()
     only: tuple[str, ...] | None = None
+    workers: int = 1
+    scheduler: str | None = None
     spectra_rows: tuple[str, ...] = ()
     exposure_size_row: str = "dual, dimension"
     eigen_grid_row: str = "dual, eigen"
@@ -127,6 +132,7 @@ class ThesisConfig(Params):
     def check(self) -> None:
         require(len(self.seeds) >= 1, "seeds must hold at least one seed")
         require(len(set(self.seeds)) == len(self.seeds), f"seeds must be distinct, got {list(self.seeds)}")
+        require(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
         labels = [row.label for row in self.rows]
         require(len(set(labels)) == len(labels), f"rows must have distinct labels, got {labels}")
         require(self.reference in labels, f"reference must be one of the row labels {labels}, got {self.reference!r}")
@@ -198,77 +204,132 @@ def _log_nested_run(row: ThesisRow, seed: int, block: dict[str, Any], record: di
         mlflow.log_metrics({k: record[k] for k in ("validation_ndcg", "validation_recall", "test_recall", "test_ndcg", "seconds")})
 
 
+def plan_thesis_grid(parameters: dict[str, Any]) -> pd.DataFrame:
+    """Every (seed, row, candidate) the study trains, in order: the row's label and
+    table, the candidate's index, its choice and its model block (JSON)."""
+    config = thesis_config(parameters["reproduce_thesis"])
+    plan = []
+    for seed in config.seeds:
+        for row in config.rows:
+            for index, (choice, block) in enumerate(candidate_blocks(row, parameters)):
+                plan.append(
+                    {
+                        "row": row.label,
+                        "table": row.table,
+                        "seed": seed,
+                        "candidate": index,
+                        "choice": json.dumps(choice),
+                        "block": json.dumps(block, sort_keys=True),
+                    }
+                )
+    return pd.DataFrame(plan)
+
+
+def fit_candidate(
+    interactions: pd.DataFrame,
+    train_data: TrainData,
+    parameters: dict[str, Any],
+    device: str,
+    seed: int,
+    block: str,
+    label: str,
+) -> dict[str, Any]:
+    """Train one model block (JSON) on ``seed``'s split with early stopping on
+    validation: its validation and test metrics, best epoch, wall time and, for a dual
+    model, its e_j spectra. A candidate whose loss diverges is recorded as such."""
+    setup = evaluation_setup(parameters.get("evaluation"), parameters["dataset"])
+    data, evaluators = _seed_data(interactions, train_data, parameters, setup, seed)
+    started = time.perf_counter()
+    model = build_model(json.loads(block), f"reproduce_thesis[{label}]", seed=seed, device=torch.device(device))
+    spectra = None
+    try:
+        evaluators.check_model(model)
+        model.fit(data, validation=evaluators.validation)
+        metrics = _split_metrics(model, evaluators)
+        metrics.update(best_epoch=model.best_epoch, diverged=False)
+        spectra = model.spectra() if hasattr(model, "spectra") else None
+    except FloatingPointError as error:
+        # A candidate whose loss diverges (e.g. a negative eigen λ stronger than the L2
+        # term) is recorded and never selected.
+        logger.warning("%s seed %d: %s", label, seed, error)
+        metrics = {name: float("nan") for name in _METRIC_NAMES}
+        metrics.update(best_epoch=None, diverged=True)
+    return {"block": block, "seed": seed, **metrics, "seconds": time.perf_counter() - started, "spectra": spectra}
+
+
+def fit_thesis_grid(
+    thesis_plan: pd.DataFrame,
+    interactions: pd.DataFrame,
+    train_data: TrainData,
+    parameters: dict[str, Any],
+    compute_device: torch.device,
+) -> pd.DataFrame:
+    """Fit every distinct (model block, seed) of the plan once (rows that share a
+    configuration share its fit), on ``reproduce_thesis.workers`` Dask workers (or the
+    cluster of ``reproduce_thesis.scheduler``); one line per fit."""
+    config = thesis_config(parameters["reproduce_thesis"])
+    distinct = thesis_plan.drop_duplicates(["block", "seed"])
+    tasks = [(int(r.seed), r.block, r.row) for r in distinct.itertuples()]
+    fits = run_tasks(
+        fit_candidate,
+        (interactions, train_data, parameters, compute_device.type),
+        tasks,
+        workers=config.workers,
+        scheduler=config.scheduler,
+    )
+    return pd.DataFrame(fits)
+
+
+def select_thesis_grid(
+    thesis_plan: pd.DataFrame, thesis_fits: pd.DataFrame, parameters: dict[str, Any]
+) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
+    """Per row and seed, the candidate with the best validation selection metric (ties:
+    the first); each selected fit a nested MLflow run.
+
+    Returns:
+        One line per (row, seed, candidate) with its choice, validation and test
+        metrics, best epoch, wall time and whether validation selected it; and the e_j
+        spectra of the selected models of ``spectra_rows`` for the first seed.
+    """
+    config = thesis_config(parameters["reproduce_thesis"])
+    k = evaluation_setup(parameters.get("evaluation"), parameters["dataset"]).k
+    fits = {(f["block"], f["seed"]): f for f in thesis_fits.to_dict("records")}
+    rows = {row.label: row for row in config.rows}
+    records: list[dict[str, Any]] = []
+    spectra: dict[str, dict[str, np.ndarray]] = {}
+    for (seed, label), group in thesis_plan.groupby(["seed", "row"], sort=False):
+        row_records = []
+        for line in group.itertuples():
+            fit = fits[(line.block, seed)]
+            metrics = {name: fit[name] for name in (*_METRIC_NAMES, "best_epoch", "diverged", "seconds")}
+            row_records.append({"row": label, "table": line.table, "seed": seed, "choice": line.choice, **metrics})
+        best = max(range(len(row_records)), key=lambda i: (_selection_score(row_records[i]), -i))
+        for i, record in enumerate(row_records):
+            record["selected"] = i == best
+        selected, best_block = row_records[best], group.iloc[best]["block"]
+        logger.info(
+            "%s seed %d: %s validation NDCG@%d %.4f, test Recall@%d %.4f",
+            label, seed, selected["choice"], k, selected["validation_ndcg"], k, selected["test_recall"],
+        )
+        _log_nested_run(rows[label], int(seed), json.loads(best_block), selected)
+        best_spectra = fits[(best_block, seed)]["spectra"]
+        if label in config.spectra_rows and best_spectra is not None and seed == config.seeds[0]:
+            spectra[label] = best_spectra
+        records.extend(row_records)
+    return pd.DataFrame.from_records(records), spectra
+
+
 def run_thesis_grid(
     interactions: pd.DataFrame,
     train_data: TrainData,
     parameters: dict[str, Any],
     compute_device: torch.device,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
-    """Train every row's candidates for every seed; select on validation.
-
-    Args:
-        interactions: binarized interactions (split per seed by the run's protocol).
-        train_data: the run's train data (its side data; Y and Â are rebuilt per seed).
-        parameters: all parameters (rows refer to other model blocks by namespace).
-        compute_device: the resolved device.
-
-    Returns:
-        One line per (row, seed, candidate) with its choice, validation and test
-        metrics, best epoch, wall time and whether validation selected it; and the
-        e_j spectra of the selected models of ``spectra_rows`` for the first seed.
-    """
-    config = thesis_config(parameters["reproduce_thesis"])
-    setup = evaluation_setup(parameters.get("evaluation"), parameters["dataset"])
-    k = setup.k
-    # (model block, seed) -> (metrics, e_j spectra of a dual model, else None); rows that
-    # share a configuration (a tuned row's candidate and a fixed row) train it once.
-    cache: dict[tuple[str, int], tuple[dict[str, Any], dict[str, np.ndarray] | None]] = {}
-    records: list[dict[str, Any]] = []
-    spectra: dict[str, dict[str, np.ndarray]] = {}
-    for seed in config.seeds:
-        data, evaluators = _seed_data(interactions, train_data, parameters, setup, seed)
-        for row in config.rows:
-            row_records = []
-            candidates = candidate_blocks(row, parameters)
-            for choice, block in candidates:
-                key = (json.dumps(block, sort_keys=True), seed)
-                if key not in cache:
-                    started = time.perf_counter()
-                    model = build_model(block, f"reproduce_thesis[{row.label}]", seed=seed, device=compute_device)
-                    model_spectra = None
-                    try:
-                        evaluators.check_model(model)
-                        model.fit(data, validation=evaluators.validation)
-                        metrics = _split_metrics(model, evaluators)
-                        metrics.update(best_epoch=model.best_epoch, diverged=False)
-                        model_spectra = model.spectra() if hasattr(model, "spectra") else None
-                    except FloatingPointError as error:
-                        # A candidate whose loss diverges (e.g. a negative eigen λ stronger
-                        # than the L2 term) is recorded and never selected.
-                        logger.warning("%s seed %d %s: %s", row.label, seed, json.dumps(choice), error)
-                        metrics = {name: float("nan") for name in _METRIC_NAMES}
-                        metrics.update(best_epoch=None, diverged=True)
-                    metrics["seconds"] = time.perf_counter() - started
-                    cache[key] = (metrics, model_spectra)
-                metrics, _ = cache[key]
-                row_records.append(
-                    {"row": row.label, "table": row.table, "seed": seed, "choice": json.dumps(choice), **metrics}
-                )
-            best = max(range(len(row_records)), key=lambda i: (_selection_score(row_records[i]), -i))
-            for i, record in enumerate(row_records):
-                record["selected"] = i == best
-            selected = row_records[best]
-            logger.info(
-                "%s seed %d: %s validation NDCG@%d %.4f, test Recall@%d %.4f",
-                row.label, seed, selected["choice"], k, selected["validation_ndcg"], k, selected["test_recall"],
-            )
-            best_block = candidates[best][1]
-            _log_nested_run(row, seed, best_block, selected)
-            _, best_spectra = cache[(json.dumps(best_block, sort_keys=True), seed)]
-            if row.label in config.spectra_rows and best_spectra is not None and seed == config.seeds[0]:
-                spectra[row.label] = best_spectra
-            records.extend(row_records)
-    return pd.DataFrame.from_records(records), spectra
+    """The three stages in a row (plan, fit, select): every row's candidates for every
+    seed, selected on validation (see ``select_thesis_grid``)."""
+    plan = plan_thesis_grid(parameters)
+    fits = fit_thesis_grid(plan, interactions, train_data, parameters, compute_device)
+    return select_thesis_grid(plan, fits, parameters)
 
 
 def _mean_std(values: np.ndarray) -> str:

@@ -1,4 +1,5 @@
-"""The study's tables over several seeds: grid, comparison table and plots."""
+"""The study's tables over several seeds: plan, fits (in parallel on Dask workers), selection on
+validation, comparison table and plots."""
 
 from kedro.pipeline import Pipeline, node
 
@@ -7,7 +8,9 @@ from debias_pipeline.pipelines.reproduce_thesis.nodes import (
     plot_exposure_size,
     plot_popularity_share,
     plot_spectra,
-    run_thesis_grid,
+    fit_thesis_grid,
+    plan_thesis_grid,
+    select_thesis_grid,
     summarize_thesis,
 )
 
@@ -15,11 +18,18 @@ from debias_pipeline.pipelines.reproduce_thesis.nodes import (
 def create_pipeline(**kwargs: object) -> Pipeline:
     return Pipeline(
         [
+            node(plan_thesis_grid, inputs="parameters", outputs="thesis_plan", name="plan_thesis_grid"),
             node(
-                run_thesis_grid,
-                inputs=["interactions", "train_data", "parameters", "compute_device"],
+                fit_thesis_grid,
+                inputs=["thesis_plan", "interactions", "train_data", "parameters", "compute_device"],
+                outputs="thesis_fits",
+                name="fit_thesis_grid",
+            ),
+            node(
+                select_thesis_grid,
+                inputs=["thesis_plan", "thesis_fits", "parameters"],
                 outputs=["thesis_runs", "thesis_spectra"],
-                name="run_thesis_grid",
+                name="select_thesis_grid",
             ),
             node(
                 summarize_thesis,

@@ -1,0 +1,39 @@
+"""Independent tasks on Dask workers (``reproduce_thesis``'s fits; the ``tune`` engine
+has its own rounds), or in this process when there is one worker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def run_tasks(
+    function: Callable[..., Any],
+    shared: Sequence[Any],
+    tasks: Sequence[Sequence[Any]],
+    workers: int = 1,
+    scheduler: str | None = None,
+) -> list[Any]:
+    """``[function(*shared, *task) for task in tasks]``, in order.
+
+    With ``workers == 1`` and no ``scheduler``, in this process; else on a local Dask
+    cluster of ``workers`` single-threaded processes, or on the cluster of ``scheduler``
+    (``tcp://host:8786``), ``shared`` sent to every worker once. The first failed task's
+    error is raised.
+    """
+    if workers == 1 and scheduler is None:
+        return [function(*shared, *task) for task in tasks]
+    from dask.distributed import Client, LocalCluster
+
+    cluster = None
+    if scheduler is None:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(cluster if cluster is not None else scheduler)
+    try:
+        scattered = client.scatter(list(shared), broadcast=True)
+        futures = [client.submit(function, *scattered, *task, pure=False) for task in tasks]
+        return client.gather(futures)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
