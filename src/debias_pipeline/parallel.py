@@ -3,7 +3,8 @@ has its own rounds), or in this process when there is one worker."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -23,6 +24,16 @@ def run_tasks(
     """
     if workers == 1 and scheduler is None:
         return [function(*shared, *task) for task in tasks]
+    with dask_client(workers, scheduler) as client:
+        scattered = client.scatter(list(shared), broadcast=True)
+        futures = [client.submit(function, *scattered, *task, pure=False) for task in tasks]
+        return client.gather(futures)
+
+
+@contextmanager
+def dask_client(workers: int, scheduler: str | None) -> Iterator[Any]:
+    """A Dask client of a local cluster of ``workers`` single-threaded processes, or of
+    the cluster of ``scheduler``; closed (the local cluster too) on exit."""
     from dask.distributed import Client, LocalCluster
 
     cluster = None
@@ -30,9 +41,7 @@ def run_tasks(
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     client = Client(cluster if cluster is not None else scheduler)
     try:
-        scattered = client.scatter(list(shared), broadcast=True)
-        futures = [client.submit(function, *scattered, *task, pure=False) for task in tasks]
-        return client.gather(futures)
+        yield client
     finally:
         client.close()
         if cluster is not None:

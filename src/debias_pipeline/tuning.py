@@ -27,6 +27,7 @@ import torch
 
 from debias_pipeline.config import Params, ParameterError, require, set_dotted
 from debias_pipeline.models import ModelBlock, TrainData, build_model, model_block
+from debias_pipeline.parallel import dask_client
 
 logger = logging.getLogger(__name__)
 
@@ -281,13 +282,9 @@ def optimize(
         while (missing := config.n_trials - finished_trials(study)) > 0:
             run_trials(*args, n_trials=missing, stream=len(study.trials))
         return study
-    from dask.distributed import Client, LocalCluster, wait
+    from dask.distributed import wait
 
-    cluster = None
-    if config.scheduler is None:
-        cluster = LocalCluster(n_workers=config.workers, threads_per_worker=1, processes=True, dashboard_address=None)
-    client = Client(cluster if cluster is not None else config.scheduler)
-    try:
+    with dask_client(config.workers, config.scheduler) as client:
         shared = client.scatter(list(args), broadcast=True)
         while (missing := config.n_trials - finished_trials(study)) > 0:
             start = len(study.trials)
@@ -298,10 +295,6 @@ def optimize(
                 raise RuntimeError(f"tune: every trial of the round failed; the first: {errors[0]!r}") from errors[0]
             for error in errors:
                 logger.warning("a trial task failed and will be retried: %r", error)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
     return study
 
 
