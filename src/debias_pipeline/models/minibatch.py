@@ -165,6 +165,12 @@ def dual_batch_loss(
     return loss + weight_decay * (preference_penalty + exposure_penalty)
 
 
+def positive_pairs(train: sp.csr_matrix, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (user, item) ids of the positives of a canonical CSR, in row order, on ``device``."""
+    rows = np.repeat(np.arange(train.shape[0], dtype=np.int64), np.diff(train.indptr))
+    return torch.from_numpy(rows).to(device), torch.from_numpy(train.indices.astype(np.int64)).to(device)
+
+
 class MiniBatchEpochs:
     """Runs one mini-batch epoch of ``model`` per call and returns its mean batch loss.
 
@@ -190,10 +196,7 @@ class MiniBatchEpochs:
             self.sampler = build_negative_sampler(
                 config.negative_sampling, data.interactions, self.generator, hard_pool_size=config.hard_pool_size
             )
-        train = self.sampler.train  # canonical CSR of the positives
-        rows = np.repeat(np.arange(train.shape[0], dtype=np.int64), np.diff(train.indptr))
-        self.users = torch.from_numpy(rows).to(model.device)  # (n_positives,)
-        self.items = torch.from_numpy(train.indices.astype(np.int64)).to(model.device)  # (n_positives,)
+        self.users, self.items = positive_pairs(self.sampler.train, model.device)  # (n_positives,) each
 
     @torch.no_grad()
     def _refresh_sampler(self) -> None:

@@ -28,6 +28,7 @@ from debias_pipeline.models.base import (
     run_with_early_stopping,
 )
 from debias_pipeline.models.losses import sampled_bce_loss
+from debias_pipeline.models.minibatch import positive_pairs
 from debias_pipeline.models.sampling import build_negative_sampler
 
 
@@ -193,10 +194,7 @@ class SampledBCEEpochs:
         self.sampler = build_negative_sampler(
             config.negative_sampling, data.interactions, self.generator, hard_pool_size=config.hard_pool_size
         )
-        train = self.sampler.train
-        rows = np.repeat(np.arange(train.shape[0], dtype=np.int64), np.diff(train.indptr))
-        self.users = torch.from_numpy(rows).to(model.device)  # (n_positives,)
-        self.items = torch.from_numpy(train.indices.astype(np.int64)).to(model.device)  # (n_positives,)
+        self.users, self.items = positive_pairs(self.sampler.train, model.device)  # (n_positives,) each
 
     @torch.no_grad()
     def _refresh_sampler(self) -> None:
