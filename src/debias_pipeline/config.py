@@ -271,3 +271,21 @@ def set_dotted(block: dict[str, Any], dotted: str, value: Any) -> None:
     for part in parents:
         block = block.setdefault(part, {})
     block[leaf] = value
+
+
+def parse_seeds(value: Any) -> Any:
+    """Seeds as the command line can pass them (``--params`` splits lists at commas):
+    ``3``, ``"0-4"`` or ``"0..4"`` (inclusive), ``"0 1 2"`` or ``"0;1;2"``; a list as is."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return (value,)
+    if isinstance(value, str):
+        text = value.strip()
+        bounds = re.fullmatch(r"(\d+)\s*(?:-|\.\.)\s*(\d+)", text)
+        if bounds:
+            low, high = int(bounds.group(1)), int(bounds.group(2))
+            return tuple(range(low, high + 1)) if low <= high else value
+        parts = re.split(r"[\s;]+", text)
+        return tuple(int(p) for p in parts) if parts and all(p.isdigit() for p in parts) else value
+    return value

@@ -3,6 +3,7 @@ and a whole run of the pipeline on a tiny world with ``SequentialRunner``."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from functools import cache
 from pathlib import Path
@@ -13,19 +14,18 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from scipy import stats
 
 from debias_pipeline.pipelines.study_hypotheses import pipeline as study_hypotheses
-from debias_pipeline.pipelines.study_hypotheses.nodes import (
-    paired_p_value,
-    plan_study,
-    simulate_worlds,
-    study_mlflow_metrics,
-    summarize_study,
-)
+from debias_pipeline.pipelines.study_hypotheses.fits import SWEEPS as SWEEP_NAMES
+from debias_pipeline.pipelines.study_hypotheses.fits import collect_sweeps, fit_key, fit_study
+from debias_pipeline.pipelines.study_hypotheses.plan import plan_study
+from debias_pipeline.pipelines.study_hypotheses.statistics import paired_p_value, study_mlflow_metrics, summarize_study
+from debias_pipeline.pipelines.study_hypotheses.worlds import simulate_worlds
 from debias_pipeline.pipelines.training import pipeline as training
 from tests.test_end_to_end import latest_run, run_pipeline
 
@@ -70,7 +70,7 @@ def plan(**changes: Any):
 
 def test_plan_lists_every_fit_of_every_sweep():
     study = plan()
-    counts = {sweep: len(study.runs_of(sweep)) for sweep in study_hypotheses.PLAIN_SWEEPS + ("spectra",)}
+    counts = {sweep: len(study.runs_of(sweep)) for sweep in SWEEP_NAMES}
     # models: 2 blocks; sizes: 2; layers: 2; spectra: mf, dual, dual + eigen; β: 2 x (mf, dual); x 2 seeds
     assert counts == {"models": 4, "exposure_rank": 4, "exposure_layers": 4, "spectra": 6, "bias_strength": 8}
     sizes = {run.setting: run.block["exposure"]["embedding_dim"] for run in study.runs_of("exposure_rank")}
@@ -109,11 +109,16 @@ def test_plan_refuses_bad_parameters_naming_them(changes, message):
         plan(**changes)
 
 
+def test_seeds_come_from_the_command_line_as_ranges():
+    assert plan(seeds="0-1").seeds == plan(seeds="0 1").seeds == plan().seeds == (0, 1)
+    assert plan(seeds=3).seeds == (3,)
+
+
 def test_the_configured_study_plans():
     parameters = yaml.safe_load((CONF / "parameters_study_hypotheses.yml").read_text())["study_hypotheses"]
     study = plan_study(**parameters)
     assert study.config.preset == "coat_like"
-    assert {run.sweep for run in study.runs} == set(study_hypotheses.PLAIN_SWEEPS) | {"spectra"}
+    assert {run.sweep for run in study.runs} == set(SWEEP_NAMES)
 
 
 def test_simulate_worlds_builds_each_world_once():
@@ -239,6 +244,8 @@ def tiny_run() -> DataCatalog:
         "study_hypotheses.truth": TRUTH,
         "study_hypotheses.models": MODELS,
         "study_hypotheses.sweeps": SWEEPS,
+        "study_hypotheses.workers": 1,
+        "study_hypotheses.scheduler": None,
         "evaluation": EVALUATION,
         "binarization": {"threshold": 4},
         "split": {"validation_fraction": 0.25},
@@ -254,13 +261,38 @@ def tiny_run() -> DataCatalog:
     return catalog
 
 
+def test_sweeps_share_identical_fits_and_two_workers_give_the_same_numbers():
+    study = plan()
+    worlds, _ = simulate_worlds(study, {"threshold": 4}, {"validation_fraction": 0.25}, EVALUATION)
+    sequential = fit_study(study, worlds, torch.device("cpu"), EVALUATION)
+    # per seed, 13 runs: models (mf, dual), sizes 1 and 4, layers 0 and 1, spectra (mf, dual, eigen),
+    # β 0 and 1 (mf, dual). The default β is 1.0, and the size-4 and 0-layer duals are the default
+    # dual block (its exposure has 4 dimensions and no layers): 7 distinct fits per seed
+    assert len(sequential) == len({fit_key(run) for run in study.runs}) == 14 < len(study.runs) == 26
+    tables = dict(zip((*SWEEP_NAMES, "e_j"), collect_sweeps(study, sequential, worlds), strict=True))
+    metric = "truth_ndcg_at_5"
+    shared = [
+        tables["models"].query("model == 'dual'")[metric].to_numpy(),
+        tables["spectra"].query("model == 'dual' and setting == 'none'")[metric].to_numpy(),
+        tables["bias_strength"].query("model == 'dual' and setting == '1'")[metric].to_numpy(),
+        tables["exposure_rank"].query("setting == '4'")[metric].to_numpy(),
+    ]
+    for values in shared[1:]:
+        np.testing.assert_array_equal(values, shared[0])
+
+    parallel = fit_study(dataclasses.replace(study, workers=2), worlds, torch.device("cpu"), EVALUATION)
+    measured = [c for c in sequential.columns if c not in ("spectra", "curves", "fit_seconds")]
+    pd.testing.assert_frame_equal(parallel[measured], sequential[measured])
+    assert parallel["curves"].tolist() == sequential["curves"].tolist()
+
+
 def test_pipeline_reads_only_its_block_and_the_shared_parameters():
     assert study_hypotheses.create_pipeline().inputs() == {
         "compute_device",
         "params:evaluation",
         "params:binarization",
         "params:split",
-        *(f"params:study_hypotheses.{name}" for name in ("world", "seeds", "truth", "models", "sweeps")),
+        *(f"params:study_hypotheses.{name}" for name in study_hypotheses.PLAN_PARAMETERS),
     }
 
 
@@ -346,5 +378,12 @@ def test_kedro_run_saves_versioned_outputs_and_logs_them(project_copy: Path) -> 
     assert run.info.status == "FINISHED" and run.info.run_name.startswith("study_hypotheses · ")
     assert 0 <= run.data.metrics["study_hypotheses.models.default.dual.truth_ndcg_at_5"] <= 1
     assert "study_hypotheses.bias_strength.0.dual.truth_ndcg_at_5_gain_p" in run.data.metrics
-    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "study_hypotheses")}
+    client = mlflow.MlflowClient()
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert len(children) == 2 * 8  # 2 seeds x (7 distinct fits of mf and dual + the lightgcn block)
+    served = " ".join(child.data.tags["study_hypotheses.sweeps"] for child in children)
+    assert "models/default" in served and "exposure_rank/4" in served
+    dual = next(c for c in children if c.data.params["model.name"] == "dual" and c.data.params["seed"] == "0")
+    assert len(client.get_metric_history(dual.info.run_id, "train_loss")) == dual.data.metrics["epochs_run"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "study_hypotheses")}
     assert {"study_hypotheses/report.md", "study_hypotheses/summary.csv", "study_hypotheses/spectra.png"} <= artifacts

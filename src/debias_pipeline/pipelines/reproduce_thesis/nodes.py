@@ -15,7 +15,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import re
 import math
 import time
 from collections.abc import Mapping
@@ -25,17 +24,17 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from pydantic import Field, model_validator  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from debias_pipeline.config import Params, as_mapping, build_config, closest, require, set_dotted  # noqa: E402
+from debias_pipeline.config import Params, as_mapping, build_config, closest, parse_seeds, require, set_dotted  # noqa: E402
 from debias_pipeline.datasets.registry import dataset_spec  # noqa: E402
 from debias_pipeline.models import TrainData, build_model  # noqa: E402
 from debias_pipeline.parallel import run_tasks  # noqa: E402
+from debias_pipeline.tracking import flat_params, learning_curves, log_nested_run  # noqa: E402
 from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency, train_positive_matrix  # noqa: E402
 from debias_pipeline.protocols import (  # noqa: E402
     SPLITS,
@@ -66,24 +65,6 @@ class ThesisRow(Params):
     set: dict[str, Any] = Field(default_factory=dict)
     select: dict[str, list[Any]] = Field(default_factory=dict)
     study: dict[str, list[float | None]] = Field(default_factory=dict)
-
-
-def parse_seeds(value: Any) -> Any:
-    """Seeds as the command line can pass them (``--params`` splits lists at commas):
-    ``3``, ``"0-4"`` or ``"0..4"`` (inclusive), ``"0 1 2"`` or ``"0;1;2"``; a list as is."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return (value,)
-    if isinstance(value, str):
-        text = value.strip()
-        bounds = re.fullmatch(r"(\d+)\s*(?:-|\.\.)\s*(\d+)", text)
-        if bounds:
-            low, high = int(bounds.group(1)), int(bounds.group(2))
-            return tuple(range(low, high + 1)) if low <= high else value
-        parts = re.split(r"[\s;]+", text)
-        return tuple(int(p) for p in parts) if parts and all(p.isdigit() for p in parts) else value
-    return value
 
 
 class ThesisConfig(Params):
@@ -195,15 +176,6 @@ def _seed_data(
     return data, Evaluators.build(split, matrix, setup)
 
 
-def _log_nested_run(row: ThesisRow, seed: int, block: dict[str, Any], record: dict[str, Any]) -> None:
-    if mlflow.active_run() is None:
-        return
-    with mlflow.start_run(run_name=f"{row.label} / seed {seed}", nested=True):
-        flat = pd.json_normalize(block, sep=".").iloc[0].to_dict()
-        mlflow.log_params({"row": row.label, "table": row.table, "seed": seed, **{f"model.{k}": v for k, v in flat.items()}})
-        mlflow.log_metrics({k: record[k] for k in ("validation_ndcg", "validation_recall", "test_recall", "test_ndcg", "seconds")})
-
-
 def plan_thesis_grid(parameters: dict[str, Any]) -> pd.DataFrame:
     """Every (seed, row, candidate) the study trains, in order: the row's label and
     table, the candidate's index, its choice and its model block (JSON)."""
@@ -254,7 +226,9 @@ def fit_candidate(
         logger.warning("%s seed %d: %s", label, seed, error)
         metrics = {name: float("nan") for name in _METRIC_NAMES}
         metrics.update(best_epoch=None, diverged=True)
-    return {"block": block, "seed": seed, **metrics, "seconds": time.perf_counter() - started, "spectra": spectra}
+    curves = learning_curves(model, f"validation_{evaluators.validation.metric}")
+    seconds = time.perf_counter() - started
+    return {"block": block, "seed": seed, **metrics, "seconds": seconds, "spectra": spectra, "curves": curves}
 
 
 def fit_thesis_grid(
@@ -311,7 +285,12 @@ def select_thesis_grid(
             "%s seed %d: %s validation NDCG@%d %.4f, test Recall@%d %.4f",
             label, seed, selected["choice"], k, selected["validation_ndcg"], k, selected["test_recall"],
         )
-        _log_nested_run(rows[label], int(seed), json.loads(best_block), selected)
+        log_nested_run(
+            f"{label} / seed {seed}",
+            {"row": label, "table": rows[label].table, "seed": seed, **flat_params(json.loads(best_block), "model")},
+            {name: selected[name] for name in ("validation_ndcg", "validation_recall", "test_recall", "test_ndcg", "seconds")},
+            fits[(best_block, seed)]["curves"],
+        )
         best_spectra = fits[(best_block, seed)]["spectra"]
         if label in config.spectra_rows and best_spectra is not None and seed == config.seeds[0]:
             spectra[label] = best_spectra

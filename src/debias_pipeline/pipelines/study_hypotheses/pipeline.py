@@ -1,4 +1,5 @@
-"""The study's hypotheses on simulated worlds: plan, worlds, sweeps, summary, figures, report.
+"""The study's hypotheses on simulated worlds: plan, worlds, fits (on Dask workers), sweep
+tables, statistics, figures, report.
 
 Namespaced ``study_hypotheses``: its datasets are ``study_hypotheses.<name>`` and its
 parameters the block ``study_hypotheses`` of ``conf/base/parameters_study_hypotheses.yml``;
@@ -6,33 +7,23 @@ it shares ``evaluation``, ``binarization``, ``split`` and the resolved device wi
 model pipelines.
 """
 
-from functools import partial, update_wrapper
-
 from kedro.pipeline import Pipeline, node
 
-from debias_pipeline.pipelines.study_hypotheses.nodes import (
-    plan_study,
+from debias_pipeline.pipelines.study_hypotheses.figures import (
     plot_bias_strength,
     plot_exposure_layers,
     plot_exposure_rank,
     plot_spectra,
-    run_spectra_sweep,
-    run_sweep,
-    simulate_worlds,
-    study_mlflow_metrics,
-    summarize_study,
-    write_report,
 )
+from debias_pipeline.pipelines.study_hypotheses.fits import SWEEPS, collect_sweeps, fit_study
+from debias_pipeline.pipelines.study_hypotheses.plan import plan_study
+from debias_pipeline.pipelines.study_hypotheses.report import write_report
+from debias_pipeline.pipelines.study_hypotheses.statistics import study_mlflow_metrics, summarize_study
+from debias_pipeline.pipelines.study_hypotheses.worlds import simulate_worlds
 
 NAMESPACE = "study_hypotheses"
 SHARED_PARAMETERS = {"params:evaluation", "params:binarization", "params:split"}
-PLAIN_SWEEPS = ("models", "exposure_rank", "exposure_layers", "bias_strength")
-FIT_INPUTS = ["study_plan", "worlds", "compute_device", "params:evaluation"]
-
-
-def _sweep_node(sweep: str) -> node:
-    run = update_wrapper(partial(run_sweep, sweep=sweep), run_sweep)
-    return node(run, inputs=FIT_INPUTS, outputs=f"{sweep}_runs", name=f"run_{sweep}_sweep")
+PLAN_PARAMETERS = ["world", "seeds", "truth", "models", "sweeps", "workers", "scheduler"]
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
@@ -40,7 +31,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
         [
             node(
                 plan_study,
-                inputs=["params:world", "params:seeds", "params:truth", "params:models", "params:sweeps"],
+                inputs=[f"params:{name}" for name in PLAN_PARAMETERS],
                 outputs="study_plan",
                 name="plan_study",
             ),
@@ -50,8 +41,18 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 outputs=["worlds", "world_statistics"],
                 name="simulate_worlds",
             ),
-            *[_sweep_node(sweep) for sweep in PLAIN_SWEEPS],
-            node(run_spectra_sweep, inputs=FIT_INPUTS, outputs=["spectra_runs", "spectra"], name="run_spectra_sweep"),
+            node(
+                fit_study,
+                inputs=["study_plan", "worlds", "compute_device", "params:evaluation"],
+                outputs="fits",
+                name="fit_study",
+            ),
+            node(
+                collect_sweeps,
+                inputs=["study_plan", "fits", "worlds"],
+                outputs=[*(f"{sweep}_runs" for sweep in SWEEPS), "spectra"],
+                name="collect_sweeps",
+            ),
             node(
                 summarize_study,
                 inputs=[

@@ -15,11 +15,9 @@ from debias_pipeline.models import ModelBlock, Recommender, TrainData, build_mod
 from debias_pipeline.protocols import Evaluators
 from debias_pipeline.recommend import build_recommender
 from debias_pipeline.serving import RecommenderModel
+from debias_pipeline.tracking import MetricHistory, learning_curves
 
 logger = logging.getLogger(__name__)
-
-MetricHistory = dict[str, list[dict[str, float | int]]]
-
 
 def resolve_compute_device(device: str) -> torch.device:
     """The run's device, resolved once from the ``device`` parameter (auto | cpu | cuda)."""
@@ -79,15 +77,7 @@ def train_model(
             metric: [np.nan if r.validation_score is None else r.validation_score for r in recommender.history],
         }
     )
-    curves: MetricHistory = {
-        "train_loss": [{"step": r.epoch, "value": r.train_loss} for r in recommender.history],
-        f"epoch_{metric}": [
-            {"step": r.epoch, "value": r.validation_score}
-            for r in recommender.history
-            if r.validation_score is not None
-        ],
-    }
-    return recommender, recommender.state_dict(), curves, history
+    return recommender, recommender.state_dict(), learning_curves(recommender, metric), history
 
 
 def package_recommender(

@@ -11,7 +11,6 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.figure  # noqa: E402
-import mlflow  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
@@ -19,6 +18,7 @@ import torch  # noqa: E402
 from debias_pipeline.models import TrainData  # noqa: E402
 from debias_pipeline.protocols import Evaluators  # noqa: E402
 from debias_pipeline.config import lookup, set_dotted  # noqa: E402
+from debias_pipeline.tracking import log_nested_run  # noqa: E402
 from debias_pipeline.tuning import TuneConfig, optimize  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -71,16 +71,14 @@ def run_study(
 def _log_trials(study: optuna.Study, model: str) -> None:
     """Every trial as a nested MLflow run of the active run: its values, state, value
     and validation curve (nothing when no run is active)."""
-    if mlflow.active_run() is None:
-        return
     for trial in study.trials:
-        with mlflow.start_run(run_name=f"{study.study_name} · trial {trial.number}", nested=True):
-            mlflow.log_params({f"{model}.model.{k}": v for k, v in trial.params.items()})
-            mlflow.set_tags({"optuna.study": study.study_name, "optuna.trial": trial.number, "optuna.state": trial.state.name})
-            if trial.value is not None:
-                mlflow.log_metric("validation_best", trial.value)
-            for step, value in sorted(trial.intermediate_values.items()):
-                mlflow.log_metric("epoch_validation", value, step=int(step))
+        log_nested_run(
+            f"{study.study_name} · trial {trial.number}",
+            {f"{model}.model.{k}": v for k, v in trial.params.items()},
+            {"validation_best": trial.value},
+            {"epoch_validation": [{"step": s, "value": v} for s, v in sorted(trial.intermediate_values.items())]},
+            tags={"optuna.study": study.study_name, "optuna.trial": trial.number, "optuna.state": trial.state.name},
+        )
 
 
 def plot_study(trials: pd.DataFrame, summary: dict[str, Any], tune: TuneConfig) -> tuple[matplotlib.figure.Figure, ...]:

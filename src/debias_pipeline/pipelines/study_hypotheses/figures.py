@@ -1,0 +1,111 @@
+"""The study's figures: the dual model against its exposure size and layers, the tower
+spectra beside the truth's, and the gain over MF against the bias strength."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from debias_pipeline.pipelines.study_hypotheses.plan import DUAL, REFERENCE, StudyPlan  # noqa: E402
+from debias_pipeline.protocols import EvaluationConfig, evaluation_setup  # noqa: E402
+from debias_pipeline.simulation import KINDS  # noqa: E402
+
+
+
+def _line(summary: pd.DataFrame, sweep: str, model: str, metric: str) -> pd.DataFrame:
+    rows = summary[(summary["sweep"] == sweep) & (summary["model"] == model) & (summary["metric"] == metric)]
+    return rows.sort_values("value")
+
+
+def default_true_rank(world_statistics: pd.DataFrame, study_plan: StudyPlan) -> int:
+    rows = world_statistics[world_statistics["bias_strength"] == study_plan.config.bias_strength]
+    return int(rows["true_exposure_rank"].median())
+
+
+def _plot_exposure_sweep(
+    summary: pd.DataFrame, sweep: str, xlabel: str, k: int, true_rank: int | None = None
+) -> plt.Figure:
+    figure, (ranking, recovery) = plt.subplots(1, 2, figsize=(11, 4))
+    truth_ndcg = f"truth_ndcg_at_{k}"
+    dual = _line(summary, sweep, DUAL, truth_ndcg)
+    ranking.errorbar(dual["value"], dual["mean"], yerr=dual["std"], marker="o", capsize=3, label="dual")
+    reference = _line(summary, "models", REFERENCE, truth_ndcg)
+    if not reference.empty:
+        mean, std = reference["mean"].iat[0], reference["std"].iat[0]
+        ranking.axhline(mean, color="tab:gray", linestyle="--", label="MF")
+        ranking.axhspan(mean - std, mean + std, color="tab:gray", alpha=0.15)
+    ranking.set_ylabel(f"NDCG@{k} against the true preference")
+    for metric, label in (("exposure_auc", "exposure AUC"), ("exposure_spearman", "exposure Spearman")):
+        line = _line(summary, sweep, DUAL, metric)
+        recovery.errorbar(line["value"], line["mean"], yerr=line["std"], marker="o", capsize=3, label=label)
+    oracle = _line(summary, sweep, DUAL, "exposure_oracle_auc")
+    recovery.plot(oracle["value"], oracle["mean"], color="black", linestyle=":", label="AUC of the truth")
+    recovery.set_ylabel("recovery of the true exposure")
+    for axis in (ranking, recovery):
+        if true_rank is not None:
+            axis.set_xscale("log", base=2)
+            axis.axvline(true_rank, color="tab:red", linestyle=":", label=f"true exposure rank {true_rank}")
+        axis.set_xlabel(xlabel)
+        axis.legend(fontsize="small")
+    figure.suptitle("mean ± std over seeds")
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def plot_exposure_rank(
+    summary: pd.DataFrame, world_statistics: pd.DataFrame, study_plan: StudyPlan, evaluation: EvaluationConfig
+) -> plt.Figure:
+    """Truth NDCG@K and exposure recovery of the dual model against its exposure size."""
+    k = evaluation_setup(evaluation, "synthetic").k
+    true_rank = default_true_rank(world_statistics, study_plan)
+    return _plot_exposure_sweep(summary, "exposure_rank", "exposure embedding size", k, true_rank)
+
+
+def plot_exposure_layers(summary: pd.DataFrame, evaluation: EvaluationConfig) -> plt.Figure:
+    """Truth NDCG@K and exposure recovery of the dual model against its exposure layers."""
+    return _plot_exposure_sweep(summary, "exposure_layers", "exposure LightGCN layers", evaluation_setup(evaluation, "synthetic").k)
+
+
+SPECTRUM_LENGTH = 30  # leading e_j shown
+
+
+def plot_spectra(spectra: pd.DataFrame) -> plt.Figure:
+    """Normalized spectra e_j / e_1 of each tower beside the true singular values s_j / s_1."""
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for axis, tower in zip(axes, KINDS, strict=True):
+        rows = spectra[spectra["tower"] == tower]
+        for (model, setting), group in rows.groupby(["model", "setting"], sort=False):
+            first = group[group["j"] == 1].set_index("seed")["value"]
+            normalized = group.assign(value=group["value"] / group["seed"].map(first).to_numpy())
+            curve = normalized[normalized["j"] <= SPECTRUM_LENGTH].groupby("j")["value"].mean()
+            style = {"color": "black", "linestyle": ":", "marker": "s"} if model == "truth" else {"marker": "."}
+            label = "truth (singular values)" if model == "truth" else f"{model}, eigen {setting}"
+            axis.plot(curve.index, curve.to_numpy(), label=label, **style)
+        axis.set_yscale("log")
+        axis.set_title(f"{tower} tower")
+        axis.set_xlabel("j")
+        axis.legend(fontsize="small")
+    axes[0].set_ylabel("e_j / e_1 (mean over seeds)")
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def plot_bias_strength(summary: pd.DataFrame, evaluation: EvaluationConfig) -> plt.Figure:
+    """Gain of the dual model over MF (truth and test NDCG@K) against the bias strength."""
+    k = evaluation_setup(evaluation, "synthetic").k
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for metric, label in ((f"truth_ndcg_at_{k}", "against the truth"), (f"test_ndcg_at_{k}", "thesis protocol (test)")):
+        line = _line(summary, "bias_strength", DUAL, metric)
+        axis.errorbar(line["value"], line["gain_mean"], yerr=line["gain_std"], marker="o", capsize=3, label=label)
+    axis.axhline(0.0, color="tab:gray", linewidth=1)
+    axis.set_xlabel("exposure-bias strength β (0 = random exposure)")
+    axis.set_ylabel(f"NDCG@{k} gain, dual − MF (mean ± std)")
+    axis.legend(fontsize="small")
+    figure.tight_layout()
+    plt.close(figure)
+    return figure

@@ -1,0 +1,319 @@
+"""The study's Markdown report: the headline numbers, a table per sweep and the figures,
+embedded."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from debias_pipeline.pipelines.study_hypotheses.figures import (
+    default_true_rank,
+    plot_bias_strength,
+    plot_exposure_layers,
+    plot_exposure_rank,
+    plot_spectra,
+)
+from debias_pipeline.pipelines.study_hypotheses.plan import DUAL, REFERENCE, StudyPlan
+from debias_pipeline.pipelines.study_hypotheses.statistics import gain_names
+from debias_pipeline.protocols import EvaluationConfig, evaluation_setup
+from debias_pipeline.simulation import KINDS
+from debias_pipeline.truth import effective_rank
+
+
+
+def _png_uri(figure: plt.Figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _mean_std(mean: float, std: float, digits: int = 4) -> str:
+    if mean != mean:
+        return "–"
+    return f"{mean:.{digits}f}" if std != std else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _p(value: float) -> str:
+    return "–" if value != value else f"{value:.3f}"
+
+
+def _cell(summary: pd.DataFrame, sweep: str, setting: str, model: str, metric: str, gain: bool = False) -> str:
+    rows = summary[
+        (summary["sweep"] == sweep)
+        & (summary["setting"] == setting)
+        & (summary["model"] == model)
+        & (summary["metric"] == metric)
+    ]
+    if rows.empty:
+        return "–"
+    line = rows.iloc[0]
+    if gain:
+        return f"{_mean_std(line['gain_mean'], line['gain_std'])} (p {_p(line['gain_p_value'])})"
+    return _mean_std(line["mean"], line["std"])
+
+
+def _settings(summary: pd.DataFrame, sweep: str) -> list[str]:
+    rows = summary[summary["sweep"] == sweep].drop_duplicates("setting")
+    return rows.sort_values("value", kind="stable")["setting"].tolist()
+
+
+def _world_section(world_statistics: pd.DataFrame, study_plan: StudyPlan, k: int) -> str:
+    default = world_statistics[world_statistics["bias_strength"] == study_plan.config.bias_strength]
+    names = [
+        "users",
+        "items",
+        "biased_ratings",
+        "unbiased_ratings",
+        "unbiased_users",
+        "biased_positive_rate",
+        "unbiased_positive_rate",
+        "popularity_gini",
+        "top10_share",
+        "true_preference_rank",
+        "true_exposure_rank",
+        f"click_oracle_truth_ndcg_at_{k}",
+        f"popularity_truth_ndcg_at_{k}",
+    ]
+    rows = []
+    for name in names:
+        target = default.get(f"target_{name}")
+        rows.append(
+            [
+                name,
+                _mean_std(default[name].mean(), default[name].std(), 3),
+                "–" if target is None else f"{target.iat[0]:g}",
+            ]
+        )
+    overrides = {key: value for key, value in study_plan.world.items() if key != "preset"}
+    return "\n\n".join(
+        [
+            "## The simulated world",
+            f"Preset `{study_plan.config.preset}`"
+            + (f" with overrides {overrides}" if overrides else "")
+            + f", bias strength β = {study_plan.config.bias_strength:g}; one world per seed "
+            f"({', '.join(map(str, study_plan.seeds))}). Statistics of those worlds (mean ± std over seeds) "
+            "against the preset's targets. The last two rows rank by the truth itself: a perfect model of the "
+            f"clicks, P(r)·P(o), and the items' train popularity, scored by truth NDCG@{k}; what exposure bias "
+            "costs even a perfect click model is 1 minus the first.",
+            _markdown_table(["statistic", "simulated", "target"], rows),
+        ]
+    )
+
+
+def _models_section(summary: pd.DataFrame, k: int) -> str:
+    metrics = [
+        (f"test_recall_at_{k}", f"test R@{k}"),
+        (f"test_ndcg_at_{k}", f"test N@{k}"),
+        (f"truth_recall_at_{k}", f"truth R@{k}"),
+        (f"truth_ndcg_at_{k}", f"truth N@{k}"),
+        ("preference_spearman", "preference Spearman"),
+        ("exposure_auc", "exposure AUC"),
+        ("exposure_oracle_auc", "AUC of the truth"),
+        ("exposure_spearman", "exposure Spearman"),
+    ]
+    models = summary[summary["sweep"] == "models"]["model"].drop_duplicates().tolist()
+    rows = [[model] + [_cell(summary, "models", "default", model, metric) for metric, _ in metrics] for model in models]
+    gains = [
+        [model]
+        + [_cell(summary, "models", "default", model, metric, gain=True) for metric in gain_names(k)]
+        for model in models
+        if model != REFERENCE
+    ]
+    return "\n\n".join(
+        [
+            "## Every model against the truth and by the thesis protocol",
+            _markdown_table(["model"] + [label for _, label in metrics], rows),
+            "Gain over MF on the same worlds (mean ± std of the per-seed differences, paired t-test p):",
+            _markdown_table(["model", *[f"{m} gain" for m in gain_names(k)]], gains),
+        ]
+    )
+
+
+def _exposure_section(summary: pd.DataFrame, sweep: str, title: str, intro: str, figure: str, k: int) -> str:
+    header = [
+        "setting",
+        f"truth N@{k}",
+        f"gain over MF, truth N@{k}",
+        f"gain over MF, test N@{k}",
+        "exposure AUC",
+        "exposure Spearman",
+        "exposure eff. rank",
+    ]
+    rows = [
+        [
+            setting,
+            _cell(summary, sweep, setting, DUAL, f"truth_ndcg_at_{k}"),
+            _cell(summary, sweep, setting, DUAL, f"truth_ndcg_at_{k}", gain=True),
+            _cell(summary, sweep, setting, DUAL, f"test_ndcg_at_{k}", gain=True),
+            _cell(summary, sweep, setting, DUAL, "exposure_auc"),
+            _cell(summary, sweep, setting, DUAL, "exposure_spearman"),
+            _cell(summary, sweep, setting, DUAL, "exposure_effective_rank"),
+        ]
+        for setting in _settings(summary, sweep)
+    ]
+    return "\n\n".join([f"## {title}", intro, f"![{sweep}]({figure})", _markdown_table(header, rows)])
+
+
+def _spectra_section(summary: pd.DataFrame, spectra: pd.DataFrame, figure: str, k: int) -> str:
+    lines = summary[(summary["sweep"] == "spectra")][["setting", "model"]].drop_duplicates()
+    rows = [
+        [
+            f"{line.model}, eigen {line.setting}",
+            _cell(summary, "spectra", line.setting, line.model, "preference_effective_rank"),
+            _cell(summary, "spectra", line.setting, line.model, "exposure_effective_rank"),
+            _cell(summary, "spectra", line.setting, line.model, f"truth_ndcg_at_{k}"),
+            _cell(summary, "spectra", line.setting, line.model, f"truth_ndcg_at_{k}", gain=True)
+            if line.model != REFERENCE
+            else "–",
+        ]
+        for line in lines.itertuples(index=False)
+    ]
+    truth = spectra[spectra["model"] == "truth"]
+    truth_ranks = {
+        tower: truth[truth["tower"] == tower].groupby("seed")["value"].apply(effective_rank).mean() for tower in KINDS
+    }
+    ranks = [f"{truth_ranks[tower]:.2f}" for tower in KINDS]
+    rows.append(["truth (singular values)", *ranks, "–", "–"])
+    header = ["fit", "preference eff. rank", "exposure eff. rank", f"truth N@{k}", f"gain over MF, truth N@{k}"]
+    return "\n\n".join(
+        [
+            "## Hypothesis 3: spectra, with and without the eigen penalty",
+            "The sorted e_j = ||U[:, j]|| · ||V[:, j]|| of each tower against the singular values of the true "
+            "logit matrices, both divided by their largest; the effective rank is exp(entropy of e / Σe).",
+            f"![spectra]({figure})",
+            _markdown_table(header, rows),
+        ]
+    )
+
+
+def _bias_section(summary: pd.DataFrame, world_statistics: pd.DataFrame, figure: str, k: int) -> str:
+    header = [
+        "β",
+        f"perfect click model, truth N@{k}",
+        f"MF truth N@{k}",
+        f"dual truth N@{k}",
+        f"gain, truth N@{k}",
+        f"gain, test N@{k}",
+        "exposure AUC",
+    ]
+    oracle = world_statistics.groupby("bias_strength")[f"click_oracle_truth_ndcg_at_{k}"].agg(["mean", "std"])
+    rows = [
+        [
+            setting,
+            _mean_std(*oracle.loc[float(setting)]),
+            _cell(summary, "bias_strength", setting, REFERENCE, f"truth_ndcg_at_{k}"),
+            _cell(summary, "bias_strength", setting, DUAL, f"truth_ndcg_at_{k}"),
+            _cell(summary, "bias_strength", setting, DUAL, f"truth_ndcg_at_{k}", gain=True),
+            _cell(summary, "bias_strength", setting, DUAL, f"test_ndcg_at_{k}", gain=True),
+            _cell(summary, "bias_strength", setting, DUAL, "exposure_auc"),
+        ]
+        for setting in _settings(summary, "bias_strength")
+    ]
+    return "\n\n".join(
+        [
+            "## The debiasing gain against the exposure-bias strength",
+            "β scales all the structure of the true exposure logit; β = 0 shows items at random.",
+            f"![bias strength]({figure})",
+            _markdown_table(header, rows),
+        ]
+    )
+
+
+def _best_setting(summary: pd.DataFrame, sweep: str, metric: str) -> str:
+    rows = summary[(summary["sweep"] == sweep) & (summary["model"] == DUAL) & (summary["metric"] == metric)]
+    return "–" if rows.empty or rows["mean"].isna().all() else str(rows.loc[rows["mean"].idxmax(), "setting"])
+
+
+def _headline_section(
+    summary: pd.DataFrame, world_statistics: pd.DataFrame, study_plan: StudyPlan, k: int
+) -> str:
+    truth_ndcg = f"truth_ndcg_at_{k}"
+    strengths = _settings(summary, "bias_strength")
+    eigen = str(study_plan.sweeps.eigen["form"])
+    lines = [
+        f"- Dual − MF, truth NDCG@{k}, on the default world: "
+        f"{_cell(summary, 'models', 'default', DUAL, truth_ndcg, gain=True)}; "
+        f"test NDCG@{k}: {_cell(summary, 'models', 'default', DUAL, f'test_ndcg_at_{k}', gain=True)}.",
+        f"- Dual − MF, truth NDCG@{k}, at β = {strengths[0]}: "
+        f"{_cell(summary, 'bias_strength', strengths[0], DUAL, truth_ndcg, gain=True)}; at β = {strengths[-1]}: "
+        f"{_cell(summary, 'bias_strength', strengths[-1], DUAL, truth_ndcg, gain=True)}.",
+        f"- Exposure recovery of the default dual model: AUC "
+        f"{_cell(summary, 'models', 'default', DUAL, 'exposure_auc')} (the truth's own: "
+        f"{_cell(summary, 'models', 'default', DUAL, 'exposure_oracle_auc')}), Spearman "
+        f"{_cell(summary, 'models', 'default', DUAL, 'exposure_spearman')}.",
+        f"- Exposure size with the best exposure AUC: {_best_setting(summary, 'exposure_rank', 'exposure_auc')}, "
+        f"with the best truth NDCG@{k}: {_best_setting(summary, 'exposure_rank', truth_ndcg)} "
+        f"(true exposure rank {default_true_rank(world_statistics, study_plan)}).",
+        f"- Exposure layers with the best exposure AUC: {_best_setting(summary, 'exposure_layers', 'exposure_auc')}, "
+        f"with the best truth NDCG@{k}: {_best_setting(summary, 'exposure_layers', truth_ndcg)}.",
+        f"- Effective rank of the exposure tower with the eigen penalty ({eigen}) and without: "
+        f"{_cell(summary, 'spectra', eigen, DUAL, 'exposure_effective_rank')} and "
+        f"{_cell(summary, 'spectra', 'none', DUAL, 'exposure_effective_rank')}; truth NDCG@{k} gain over MF "
+        f"with it: {_cell(summary, 'spectra', eigen, DUAL, truth_ndcg, gain=True)}.",
+    ]
+    return "\n".join(["## Headline numbers", *lines])
+
+
+def write_report(
+    study_plan: StudyPlan,
+    world_statistics: pd.DataFrame,
+    summary: pd.DataFrame,
+    spectra: pd.DataFrame,
+    evaluation: EvaluationConfig,
+) -> str:
+    """The study's Markdown report: tables of every sweep and the figures, embedded.
+
+    The figures are embedded as PNG data URIs, so the one versioned file shows them
+    wherever it is opened; they are also saved as their own versioned PNGs.
+    """
+    k = evaluation_setup(evaluation, "synthetic").k
+    true_rank = default_true_rank(world_statistics, study_plan)
+    figures = {
+        "exposure_rank": _png_uri(plot_exposure_rank(summary, world_statistics, study_plan, evaluation)),
+        "exposure_layers": _png_uri(plot_exposure_layers(summary, evaluation)),
+        "spectra": _png_uri(plot_spectra(spectra)),
+        "bias_strength": _png_uri(plot_bias_strength(summary, evaluation)),
+    }
+    intro = (
+        f"Every fit is measured by the thesis protocol on the unbiased test split (`test`) and against the "
+        f"truth (`truth`): all items without a train positive ranked by the preference score, the relevant set "
+        f"being the user's {study_plan.truth.top_n} items of highest true preference. Exposure recovery: the "
+        "expected AUC and Spearman correlation of σ(ô) against the true exposure probabilities over all pairs "
+        f"(a sample of {study_plan.truth.max_pairs} when there are more); the truth's own AUC is the ceiling. "
+        f"Gains are model − MF per seed, mean ± std over {len(study_plan.seeds)} seeds, paired t-test p."
+    )
+    sections = [
+        "# The study's hypotheses against the truth",
+        intro,
+        _headline_section(summary, world_statistics, study_plan, k),
+        _world_section(world_statistics, study_plan, k),
+        _models_section(summary, k),
+        _exposure_section(
+            summary,
+            "exposure_rank",
+            "Hypothesis 1: exposure rank",
+            f"The dual model's exposure embedding size against the true exposure rank ({true_rank}).",
+            figures["exposure_rank"],
+            k,
+        ),
+        _exposure_section(
+            summary,
+            "exposure_layers",
+            "Hypothesis 2: exposure smoothness",
+            "LightGCN layers of the dual model's exposure tower (0 = MF).",
+            figures["exposure_layers"],
+            k,
+        ),
+        _spectra_section(summary, spectra, figures["spectra"], k),
+        _bias_section(summary, world_statistics, figures["bias_strength"], k),
+    ]
+    return "\n\n".join(sections) + "\n"

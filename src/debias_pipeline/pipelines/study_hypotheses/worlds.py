@@ -1,0 +1,79 @@
+"""The worlds of the study: one simulator draw per (bias strength, seed), processed as the
+data-processing pipeline processes a dataset, with the statistics of each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from debias_pipeline.models import TrainData
+from debias_pipeline.pipelines.data_processing.nodes import BinarizationConfig, process_synthetic
+from debias_pipeline.pipelines.study_hypotheses.plan import StudyPlan
+from debias_pipeline.config import build_config
+from debias_pipeline.protocols import EvaluationConfig, Evaluators, SplitConfig, evaluation_setup
+from debias_pipeline.simulation import PRESET_TARGETS, GroundTruth, ratings_statistics
+from debias_pipeline.truth import truth_ranking_metrics
+
+
+@dataclass(frozen=True, eq=False)
+class World:
+    """One simulated dataset, processed as the data-processing pipeline does."""
+
+    train: TrainData  # Y and Â
+    evaluators: Evaluators  # the thesis protocol's validation and test splits
+    truth: GroundTruth
+
+
+def _reference_rankers(world: World, k: int, top_n: int) -> dict[str, float]:
+    """Truth NDCG@K of two fixed rankings: a perfect click model P(r)·P(o) (the best any
+    fit of the clicks alone can rank) and the items' train popularity."""
+    truth, train = world.truth, world.train.interactions
+    popularity = np.asarray(train.sum(axis=0)).ravel()
+
+    def clicks(users: np.ndarray) -> np.ndarray:
+        return truth.probabilities("preference", users) * truth.probabilities("exposure", users)
+
+    def popular(users: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(popularity, (len(users), popularity.size))
+
+    return {
+        f"click_oracle_truth_ndcg_at_{k}": truth_ranking_metrics(clicks, truth, train, k, top_n).ndcg,
+        f"popularity_truth_ndcg_at_{k}": truth_ranking_metrics(popular, truth, train, k, top_n).ndcg,
+    }
+
+
+def simulate_worlds(
+    study_plan: StudyPlan, binarization: BinarizationConfig, split: SplitConfig, evaluation: EvaluationConfig
+) -> tuple[dict[tuple[float, int], World], pd.DataFrame]:
+    """Draw every world of the plan and process it like the data-processing pipeline.
+
+    Returns:
+        The worlds by (bias_strength, seed), and one row of statistics per world:
+        ``simulation.ratings_statistics``, the numerical ranks of the true logit
+        matrices, the truth NDCG@K of a perfect click model and of train popularity
+        (``_reference_rankers``), and the preset's targets as ``target_<statistic>``.
+    """
+    threshold = build_config(BinarizationConfig, binarization, "binarization").threshold or 4
+    k = evaluation_setup(evaluation, "synthetic").k
+    targets = PRESET_TARGETS.get(study_plan.config.preset, {})
+    worlds: dict[tuple[float, int], World] = {}
+    rows = []
+    for strength, seed in study_plan.worlds():
+        params = {**study_plan.world, "bias_strength": strength}
+        ratings, train, evaluators, truth = process_synthetic(params, binarization, split, evaluation, seed)
+        world = World(train=train, evaluators=evaluators, truth=truth)
+        worlds[(strength, seed)] = world
+        rows.append(
+            {
+                "bias_strength": strength,
+                "seed": seed,
+                **ratings_statistics(ratings, truth.n_users, truth.n_items, threshold),
+                "true_preference_rank": truth.rank("preference"),
+                "true_exposure_rank": truth.rank("exposure"),
+                **_reference_rankers(world, k, study_plan.truth.top_n),
+                **{f"target_{name}": value for name, value in targets.items()},
+            }
+        )
+    return worlds, pd.DataFrame(rows)
