@@ -142,3 +142,35 @@ def test_clicked_block_ranks_first() -> None:
     model = build_model({"name": "wmf", "embedding_dim": 2, "weight_decay": 1e-3, "epochs": 5}, "t", seed=0, device=CPU)
     scores = model.fit(TrainData(sp.csr_matrix(clicks))).score()
     assert (scores[:4, :3].min(axis=1) > scores[:4, 3:].max(axis=1)).all()
+
+
+def test_the_sparse_sweeps_equal_the_dense_ones() -> None:
+    # WMF's fit hands Y to its sweeps as a sparse CSR tensor; the same fit with dense Y
+    # (the other sweep models' path) gives the same factors and objective.
+    rng = np.random.default_rng(4)
+    data = TrainData(sp.csr_matrix((rng.random((25, 18)) < 0.2).astype(np.float32)))
+    params = {"name": "wmf", "embedding_dim": 5, "alpha": 3.0, "weight_decay": 1e-3, "epochs": 6}
+    sparse = build_model(params, "t", seed=0, device=CPU).fit(data)
+    dense = build_model(params, "t", seed=0, device=CPU)
+    dense.dense_targets = True
+    dense.fit(data)
+    for table in ("user_embedding", "item_embedding"):
+        np.testing.assert_allclose(
+            getattr(sparse.module, table).numpy(), getattr(dense.module, table).numpy(), rtol=1e-9, atol=1e-12
+        )
+    np.testing.assert_allclose(
+        [r.train_loss for r in sparse.history], [r.train_loss for r in dense.history], rtol=1e-10
+    )
+
+
+def test_wmf_fits_beyond_the_dense_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The dense models refuse a Y above DENSE_PAIRS_LIMIT pairs; WMF never forms it.
+    import debias_pipeline.models.base as base
+
+    monkeypatch.setattr(base, "DENSE_PAIRS_LIMIT", 100)
+    rng = np.random.default_rng(5)
+    data = TrainData(sp.csr_matrix((rng.random((30, 20)) < 0.2).astype(np.float32)))
+    model = build_model({"name": "wmf", "embedding_dim": 4, "epochs": 2}, "t", seed=0, device=CPU).fit(data)
+    assert len(model.history) == 2
+    with pytest.raises(ValueError, match="expomf: a full-batch fit over all 30 x 20 = 600 pairs"):
+        build_model({"name": "expomf", "embedding_dim": 4, "epochs": 2}, "t", seed=0, device=CPU).fit(data)

@@ -411,9 +411,9 @@ def _index(ids: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.array(ids, dtype=np.int64)).to(device)
 
 
-def sparse_to_torch(matrix: sp.spmatrix, device: torch.device) -> torch.Tensor:
-    """A scipy sparse matrix as a torch sparse CSR tensor (float32) on ``device``."""
-    csr = sp.csr_matrix(matrix, dtype=np.float32)
+def sparse_to_torch(matrix: sp.spmatrix, device: torch.device, dtype: type = np.float32) -> torch.Tensor:
+    """A scipy sparse matrix as a torch sparse CSR tensor (float32, or ``dtype``) on ``device``."""
+    csr = sp.csr_matrix(matrix, dtype=dtype)
     return torch.sparse_csr_tensor(
         torch.as_tensor(csr.indptr, dtype=torch.int64),
         torch.as_tensor(csr.indices, dtype=torch.int64),

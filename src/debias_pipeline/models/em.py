@@ -13,6 +13,7 @@ from abc import abstractmethod
 from collections.abc import Callable
 from typing import Self
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,6 +25,7 @@ from debias_pipeline.models.base import (
     Validator,
     check_dense_size,
     run_with_early_stopping,
+    sparse_to_torch,
 )
 
 # Closed-form solves run in double precision: with a small ridge λ the normal equations
@@ -92,10 +94,12 @@ class SweepRecommender(FullBatchRecommender):
     """
 
     module: FactorTables
+    dense_targets = True  # False: ``update`` and ``loss`` get Y as a sparse CSR tensor, never densified
 
     @abstractmethod
     def update(self, targets: torch.Tensor) -> None:
-        """One sweep over every table, in place; ``targets`` is the dense (n_users, n_items) Y."""
+        """One sweep over every table, in place; ``targets`` is the (n_users, n_items) Y,
+        dense, or sparse CSR where ``dense_targets`` is False."""
 
     @abstractmethod
     def loss(self, targets: torch.Tensor) -> torch.Tensor:
@@ -107,9 +111,12 @@ class SweepRecommender(FullBatchRecommender):
         validation: Validator | None = None,
         on_epoch: Callable[[EpochRecord], None] | None = None,
     ) -> Self:
-        check_dense_size(self.name, data, "this model's sweeps run over the dense Y")
+        if self.dense_targets:
+            check_dense_size(self.name, data, "this model's sweeps run over the dense Y")
+            targets = torch.as_tensor(data.interactions.toarray(), dtype=DTYPE, device=self.device)  # (n_users, n_items)
+        else:
+            targets = sparse_to_torch(data.interactions, self.device, np.float64)  # (n_users, n_items), CSR
         self.module = self.build_module(data, torch.Generator().manual_seed(self.seed)).to(self.device)
-        targets = torch.as_tensor(data.interactions.toarray(), dtype=DTYPE, device=self.device)  # (n_users, n_items)
 
         def sweep() -> float:
             self.update(targets)

@@ -10,8 +10,8 @@ import scipy.sparse as sp
 import torch
 
 from debias_pipeline.config import require
-from debias_pipeline.models.base import TrainData
-from debias_pipeline.models.em import DTYPE, FactorTables, SweepConfig, SweepRecommender, normal_factors, solve_weighted_ridge
+from debias_pipeline.models.base import TrainData, sparse_to_torch
+from debias_pipeline.models.em import FactorTables, SweepConfig, SweepRecommender, normal_factors, solve_weighted_ridge
 
 
 class WMFConfig(SweepConfig):
@@ -49,6 +49,7 @@ class WMF(SweepRecommender):
     name = "wmf"
     Config = WMFConfig
     supports_fold_in = True
+    dense_targets = False  # the sweeps and the objective touch Y's non-zeros only
 
     def build_module(self, data: TrainData, generator: torch.Generator) -> FactorTables:
         d = self.config.embedding_dim
@@ -62,8 +63,10 @@ class WMF(SweepRecommender):
 
     @torch.no_grad()
     def update(self, targets: torch.Tensor) -> None:
-        self.module.user_embedding.copy_(self._solve_rows(targets.to_sparse_csr(), self.module.item_embedding))
-        self.module.item_embedding.copy_(self._solve_rows(targets.T.to_sparse_csr(), self.module.user_embedding))
+        rows = _csr(targets)  # (n_users, n_items)
+        columns = rows.to_sparse_coo().t().coalesce().to_sparse_csr()  # (n_items, n_users)
+        self.module.user_embedding.copy_(self._solve_rows(rows, self.module.item_embedding))
+        self.module.item_embedding.copy_(self._solve_rows(columns, self.module.user_embedding))
 
     def _solve_rows(self, clicks: torch.Tensor, fixed: torch.Tensor, ridge: float | None = None) -> torch.Tensor:
         """Least-squares factors of every row of ``clicks`` (n, m, sparse) given ``fixed`` (m, d)."""
@@ -80,15 +83,28 @@ class WMF(SweepRecommender):
         Nλ of training (N the train |U| x |I|), then ``x_uᵀ v_i``."""
         self._require_fitted()
         items = self.module.item_embedding  # (n_items, d)
-        clicks = torch.as_tensor((sp.csr_matrix(history) > 0).toarray(), dtype=DTYPE, device=self.device)
+        clicks = sparse_to_torch(sp.csr_matrix(history) > 0, self.device, np.float64)  # (n_rows, n_items)
         ridge = self.config.weight_decay * self.module.user_embedding.shape[0] * items.shape[0]
-        users = self._solve_rows(clicks.to_sparse_csr(), items, ridge)  # (n_rows, d)
+        users = self._solve_rows(clicks, items, ridge)  # (n_rows, d)
         return (users @ items.T).cpu().numpy()
 
     @torch.no_grad()
     def loss(self, targets: torch.Tensor) -> torch.Tensor:
+        """The objective from Y's non-zeros alone: with s = XVᵀ and c = 1 + αy,
+        ``Σ c (y − s)² = Σ s² − 2 Σ_nz y s + Σ_nz y² + α Σ_nz y (y − s)²`` and
+        ``Σ s² = Σ (XᵀX) ⊙ (VᵀV)``, so no (n_users, n_items) matrix is formed."""
         user, item = self.module.user_embedding, self.module.item_embedding
-        residual = targets - user @ item.T  # (n_users, n_items)
-        confidence = 1.0 + self.config.alpha * targets  # (n_users, n_items)
+        rows = _csr(targets)
+        counts = rows.crow_indices().diff()
+        users = torch.repeat_interleave(torch.arange(rows.shape[0], device=counts.device), counts)  # (nnz,)
+        y = rows.values()  # (nnz,)
+        s = (user[users] * item[rows.col_indices()]).sum(dim=1)  # (nnz,)
+        squares = ((user.T @ user) * (item.T @ item)).sum()
+        summed = squares - 2.0 * (y * s).sum() + y.pow(2).sum() + self.config.alpha * (y * (y - s).pow(2)).sum()
         penalty = self.config.weight_decay * (user.pow(2).sum() + item.pow(2).sum())
-        return (confidence * residual.pow(2)).mean() + penalty
+        return summed / (rows.shape[0] * rows.shape[1]) + penalty
+
+
+def _csr(targets: torch.Tensor) -> torch.Tensor:
+    """Y as a sparse CSR tensor (given dense or CSR)."""
+    return targets if targets.layout == torch.sparse_csr else targets.to_sparse_csr()
