@@ -19,9 +19,9 @@ CPU = torch.device("cpu")
 TINY_Y = np.array([[1.0, 0.0], [1.0, 1.0]])
 
 
-def tiny_wmf(item: list[float], user: list[float] | None = None) -> WMF:
+def tiny_wmf(item: list[float], user: list[float] | None = None, solver: str = "exact") -> WMF:
     """A d = 1 WMF on TINY_Y with the given factor tables."""
-    params = {"name": "wmf", "embedding_dim": 1, "alpha": 1.0, "weight_decay": 0.25}
+    params = {"name": "wmf", "embedding_dim": 1, "alpha": 1.0, "weight_decay": 0.25, "solver": solver}
     model = build_model(params, "t", seed=0, device=CPU)
     model.module = model.build_module(TrainData(sp.csr_matrix(TINY_Y)), torch.Generator().manual_seed(0))
     model.module.item_embedding.copy_(torch.tensor(item, dtype=DTYPE)[:, None])
@@ -30,7 +30,8 @@ def tiny_wmf(item: list[float], user: list[float] | None = None) -> WMF:
     return model
 
 
-def test_one_sweep_by_hand() -> None:
+@pytest.mark.parametrize("solver", ["exact", "torch"])
+def test_one_sweep_by_hand(solver: str) -> None:
     # d = 1, so every solve is a division: x_u = Σ_i c_ui y_ui v_i / (Σ_i c_ui v_i² + 1).
     # Start from v = [1, 2].
     # u0: (2·1·1 + 1·0·2) / (2·1 + 1·4 + 1) = 2/7.
@@ -38,7 +39,7 @@ def test_one_sweep_by_hand() -> None:
     # Then v_i = Σ_u c_ui y_ui x_u / (Σ_u c_ui x_u² + 1) with x = [2/7, 6/11]:
     # i0: (2·2/7 + 2·6/11) / (2·4/49 + 2·36/121 + 1) = (128/77) / (10425/5929) = 9856/10425.
     # i1: (1·0·2/7 + 2·6/11) / (1·4/49 + 2·36/121 + 1) = (12/11) / (9941/5929) = 6468/9941.
-    model = tiny_wmf(item=[1.0, 2.0])
+    model = tiny_wmf(item=[1.0, 2.0], solver=solver)
     model.update(torch.tensor(TINY_Y, dtype=DTYPE))
     np.testing.assert_allclose(model.module.user_embedding[:, 0].numpy(), [2 / 7, 6 / 11], rtol=1e-12)
     np.testing.assert_allclose(model.module.item_embedding[:, 0].numpy(), [9856 / 10425, 6468 / 9941], rtol=1e-12)
@@ -51,11 +52,12 @@ def test_objective_by_hand() -> None:
     assert float(model.loss(torch.tensor(TINY_Y, dtype=DTYPE))) == pytest.approx(3.25, rel=1e-12)
 
 
-def test_the_confidence_trick_equals_the_direct_normal_equations() -> None:
+@pytest.mark.parametrize("solver", ["exact", "torch"])
+def test_the_confidence_trick_equals_the_direct_normal_equations(solver: str) -> None:
     # x_u = (Vᵀ C_u V + NλI)⁻¹ Vᵀ C_u y_u, written out with a dense C_u per user.
     rng = np.random.default_rng(0)
     clicks = (rng.random((7, 9)) < 0.3).astype(float)
-    params = {"name": "wmf", "embedding_dim": 3, "alpha": 4.0, "weight_decay": 0.01}
+    params = {"name": "wmf", "embedding_dim": 3, "alpha": 4.0, "weight_decay": 0.01, "solver": solver}
     model = build_model(params, "t", seed=0, device=CPU)
     model.module = model.build_module(TrainData(sp.csr_matrix(clicks)), torch.Generator().manual_seed(0))
     items = model.module.item_embedding.numpy().copy()
@@ -174,3 +176,20 @@ def test_wmf_fits_beyond_the_dense_size_limit(monkeypatch: pytest.MonkeyPatch) -
     assert len(model.history) == 2
     with pytest.raises(ValueError, match="expomf: a full-batch fit over all 30 x 20 = 600 pairs"):
         build_model({"name": "expomf", "embedding_dim": 4, "epochs": 2}, "t", seed=0, device=CPU).fit(data)
+
+
+def test_implicit_exact_solver_equals_the_project_solver_and_cg_approximates_it() -> None:
+    rng = np.random.default_rng(6)
+    data = TrainData(sp.csr_matrix((rng.random((40, 30)) < 0.15).astype(np.float32)))
+    params = {"name": "wmf", "embedding_dim": 6, "alpha": 5.0, "weight_decay": 1e-3, "epochs": 8}
+    fits = {
+        solver: build_model({**params, "solver": solver}, "t", seed=0, device=CPU).fit(data)
+        for solver in ("exact", "torch", "cg")
+    }
+    exact, torch_solve, cg = (fits[s].module.user_embedding.numpy() for s in ("exact", "torch", "cg"))
+    np.testing.assert_allclose(exact, torch_solve, rtol=1e-9, atol=1e-12)
+    assert np.abs(cg - exact).max() > 1e-9  # a different (approximate) solve ...
+    losses = {s: fits[s].history[-1].train_loss for s in fits}
+    assert losses["cg"] == pytest.approx(losses["exact"], rel=0.02)  # ... to nearly the same objective
+    with pytest.raises(ValueError, match="solver"):
+        build_model({**params, "solver": "lu"}, "t", seed=0, device=CPU)

@@ -4,6 +4,7 @@ alternating least squares."""
 
 from __future__ import annotations
 
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -20,13 +21,22 @@ class WMFConfig(SweepConfig):
     Attributes:
         alpha: confidence slope α of c_ui = 1 + α y_ui (Hu et al. use 40).
         weight_decay: the ridge λ on both factor tables, per pair (see ``SweepConfig``).
+        solver: how each half-sweep solves its rows on the CPU: ``exact`` (``implicit``'s
+            Cholesky solve per row), ``cg`` (``implicit``'s conjugate gradient, ``cg_steps``
+            steps from the current factors: an approximate, faster solve) or ``torch`` (the
+            project's batched solve, the reference path). On CUDA every solver is the
+            project's batched solve on the GPU (``implicit``'s wheel has no GPU kernels).
+        cg_steps: conjugate-gradient steps per row and half-sweep (``cg``).
     """
 
     alpha: float = 1.0
+    solver: Literal["exact", "cg", "torch"] = "exact"
+    cg_steps: int = 3
 
     def check(self) -> None:
         super().check()
         require(self.alpha >= 0, f"alpha must be >= 0, got {self.alpha}")
+        require(self.cg_steps >= 1, f"cg_steps must be >= 1, got {self.cg_steps}")
 
 
 class WMF(SweepRecommender):
@@ -64,9 +74,44 @@ class WMF(SweepRecommender):
     @torch.no_grad()
     def update(self, targets: torch.Tensor) -> None:
         rows = _csr(targets)  # (n_users, n_items)
+        if self.config.solver != "torch" and self.device.type == "cpu":
+            self._implicit_sweep(rows)
+            return
         columns = rows.to_sparse_coo().t().coalesce().to_sparse_csr()  # (n_items, n_users)
         self.module.user_embedding.copy_(self._solve_rows(rows, self.module.item_embedding))
         self.module.item_embedding.copy_(self._solve_rows(columns, self.module.user_embedding))
+
+    def _implicit_sweep(self, rows: torch.Tensor) -> None:
+        """One sweep (users, then items) by ``implicit``'s ALS, in place on the factor
+        tables (its solvers write into the arrays the tensors share).
+
+        ``implicit`` solves ``(VᵀV + Vᵀ(C_u − I)V + rI) x_u = Vᵀ C_u p_u`` with C_u the
+        values of the given matrix on u's clicks, 1 elsewhere, and p_u = 1 on the clicks:
+        the project's objective with those values set to c = 1 + α y and r = Nλ.
+        """
+        from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
+
+        y = rows.values().cpu().numpy()
+        shape = tuple(rows.shape)
+        confidence = sp.csr_matrix(
+            (1.0 + self.config.alpha * y, rows.col_indices().cpu().numpy(), rows.crow_indices().cpu().numpy()), shape
+        )
+        with threadpool_limits(1, user_api="blas"):  # implicit parallelizes over rows itself
+            als = AlternatingLeastSquares(
+                factors=self.config.embedding_dim,
+                regularization=self.config.weight_decay * shape[0] * shape[1],  # Nλ
+                alpha=1.0,
+                dtype=np.float64,
+                use_cg=self.config.solver == "cg",
+                iterations=1,
+                num_threads=torch.get_num_threads(),
+            )
+            if self.config.solver == "cg":
+                als.cg_steps = self.config.cg_steps
+            als.user_factors = self.module.user_embedding.detach().numpy()  # shares memory with the tensor
+            als.item_factors = self.module.item_embedding.detach().numpy()
+            als.fit(confidence, show_progress=False)
 
     def _solve_rows(self, clicks: torch.Tensor, fixed: torch.Tensor, ridge: float | None = None) -> torch.Tensor:
         """Least-squares factors of every row of ``clicks`` (n, m, sparse) given ``fixed`` (m, d)."""
