@@ -14,7 +14,6 @@ from debias_pipeline.protocols import EvaluationConfig, evaluation_setup  # noqa
 from debias_pipeline.simulation import KINDS  # noqa: E402
 
 
-
 def _line(summary: pd.DataFrame, sweep: str, model: str, metric: str) -> pd.DataFrame:
     rows = summary[(summary["sweep"] == sweep) & (summary["model"] == model) & (summary["metric"] == metric)]
     return rows.sort_values("value")

@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 IDENTITY = ["sweep", "setting", "value", "model", "bias_strength", "seed"]  # a run's columns from the plan
 SWEEPS = ("models", "exposure_rank", "exposure_layers", "spectra", "bias_strength")
+RIDERS = ("key", "spectra", "curves")  # a fit's entries that are not measurements
 
 
 def fit_key(run: Run) -> str:
@@ -133,7 +134,7 @@ def fit_study(
     shared = (study_plan, worlds, str(compute_device), evaluation)
     fits = run_tasks(measure_fit, shared, [(run,) for run in first], study_plan.workers, study_plan.scheduler)
     for run, fit in zip(first, fits, strict=True):
-        measured = {key: value for key, value in fit.items() if key not in ("key", "spectra", "curves")}
+        measured = {key: value for key, value in fit.items() if key not in RIDERS}
         log_nested_run(
             f"{run.model} · β {run.bias_strength:g} · seed {run.seed}",
             {"model_key": run.model, "bias_strength": run.bias_strength, "seed": run.seed, **flat_params(run.block, "model")},
@@ -158,7 +159,7 @@ def collect_sweeps(
         of its worlds.
     """
     by_key = fits.set_index("key")
-    measured = [column for column in fits.columns if column not in ("key", "spectra", "curves")]
+    measured = [column for column in fits.columns if column not in RIDERS]
 
     def table(sweep: str) -> pd.DataFrame:
         runs = study_plan.runs_of(sweep)

@@ -39,7 +39,6 @@ KEYS = ["sweep", "setting", "model", "bias_strength"]  # one summary line; the s
 WHERE = "study_hypotheses"
 
 
-
 class TruthConfig(Params):
     """How fits are measured against the truth.
 

@@ -23,7 +23,6 @@ from debias_pipeline.simulation import KINDS
 from debias_pipeline.truth import effective_rank
 
 
-
 def _png_uri(figure: plt.Figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
