@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 import torch
+from scipy import stats
 
 
 @dataclass(frozen=True)
@@ -391,3 +392,35 @@ def full_ranking_metrics(
         score_users, train, users, items, labels, k, device=device, chunk_elements=chunk_elements
     )
     return _averaged(k, recall, ndcg, n_skipped)
+
+
+def pooled_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """AUC of ``scores`` against binary ``labels`` over all rows pooled (every user's
+    rows together, users without a positive included): the share of (positive,
+    negative) row pairs the positive row wins, a tie counting one half (Mann-Whitney).
+
+    Returns:
+        The AUC, or ``None`` when the rows hold no positive or no negative.
+    """
+    positive = np.asarray(labels) > 0
+    n_positive, n_negative = int(positive.sum()), int((~positive).sum())
+    if n_positive == 0 or n_negative == 0:
+        return None
+    ranks = stats.rankdata(np.asarray(scores, dtype=np.float64))
+    wins = ranks[positive].sum() - n_positive * (n_positive + 1) / 2
+    return float(wins / (n_positive * n_negative))
+
+
+def mean_log_likelihood(labels: np.ndarray, logits: np.ndarray) -> float | None:
+    """Mean Bernoulli log-likelihood of binary ``labels`` under σ(``logits``) over all
+    rows: ``−mean(y softplus(−s) + (1 − y) softplus(s))``, at most 0.
+
+    Returns:
+        The mean, or ``None`` for no rows.
+    """
+    if len(labels) == 0:
+        return None
+    s = np.asarray(logits, dtype=np.float64)
+    y = (np.asarray(labels) > 0).astype(np.float64)
+    softplus = np.logaddexp(0.0, s)  # softplus(s); softplus(-s) = softplus(s) - s
+    return float(-np.mean(y * (softplus - s) + (1.0 - y) * softplus))

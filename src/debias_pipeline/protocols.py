@@ -10,9 +10,10 @@ masked and which metrics are reported (``evaluation.protocol``).
 | ``cold_start`` | ``cold_start.validation_users`` and ``cold_start.users`` (0.1 each) withheld from training entirely; each brings their first ``cold_start.known_interactions`` (3) positives (by time), the rest are targets | every item, the known ones masked; scored by the model's way with a new user (``cold_start.py``) | 20 |
 
 Every protocol reports Recall@K (hits / min(K, P)), NDCG@K, Precision@K (hits / K)
-and HR@K (a hit in the top K) at each cut-off. Early stopping and every selection use
-the validation split's NDCG at the protocol's selection cut-off (``selection_metric``),
-never the test split.
+and HR@K (a hit in the top K) at each cut-off; the protocols that rank labelled rows
+(``thesis``, ``leave_one_out``) also the pooled AUC and the mean log-likelihood of the
+scores over all rows. Early stopping and every selection use one signal of the
+validation split (``evaluation.selection``, see ``SELECTIONS``), never the test split.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from debias_pipeline.metrics import (
     ScoreUsers,
     candidate_relevance,
     full_ranking_relevance,
+    mean_log_likelihood,
     metrics_from_relevance,
+    pooled_auc,
     train_positives,
 )
 
@@ -41,6 +44,14 @@ Kind = Literal["candidates", "full", "fold_in", "cold"]
 METRICS = ("recall", "ndcg", "precision", "hr")
 TRAINING_PARTS = ("biased", "train", "all")
 SPLITS = ("validation", "test")
+# The validation signals early stopping and selection can follow (``evaluation.selection``):
+# ``ranking``, the ranking metric ``selection_metric`` (NDCG@K) over the users with a
+# positive; ``auc``, the pooled AUC of the scores over every validation row (users
+# without a positive included); ``log_likelihood``, the mean log-likelihood of the labels
+# under σ(score), for models whose score is a click logit. The last two need labelled
+# rows (the ``candidates`` protocols).
+SELECTIONS = ("ranking", "auc", "log_likelihood")
+ROW_SIGNALS = ("auc", "log_likelihood")
 # Bound on one chunk's random table of leave_one_out's candidate sampling (32 MB).
 CANDIDATE_CHUNK_ELEMENTS = 1 << 22
 
@@ -54,12 +65,13 @@ class ProtocolSpec:
     default_cutoffs: tuple[int, ...]
     selection_cutoff: int
     description: str
+    selection_window: int = 1
 
 
 PROTOCOLS: dict[str, ProtocolSpec] = {
     spec.name: spec
     for spec in (
-        ProtocolSpec("thesis", "candidates", (5,), 5, "each user's unbiased rows ranked (PROTOCOL.md §3)"),
+        ProtocolSpec("thesis", "candidates", (5,), 5, "each user's unbiased rows ranked (PROTOCOL.md §3)", 5),
         ProtocolSpec("full_ranking", "full", (20,), 20, "all items ranked, train items masked (the LightGCN papers')"),
         ProtocolSpec("leave_one_out", "candidates", (10,), 10, "latest item among 100 sampled non-interacted items (NCF)"),
         ProtocolSpec(
@@ -76,14 +88,22 @@ class EvaluationConfig(Params):
     Attributes:
         protocol: a name of ``PROTOCOLS``; ``None`` takes the dataset's default.
         k: the cut-off(s) K, one number or a list; ``None`` takes the protocol's.
-        selection_metric: the validation metric of early stopping and selection,
+        selection_metric: the ranking metric of ``selection: ranking``,
             ``<metric>_at_<k>`` with k among the cut-offs; ``None`` is NDCG at the
             protocol's selection cut-off (5, 20, 10, 100).
+        selection: the validation signal of early stopping and selection (one of
+            ``SELECTIONS``); ``None`` is ``ranking``.
+        selection_window: early stopping follows the mean of the last this many
+            validation evaluations (1: the raw signal) and restores the weights of the
+            evaluation that ends the best window; ``None`` is the protocol's
+            (``thesis`` 5, the others 1). README, "Selection", has the measurements.
     """
 
     protocol: str | None = None
     k: int | tuple[int, ...] | None = None
     selection_metric: str | None = None
+    selection: str | None = None
+    selection_window: int | None = None
 
     def check(self) -> None:
         require(
@@ -92,6 +112,14 @@ class EvaluationConfig(Params):
         )
         cutoffs = (self.k,) if isinstance(self.k, int) else self.k
         require(cutoffs is None or (len(cutoffs) > 0 and all(k >= 1 for k in cutoffs)), f"k must be >= 1, got {self.k}")
+        require(
+            self.selection is None or self.selection in SELECTIONS,
+            f"selection must be one of {list(SELECTIONS)} (or null for the protocol's default), got {self.selection!r}",
+        )
+        require(
+            self.selection_window is None or self.selection_window >= 1,
+            f"selection_window must be >= 1, got {self.selection_window}",
+        )
 
 
 @dataclass(frozen=True)
@@ -102,6 +130,13 @@ class EvaluationSetup:
     protocol: ProtocolSpec
     cutoffs: tuple[int, ...]
     selection_metric: str
+    selection: str = "ranking"
+    selection_window: int = 1
+
+    @property
+    def selection_key(self) -> str:
+        """The name of the selection signal among a split's metrics (``ndcg_at_5``, ``auc``)."""
+        return self.selection_metric if self.selection == "ranking" else self.selection
 
     @property
     def k(self) -> int:
@@ -154,7 +189,19 @@ def evaluation_setup(evaluation: dict[str, Any] | None, dataset: str) -> Evaluat
             f"parameter 'evaluation.selection_metric' must be <{'|'.join(METRICS)}>_at_<k> with k in "
             f"{list(cutoffs)}, got {selection!r}",
         )
-    return EvaluationSetup(protocol=protocol, cutoffs=cutoffs, selection_metric=selection)
+    signal = config.selection or "ranking"
+    if signal in ROW_SIGNALS and protocol.kind != "candidates":
+        raise ValueError(
+            f"parameter 'evaluation.selection' is {signal!r}, which needs labelled validation rows; protocol "
+            f"{protocol.name!r} ranks every item: use ranking"
+        )
+    return EvaluationSetup(
+        protocol=protocol,
+        cutoffs=cutoffs,
+        selection_metric=selection,
+        selection=signal,
+        selection_window=config.selection_window or protocol.selection_window,
+    )
 
 
 def _datasets() -> dict[str, DatasetSpec]:
@@ -522,8 +569,13 @@ class SplitEvaluator:
 
     @property
     def metric(self) -> str:
-        """The selection metric's name (``ndcg_at_20``)."""
-        return self.setup.selection_metric
+        """The selection signal's name (``ndcg_at_20``, ``auc``)."""
+        return self.setup.selection_key
+
+    @property
+    def window(self) -> int:
+        """Validation evaluations early stopping averages (``selection_window``)."""
+        return self.setup.selection_window
 
     def _relevance(self, model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, pd.DataFrame]:
         kind, depth = self.setup.protocol.kind, self.setup.depth
@@ -565,6 +617,10 @@ class SplitEvaluator:
         or each user's top items (``full``, ``fold_in``)."""
         user_ids, relevance, n_relevant, skipped, predictions = self._relevance(model)
         values: dict[str, float | int | None] = {}
+        if self.setup.protocol.kind == "candidates":  # signals over every labelled row
+            scores = predictions["score"].to_numpy()
+            values[f"{self.split}_auc"] = pooled_auc(self.labels, scores)
+            values[f"{self.split}_log_likelihood"] = mean_log_likelihood(self.labels, scores)
         for k in self.setup.cutoffs:
             per_user = metrics_from_relevance(relevance, n_relevant, k)
             for name in METRICS:
@@ -584,7 +640,14 @@ class SplitEvaluator:
         return values, predictions
 
     def score(self, model: Any) -> float:
-        """The selection metric of ``model`` on this split (higher is better)."""
+        """The selection signal of ``model`` on this split (higher is better)."""
+        if self.setup.selection in ROW_SIGNALS:  # no ranking needed
+            scores = model.score_pairs(self.users, self.items)
+            signal = pooled_auc if self.setup.selection == "auc" else mean_log_likelihood
+            value = signal(self.labels, scores)
+            if value is None:
+                raise ValueError(f"the {self.split} split has no positive or no negative row: {self.metric} is undefined")
+            return value
         values, _ = self.report(model)
         value = values[f"{self.split}_{self.metric}"]
         if value is None:

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from debias_pipeline.config import Params, require
 from debias_pipeline.metrics import ranking_metrics
 from debias_pipeline.models.minibatch import MiniBatchEpochs
+from debias_pipeline.selection import EarlyStopping
 
 logger = logging.getLogger(__name__)
 
@@ -433,16 +434,19 @@ def run_with_early_stopping(
     """The epoch loop every iterative model shares.
 
     ``run_epoch`` trains one epoch (an Adam step, a mini-batch pass, an ALS or EM
-    sweep) and returns its training loss. The validation metric (``validation.score``)
-    is evaluated every ``eval_every`` epochs; after ``patience`` evaluations without improvement the loop
-    stops, and the best evaluation's weights are restored. ``model`` has ``module``,
+    sweep) and returns its training loss. The validation signal (``validation.score``)
+    is evaluated every ``eval_every`` epochs; early stopping follows its mean over the
+    last ``validation.window`` evaluations (1 when the validator has no ``window``):
+    after ``patience`` evaluations without a better mean the loop stops, and the weights
+    of the evaluation that ended the best window are restored. ``model`` has ``module``,
     ``config`` (``epochs``, ``patience``, ``eval_every``), ``history``, ``best_epoch``
     and ``_cache_embeddings()``. ``on_validation`` gets every validation score (a
     learning-rate scheduler's ``step``).
     """
     config = model.config
     model.history = []
-    best_score, best_state, since_best = -math.inf, None, 0
+    best_state = None
+    rule = EarlyStopping(config.patience, int(getattr(validation, "window", 1)))
     bar = tqdm(range(1, config.epochs + 1), desc=model.name, disable=None, leave=False)
     for epoch in bar:
         record = EpochRecord(epoch=epoch, train_loss=run_epoch())
@@ -451,11 +455,9 @@ def run_with_early_stopping(
         if validation is not None and epoch % config.eval_every == 0:
             model._cache_embeddings()
             record.validation_score = validation.score(model)
-            if record.validation_score > best_score:
-                best_score, since_best, model.best_epoch = record.validation_score, 0, epoch
+            if rule.update(record.validation_score):
+                model.best_epoch = epoch
                 best_state = copy.deepcopy(model.module.state_dict())
-            else:
-                since_best += 1
             if on_validation is not None:
                 on_validation(record.validation_score)
             logger.debug(
@@ -465,14 +467,14 @@ def run_with_early_stopping(
                 record.train_loss,
                 validation.metric,
                 record.validation_score,
-                best_score,
+                rule.best,
                 model.best_epoch,
             )
             bar.set_postfix(loss=f"{record.train_loss:.4f}", validation=f"{record.validation_score:.4f}")
         model.history.append(record)
         if on_epoch is not None:
             on_epoch(record)
-        if validation is not None and since_best >= config.patience:
+        if validation is not None and rule.stop:
             break
     if best_state is not None:
         model.module.load_state_dict(best_state)

@@ -110,6 +110,24 @@ EXPECTED_K2 = {
     "validation_users_evaluated": 3,
     "validation_users_skipped": 0,
     "test_rows_dropped_unseen": 0,
+    # Pooled AUC over every row of the split (Mann-Whitney, a tie counting 1/2):
+    # validation positives 0.2, 0.4, 0.2, 0.0 against negatives 0.4, 0.0, 0.6 win
+    # 1 + 1.5 + 1 + 0.5 of 12 pairs; test positives 0.5, 0.6, 0.1, 0.5 against negatives
+    # 0.9, 0.1, 0.1, 0.8, 0.3, 0.5, 0.2 win 4.5 + 5 + 1 + 4.5 of 28.
+    "validation_auc": 4 / 12,
+    "test_auc": 15 / 28,
+    # Mean log-likelihood of the labels under σ(score): -softplus(-s) for a positive,
+    # -softplus(s) for a negative.
+    "validation_log_likelihood": -(
+        sum(math.log1p(math.exp(-s)) for s in (0.2, 0.4, 0.2, 0.0))
+        + sum(math.log1p(math.exp(s)) for s in (0.4, 0.0, 0.6))
+    )
+    / 7,
+    "test_log_likelihood": -(
+        sum(math.log1p(math.exp(-s)) for s in (0.5, 0.6, 0.1, 0.5))
+        + sum(math.log1p(math.exp(s)) for s in (0.9, 0.1, 0.1, 0.8, 0.3, 0.5, 0.2))
+    )
+    / 11,
 }
 # K = 1: the top row of test u0, u1, u2 is a negative; of validation u0 a positive, of u1
 # and u3 a negative. Every metric is then the share of users with a hit at rank 1.
@@ -147,7 +165,7 @@ def evaluate(model: Recommender, split: pd.DataFrame, evaluation: dict):
 
 def test_metrics_by_hand(unbiased_split: pd.DataFrame) -> None:
     metrics, _, _ = evaluate(FixedScores(), unbiased_split, {"k": 2})
-    assert set(metrics) == {"model", "protocol", "k", "selection_metric", "best_epoch", *EXPECTED_K2}
+    assert set(metrics) == {"model", "protocol", "k", "selection_metric", "selection", "best_epoch", *EXPECTED_K2}
     assert metrics["model"] == "stub"
     assert metrics["protocol"] == "thesis"
     assert metrics["k"] == [2]

@@ -44,6 +44,7 @@ def evaluate_model(
         "protocol": setup.protocol.name,
         "k": list(setup.cutoffs),
         "selection_metric": setup.selection_metric,
+        "selection": setup.selection_key,
         "best_epoch": trained_model.best_epoch,
     }
     predictions = []
@@ -67,7 +68,7 @@ def evaluate_model(
     mlflow_metrics = {
         key: {"value": float(value), "step": 0}
         for key, value in metrics.items()
-        if key not in ("model", "protocol", "k", "selection_metric") and value is not None
+        if key not in ("model", "protocol", "k", "selection_metric", "selection") and value is not None
     }
     return metrics, mlflow_metrics, pd.concat(predictions, ignore_index=True)
 

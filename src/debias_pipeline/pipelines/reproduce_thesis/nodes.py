@@ -161,7 +161,7 @@ def _split_metrics(model: Any, evaluators: Evaluators) -> dict[str, float]:
             value = values[f"{name}_{metric}_at_{k}"]
             result[f"{name}_{metric}"] = float("nan") if value is None else value
         if name == "validation":
-            value = values[f"validation_{evaluators.setup.selection_metric}"]
+            value = values[f"validation_{evaluators.setup.selection_key}"]
             result["validation_selection"] = float("nan") if value is None else value
     return result
 
