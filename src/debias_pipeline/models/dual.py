@@ -16,9 +16,10 @@ from debias_pipeline.models.base import FullBatchRecommender, TowerConfig, Train
 from debias_pipeline.models.losses import dual_bce_all_pairs, l2_penalty
 from debias_pipeline.models.minibatch import dual_batch_loss
 from debias_pipeline.models.spectra import column_spectrum, required_dimensions, spectral_penalty
-from debias_pipeline.models.towers import EmbeddingTower
+from debias_pipeline.models.towers import EmbeddingTower, PopularityPrior, log_popularity
 
 EigenForm = Literal["none", "f1", "f2", "power"]
+ExposurePrior = Literal["none", "popularity"]
 Embeddings = tuple[torch.Tensor, torch.Tensor]  # users (n_users, d), items (n_items, d)
 
 
@@ -58,12 +59,50 @@ class EigenConfig(Params):
             )
 
 
+class ExposureConfig(TowerConfig):
+    """The exposure tower O and its optional prior, the identifying device of the dual model.
+
+    The click likelihood alone cannot tell σ(r̂)·σ(ô) from σ(ô)·σ(r̂): two like towers
+    may swap roles. The prior gives exposure what is known to drive it, user activity
+    and item popularity (the propensities of Rel-MF and ReCRec-F), so that the low-rank
+    tower (``embedding_dim``, small sizes such as 1..4 included) models only what is
+    left: ``ô_ui = u_u · v_i + prior_ui``, with
+    ``prior_ui = a · log p_i + b · log q_u + c`` (``towers.PopularityPrior``,
+    ``towers.log_popularity``: p_i, q_u the train positives of item i and user u, + 1,
+    over their maximum).
+
+    Attributes:
+        prior: ``none`` (ô is the tower's score, the study's model) or ``popularity``.
+        prior_learned: train a, b and c (from the values below) with the towers, no
+            L2 on them; ``false`` keeps them fixed.
+        prior_item_weight: a (½: Rel-MF's θ_i = p_i^½, so prior = log θ_i θ_u).
+        prior_user_weight: b.
+        prior_offset: c (0: the most active user meets the most popular item with
+            exposure logit 0, σ = ½, before the tower's part).
+    """
+
+    prior: ExposurePrior = "none"
+    prior_learned: bool = False
+    prior_item_weight: float = 0.5
+    prior_user_weight: float = 0.5
+    prior_offset: float = 0.0
+
+    def check(self) -> None:
+        super().check()
+        if self.prior == "none":
+            # Options of a prior that is not there would be silently ignored: refuse them.
+            defaults = {"prior_learned": False, "prior_item_weight": 0.5, "prior_user_weight": 0.5, "prior_offset": 0.0}
+            for name, default in defaults.items():
+                value = getattr(self, name)
+                require(value == default, f"{name} needs prior: popularity (prior is 'none'), got {value}")
+
+
 class DualConfig(TrainingConfig):
-    """Dual-model hyperparameters: one tower config for each of P and O, and the
-    optional *eigen* penalty on their spectra."""
+    """Dual-model hyperparameters: one tower config for each of P and O (O with its
+    optional exposure prior), and the optional *eigen* penalty on their spectra."""
 
     preference: TowerConfig = Field(default_factory=TowerConfig)
-    exposure: TowerConfig = Field(default_factory=TowerConfig)
+    exposure: ExposureConfig = Field(default_factory=ExposureConfig)
     eigen: EigenConfig = Field(default_factory=EigenConfig)
 
     def check(self) -> None:
@@ -80,12 +119,16 @@ class DualConfig(TrainingConfig):
 
 
 class DualTowers(nn.Module):
-    """The preference tower P and the exposure tower O."""
+    """The preference tower P, the exposure tower O and O's optional prior."""
 
-    def __init__(self, preference: EmbeddingTower, exposure: EmbeddingTower) -> None:
+    def __init__(
+        self, preference: EmbeddingTower, exposure: EmbeddingTower, prior: PopularityPrior | None = None
+    ) -> None:
         super().__init__()
         self.preference = preference
         self.exposure = exposure
+        # None registers nothing: without a prior the state_dict is the study model's.
+        self.prior = prior
 
 
 class DualModel(FullBatchRecommender):
@@ -97,6 +140,11 @@ class DualModel(FullBatchRecommender):
     Σ ||E^(0)||² of both towers (+ the *eigen* penalty of ``config.eigen``, see
     ``eigen_penalty``); one Adam optimizer updates both. Ranking and evaluation use
     the preference r̂ alone.
+
+    With ``exposure.prior: popularity`` the exposure logit is
+    ``ô_ui = u^O_u · v^O_i + a · log p_i + b · log q_u + c`` (``ExposureConfig``), in the
+    full-batch loss, the mini-batch loss and ``exposure_scores`` alike; the tower's
+    spectrum and the eigen penalty stay those of the tower's embeddings.
     """
 
     name = "dual"
@@ -111,22 +159,49 @@ class DualModel(FullBatchRecommender):
             EmbeddingTower(data.n_users, data.n_items, tower.embedding_dim, tower.num_layers, adjacency, generator)
             for tower in (self.config.preference, self.config.exposure)
         ]
-        return DualTowers(*towers)
+        return DualTowers(*towers, prior=self.build_prior(data))
+
+    def build_prior(self, data: TrainData) -> PopularityPrior | None:
+        """The exposure prior of ``config.exposure`` from the train positives (None without one)."""
+        exposure = self.config.exposure
+        if exposure.prior == "none":
+            return None
+        log_activity, log_popularity_ = log_popularity(data.interactions)  # (n_users,), (n_items,)
+        return PopularityPrior(
+            torch.from_numpy(log_activity).to(self.device),
+            torch.from_numpy(log_popularity_).to(self.device),
+            exposure.prior_item_weight,
+            exposure.prior_user_weight,
+            exposure.prior_offset,
+            exposure.prior_learned,
+        )
 
     def preference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.module.preference()
 
+    def _exposure_logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """ô from the exposure tower's final embeddings, plus the prior: (n_users, n_items)."""
+        logits = users @ items.T
+        if self.module.prior is None:
+            return logits
+        return logits + self.module.prior()
+
     @torch.no_grad()
     def exposure_scores(self) -> torch.Tensor:
-        """Exposure logits ô, (n_users, n_items)."""
-        users, items = self.module.exposure()
-        return users @ items.T
+        """Exposure logits ô (the prior included), (n_users, n_items)."""
+        return self._exposure_logits(*self.module.exposure())
 
     def batch_loss(self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         """Click likelihood of a batch of sampled triples (``loss: bpr``): both towers
         score the same (user, positive, negative) triples."""
         loss = dual_batch_loss(
-            self.module.preference, self.module.exposure, users, positives, negatives, self.config.weight_decay
+            self.module.preference,
+            self.module.exposure,
+            users,
+            positives,
+            negatives,
+            self.config.weight_decay,
+            exposure_prior=self.module.prior,
         )
         if self.config.eigen.form == "none":
             return loss
@@ -137,7 +212,7 @@ class DualModel(FullBatchRecommender):
         pref_users, pref_items = self.module.preference()
         expo_users, expo_items = self.module.exposure()
         preference = pref_users @ pref_items.T  # (n_users, n_items)
-        exposure = expo_users @ expo_items.T  # (n_users, n_items)
+        exposure = self._exposure_logits(expo_users, expo_items)  # (n_users, n_items)
         penalty = l2_penalty([*self.module.preference.base_embeddings(), *self.module.exposure.base_embeddings()])
         loss = dual_bce_all_pairs(preference, exposure, targets) + self.config.weight_decay * penalty
         if self.config.eigen.form == "none":

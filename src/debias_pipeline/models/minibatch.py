@@ -18,7 +18,7 @@ import torch
 
 from debias_pipeline.models.losses import bpr_loss, dual_triple_loss, enhanced_bpr_loss, l2_penalty
 from debias_pipeline.models.sampling import build_negative_sampler
-from debias_pipeline.models.towers import EmbeddingTower, sparse_mm
+from debias_pipeline.models.towers import EmbeddingTower, PopularityPrior, sparse_mm
 
 if TYPE_CHECKING:
     from debias_pipeline.models.base import FullBatchRecommender, TrainData
@@ -154,13 +154,19 @@ def dual_batch_loss(
     positives: torch.Tensor,
     negatives: torch.Tensor,
     weight_decay: float,
+    exposure_prior: PopularityPrior | None = None,
 ) -> torch.Tensor:
     """The dual model on the same triples: ``dual_triple_loss`` of both towers' scores
-    + ``weight_decay`` x the sum of both towers' batch L2 terms."""
+    + ``weight_decay`` x the sum of both towers' batch L2 terms. With ``exposure_prior``
+    its value at each pair is added to the exposure tower's score (ô = tower + prior);
+    the prior's scalars carry no L2 term."""
     preference_positive, preference_negative, preference_penalty = triple_scores(
         preference, users, positives, negatives
     )
     exposure_positive, exposure_negative, exposure_penalty = triple_scores(exposure, users, positives, negatives)
+    if exposure_prior is not None:
+        exposure_positive = exposure_positive + exposure_prior.pairs(users, positives)
+        exposure_negative = exposure_negative + exposure_prior.pairs(users, negatives)
     loss = dual_triple_loss(preference_positive, preference_negative, exposure_positive, exposure_negative)
     return loss + weight_decay * (preference_penalty + exposure_penalty)
 

@@ -4,10 +4,15 @@ A tower owns user and item embedding tables E^(0) (N(0, 0.01²)) and returns the
 embeddings. With ``num_layers = 0`` it is plain MF; with K layers it is LightGCN
 (He et al., SIGIR 2020): ``E^(k+1) = Â E^(k)``, final ``E = mean_{k=0..K} E^(k)``,
 Â = D^-1/2 A D^-1/2 the symmetric normalized bipartite adjacency.
+
+``PopularityPrior`` is the dual model's optional exposure prior: a logit from log user
+activity and log item popularity, added to the exposure tower's score.
 """
 
 from __future__ import annotations
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
@@ -111,4 +116,90 @@ class EmbeddingTower(nn.Module):
         return (
             f"n_users={self.n_users}, n_items={self.n_items}, "
             f"embedding_dim={self.embedding_dim}, num_layers={self.num_layers}"
+        )
+
+
+def log_popularity(interactions: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Log user activity and log item popularity of the train positives, smoothed by one.
+
+    ``q_u = (m_u + 1) / max_v (m_v + 1)`` and ``p_i = (n_i + 1) / max_j (n_j + 1)``, with
+    m_u the positives of user u and n_i those of item i: in (0, 1], 1 for the most
+    active user and the most popular item, finite for a user or item without any.
+
+    Args:
+        interactions: (n_users, n_items) CSR Y of the train positives.
+
+    Returns:
+        ``log q`` (n_users,) and ``log p`` (n_items,), float32.
+    """
+    binary = sp.csr_matrix(interactions, dtype=np.float64)
+    binary.data = (binary.data > 0).astype(np.float64)
+    activity = np.asarray(binary.sum(axis=1)).ravel() + 1.0  # (n_users,)
+    popularity = np.asarray(binary.sum(axis=0)).ravel() + 1.0  # (n_items,)
+    return (
+        np.log(activity / activity.max()).astype(np.float32),
+        np.log(popularity / popularity.max()).astype(np.float32),
+    )
+
+
+class PopularityPrior(nn.Module):
+    """An exposure logit from user activity and item popularity alone.
+
+    ``prior_ui = a · log p_i + b · log q_u + c`` (``log_popularity``). With a = b = ½ and
+    c = 0 it is ``log(θ_i θ_u)``, the log of Rel-MF's propensity θ_i = p_i^½ (Saito et
+    al., WSDM 2020) times its user analogue: for the small propensities of most pairs,
+    the logit of the propensity. With ``learned`` the three scalars are parameters
+    started at those values (an exposure model of ReCRec-F's kind restricted to these
+    two features), else fixed buffers. The log features are buffers either way, so
+    ``state_dict`` carries everything.
+
+    Args:
+        log_user_activity: (n_users,) log q_u.
+        log_item_popularity: (n_items,) log p_i.
+        item_weight: a.
+        user_weight: b.
+        offset: c.
+        learned: whether a, b, c are trained.
+    """
+
+    def __init__(
+        self,
+        log_user_activity: torch.Tensor,
+        log_item_popularity: torch.Tensor,
+        item_weight: float,
+        user_weight: float,
+        offset: float,
+        learned: bool,
+    ) -> None:
+        super().__init__()
+        self.learned = learned
+        self.register_buffer("log_user_activity", log_user_activity)  # (n_users,)
+        self.register_buffer("log_item_popularity", log_item_popularity)  # (n_items,)
+        device = log_item_popularity.device
+        for name, value in (("item_weight", item_weight), ("user_weight", user_weight), ("offset", offset)):
+            scalar = torch.tensor(float(value), dtype=torch.float32, device=device)
+            if learned:
+                self.register_parameter(name, nn.Parameter(scalar))
+            else:
+                self.register_buffer(name, scalar)
+
+    def forward(self) -> torch.Tensor:
+        """The prior of every pair, (n_users, n_items)."""
+        users = self.user_weight * self.log_user_activity + self.offset  # (n_users,)
+        items = self.item_weight * self.log_item_popularity  # (n_items,)
+        return users[:, None] + items[None, :]
+
+    def pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The prior of the pairs (users[k], items[k]), (batch,)."""
+        return (
+            self.item_weight * self.log_item_popularity[items]
+            + self.user_weight * self.log_user_activity[users]
+            + self.offset
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"n_users={self.log_user_activity.numel()}, n_items={self.log_item_popularity.numel()}, "
+            f"item_weight={self.item_weight.item():.4g}, user_weight={self.user_weight.item():.4g}, "
+            f"offset={self.offset.item():.4g}, learned={self.learned}"
         )

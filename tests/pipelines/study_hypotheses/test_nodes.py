@@ -58,6 +58,10 @@ SWEEPS = {
 }
 SEEDS = [0, 1]
 TRUTH = {"top_n": 3, "max_pairs": 600}
+# The dual model with its exposure prior, fitted beside MF and the dual model at every β.
+DUAL_PRIOR = {**MODELS["dual"], "exposure": {"embedding_dim": 4, "prior": "popularity", "prior_learned": True}}
+PRIOR_MODELS = {**MODELS, "dual_prior": DUAL_PRIOR}
+PRIOR_SWEEPS = {**SWEEPS, "bias_strength_models": ["mf", "dual", "dual_prior"]}
 
 
 def plan(**changes: Any):
@@ -82,6 +86,38 @@ def test_plan_lists_every_fit_of_every_sweep():
     assert {run.world for run in study.runs_of("bias_strength")} == {(0.0, 0), (0.0, 1), (1.0, 0), (1.0, 1)}
     assert study.worlds() == [(0.0, 0), (0.0, 1), (1.0, 0), (1.0, 1)]
     assert MODELS["dual"]["exposure"] == {"embedding_dim": 4}  # the inputs are not mutated
+
+
+def test_plan_fits_the_dual_model_with_its_prior_at_every_bias_strength():
+    study = plan(models=PRIOR_MODELS, sweeps=PRIOR_SWEEPS)
+    bias = study.runs_of("bias_strength")
+    # 2 β x (mf, dual, dual_prior) x 2 seeds; the models sweep has the prior model too
+    assert len(bias) == 12 and len(study.runs_of("models")) == 6
+    assert [run.model for run in bias if run.seed == 0 and run.bias_strength == 0.0] == ["mf", "dual", "dual_prior"]
+    priors = {run.block["exposure"].get("prior", "none") for run in bias if run.model == "dual_prior"}
+    assert priors == {"popularity"}
+    # The prior model at the default β is the models sweep's fit; it is never the plain dual's.
+    keys = {run.model: {fit_key(r) for r in study.runs if r.model == run.model} for run in study.runs}
+    assert len(keys["dual_prior"]) == 2 * 2 and not keys["dual_prior"] & keys["dual"]
+    # Without the option the sweep is MF and the dual model, as it was.
+    assert {run.model for run in plan().runs_of("bias_strength")} == {"mf", "dual"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"sweeps": {**PRIOR_SWEEPS, "bias_strength_models": ["dual", "dual_prior"]}}, r"bias_strength_models must list 'mf'"),
+        ({"sweeps": {**SWEEPS, "bias_strength_models": ["mf", "dual_prior"]}}, r"'study_hypotheses\.sweeps\.bias_strength_models' names 'dual_prior'"),
+        ({"sweeps": {**PRIOR_SWEEPS, "bias_strength_models": ["mf", "mf"]}}, r"study_hypotheses\.sweeps.*distinct"),
+        (
+            {"models": {**MODELS, "dual_prior": {**DUAL_PRIOR, "exposure": {"prior": "pop"}}}},
+            r"study_hypotheses\.models\.dual_prior\.exposure\.prior' must be one of \['none', 'popularity'\]",
+        ),
+    ],
+)
+def test_plan_refuses_bad_prior_sweeps_naming_them(changes, message):
+    with pytest.raises(ValueError, match=message):
+        plan(**changes)
 
 
 @pytest.mark.parametrize(
@@ -119,6 +155,13 @@ def test_the_configured_study_plans():
     study = plan_study(**parameters)
     assert study.config.preset == "coat_like"
     assert {run.sweep for run in study.runs} == set(SWEEP_NAMES)
+    assert {run.model for run in study.runs_of("bias_strength")} == {"mf", "dual", "dual_prior"}
+    prior = parameters["models"]["dual_prior"]["exposure"]
+    assert prior["prior"] == "popularity"
+    # the prior model differs from the dual model by its prior alone
+    assert {**prior, "prior": "none", "prior_learned": False} == {
+        **parameters["models"]["dual"]["exposure"], "prior": "none", "prior_learned": False
+    }
 
 
 def test_simulate_worlds_builds_each_world_once():
@@ -242,8 +285,8 @@ def tiny_run() -> DataCatalog:
         "study_hypotheses.world": WORLD,
         "study_hypotheses.seeds": SEEDS,
         "study_hypotheses.truth": TRUTH,
-        "study_hypotheses.models": MODELS,
-        "study_hypotheses.sweeps": SWEEPS,
+        "study_hypotheses.models": PRIOR_MODELS,
+        "study_hypotheses.sweeps": PRIOR_SWEEPS,
         "study_hypotheses.workers": 1,
         "study_hypotheses.scheduler": None,
         "evaluation": EVALUATION,
@@ -298,14 +341,14 @@ def test_pipeline_reads_only_its_block_and_the_shared_parameters():
 
 @pytest.mark.parametrize(
     ("sweep", "rows"),
-    [("models", 4), ("exposure_rank", 4), ("exposure_layers", 4), ("spectra", 6), ("bias_strength", 8)],
+    [("models", 6), ("exposure_rank", 4), ("exposure_layers", 4), ("spectra", 6), ("bias_strength", 12)],
 )
 def test_every_fit_is_measured(sweep, rows):
     runs = tiny_run().load(f"study_hypotheses.{sweep}_runs")
     assert len(runs) == rows
     for metric in ("test_recall_at_5", "test_ndcg_at_5", "truth_recall_at_5", "truth_ndcg_at_5", "preference_auc"):
         assert runs[metric].between(0, 1).all(), metric
-    dual = runs[runs["model"] == "dual"]
+    dual = runs[runs["model"].isin(["dual", "dual_prior"])]
     assert dual["exposure_auc"].between(0, 1).all() and dual["exposure_effective_rank"].ge(1).all()
     assert runs.loc[runs["model"] == "mf", "exposure_auc"].isna().all()
     assert (runs["best_epoch"] <= runs["epochs_run"]).all()
@@ -338,6 +381,11 @@ def test_figures_report_and_metrics():
     assert report.count("](data:image/png;base64,") == 4
     metrics = catalog.load("study_hypotheses.mlflow_metrics")
     assert "bias_strength.0.dual.truth_ndcg_at_5_gain" in metrics
+    assert {"bias_strength.0.dual_prior.truth_ndcg_at_5_gain", "bias_strength.1.dual_prior.exposure_auc"} <= set(metrics)
+    # The bias-strength table has one row per (β, model), the prior model included.
+    bias = report[report.index("## The debiasing gain"):]
+    assert bias.count("| dual_prior |") == 2 and bias.count("| mf |") == 2 and bias.count("| dual |") == 2
+    assert "- dual_prior − MF, truth NDCG@5, at β = 0:" in report
     assert all(set(value) == {"value", "step"} for value in metrics.values())
     summary = catalog.load("study_hypotheses.summary")
     assert set(summary["sweep"]) == {"models", "exposure_rank", "exposure_layers", "spectra", "bias_strength"}
@@ -359,7 +407,8 @@ def test_kedro_run_saves_versioned_outputs_and_logs_them(project_copy: Path) -> 
             "study_hypotheses.models.mf": {**MODELS["mf"], **tiny},
             "study_hypotheses.models.lightgcn": {"embedding_dim": 8, **tiny},
             "study_hypotheses.models.dual": {**MODELS["dual"], **tiny},
-            "study_hypotheses.sweeps": SWEEPS,
+            "study_hypotheses.models.dual_prior": {**DUAL_PRIOR, **tiny},
+            "study_hypotheses.sweeps": PRIOR_SWEEPS,
         },
     )
     saved = {
@@ -380,7 +429,8 @@ def test_kedro_run_saves_versioned_outputs_and_logs_them(project_copy: Path) -> 
     assert "study_hypotheses.bias_strength.0.dual.truth_ndcg_at_5_gain_p" in run.data.metrics
     client = mlflow.MlflowClient()
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
-    assert len(children) == 2 * 8  # 2 seeds x (7 distinct fits of mf and dual + the lightgcn block)
+    # 2 seeds x (7 distinct fits of mf and dual + the lightgcn block + dual_prior at β 1 and 0)
+    assert len(children) == 2 * 10
     served = " ".join(child.data.tags["study_hypotheses.sweeps"] for child in children)
     assert "models/default" in served and "exposure_rank/4" in served
     dual = next(c for c in children if c.data.params["model.name"] == "dual" and c.data.params["seed"] == "0")

@@ -1,5 +1,5 @@
 """The study's figures: the dual model against its exposure size and layers, the tower
-spectra beside the truth's, and the gain over MF against the bias strength."""
+spectra beside the truth's, and the gains over MF against the bias strength."""
 
 from __future__ import annotations
 
@@ -94,16 +94,28 @@ def plot_spectra(spectra: pd.DataFrame) -> plt.Figure:
     return figure
 
 
+def bias_strength_models(summary: pd.DataFrame) -> list[str]:
+    """The models of the bias-strength sweep other than MF, in plan order."""
+    models = summary.loc[summary["sweep"] == "bias_strength", "model"].drop_duplicates().tolist()
+    return [model for model in models if model != REFERENCE]
+
+
 def plot_bias_strength(summary: pd.DataFrame, evaluation: EvaluationConfig) -> plt.Figure:
-    """Gain of the dual model over MF (truth and test NDCG@K) against the bias strength."""
+    """Gain over MF (truth and test NDCG@K) of each model of the bias-strength sweep
+    (the dual model, with and without its exposure prior) against the bias strength."""
     k = evaluation_setup(evaluation, "synthetic").k
     figure, axis = plt.subplots(figsize=(7, 4))
-    for metric, label in ((f"truth_ndcg_at_{k}", "against the truth"), (f"test_ndcg_at_{k}", "thesis protocol (test)")):
-        line = _line(summary, "bias_strength", DUAL, metric)
-        axis.errorbar(line["value"], line["gain_mean"], yerr=line["gain_std"], marker="o", capsize=3, label=label)
+    metrics = ((f"truth_ndcg_at_{k}", "against the truth", "-"), (f"test_ndcg_at_{k}", "thesis protocol (test)", "--"))
+    for index, model in enumerate(bias_strength_models(summary)):
+        for metric, label, linestyle in metrics:
+            line = _line(summary, "bias_strength", model, metric)
+            axis.errorbar(
+                line["value"], line["gain_mean"], yerr=line["gain_std"], marker="o", capsize=3,
+                color=f"C{index}", linestyle=linestyle, label=f"{model}, {label}",
+            )
     axis.axhline(0.0, color="tab:gray", linewidth=1)
     axis.set_xlabel("exposure-bias strength β (0 = random exposure)")
-    axis.set_ylabel(f"NDCG@{k} gain, dual − MF (mean ± std)")
+    axis.set_ylabel(f"NDCG@{k} gain over MF (mean ± std)")
     axis.legend(fontsize="small")
     figure.tight_layout()
     plt.close(figure)

@@ -9,7 +9,9 @@ paired. Sweeps, each over ``study_hypotheses.seeds``:
 - ``exposure_rank``: the dual model's exposure embedding size;
 - ``exposure_layers``: the dual model's exposure LightGCN layers;
 - ``spectra``: MF, the dual model and the dual model with the eigen penalty;
-- ``bias_strength``: MF and the dual model as the exposure-bias strength grows.
+- ``bias_strength``: MF, the dual model and the other blocks of
+  ``sweeps.bias_strength_models`` (the dual model with its exposure prior, say) as the
+  exposure-bias strength grows.
 
 The stages, one module each: ``plan`` (this one), ``worlds`` (simulate and process),
 ``fits`` (every distinct fit once, on Dask workers, measured by the thesis protocol and
@@ -65,6 +67,8 @@ class SweepsConfig(Params):
         exposure_layers: LightGCN layer counts of the dual model's exposure tower.
         eigen: the dual model's ``eigen`` block for the spectra sweep (form f1, f2 or power).
         bias_strength: exposure-bias strengths β of the world (0 = random exposure).
+        bias_strength_models: the blocks of ``study_hypotheses.models`` fitted at every
+            β: MF (the reference of the gains) and any others, in report order.
     """
 
     exposure_rank: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 200)
@@ -73,15 +77,20 @@ class SweepsConfig(Params):
         default_factory=lambda: {"form": "f2", "k": 6, "lambda_preference": 0.0, "lambda_exposure": -1e-5}
     )
     bias_strength: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
+    bias_strength_models: tuple[str, ...] = (REFERENCE, DUAL)
 
     def check(self) -> None:
-        for name in ("exposure_rank", "exposure_layers", "bias_strength"):
+        for name in ("exposure_rank", "exposure_layers", "bias_strength", "bias_strength_models"):
             values = getattr(self, name)
             distinct = len(values) > 0 and len(set(values)) == len(values)
             require(distinct, f"{name} must list distinct values, got {values}")
         require(min(self.exposure_rank) >= 1, f"exposure_rank sizes must be >= 1, got {self.exposure_rank}")
         require(min(self.exposure_layers) >= 0, f"exposure_layers must be >= 0, got {self.exposure_layers}")
         require(min(self.bias_strength) >= 0, f"bias_strength values must be >= 0, got {self.bias_strength}")
+        require(
+            REFERENCE in self.bias_strength_models,
+            f"bias_strength_models must list {REFERENCE!r} (the reference of the gains), got {self.bias_strength_models}",
+        )
         require(
             isinstance(self.eigen, Mapping) and self.eigen.get("form", "none") != "none",
             f"eigen must be a dual eigen block with form f1, f2 or power, got {self.eigen!r}",
@@ -181,6 +190,12 @@ def plan_study(
     require(isinstance(models, Mapping), f"parameter '{WHERE}.models' must be a mapping, got {models!r}")
     for name in (REFERENCE, DUAL):
         require(name in models, f"parameter '{WHERE}.models.{name}' is missing (the sweeps need it)")
+    for name in sweeps_config.bias_strength_models:
+        require(
+            name in models,
+            f"parameter '{WHERE}.sweeps.bias_strength_models' names {name!r}, which is not a block of "
+            f"'{WHERE}.models' (valid: {', '.join(models)})",
+        )
     blocks = {name: _checked_block(block, f"{WHERE}.models.{name}") for name, block in models.items()}
     for strength in sweeps_config.bias_strength:
         build_config(SyntheticConfig, {**as_mapping(config), "bias_strength": strength}, f"{WHERE}.world")
@@ -206,7 +221,8 @@ def plan_study(
     ]
     for strength in sweeps_config.bias_strength:
         variants += [
-            ("bias_strength", f"{strength:g}", strength, name, blocks[name], strength) for name in (REFERENCE, DUAL)
+            ("bias_strength", f"{strength:g}", strength, name, blocks[name], strength)
+            for name in sweeps_config.bias_strength_models
         ]
     checked = [(*variant[:4], _checked_block(variant[4], where), variant[5]) for variant in variants]
     runs = tuple(Run(*variant, seed) for variant in checked for seed in seeds)

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from debias_pipeline.pipelines.study_hypotheses.figures import (
+    bias_strength_models,
     default_true_rank,
     plot_bias_strength,
     plot_exposure_layers,
@@ -197,30 +198,34 @@ def _spectra_section(summary: pd.DataFrame, spectra: pd.DataFrame, figure: str, 
 def _bias_section(summary: pd.DataFrame, world_statistics: pd.DataFrame, figure: str, k: int) -> str:
     header = [
         "β",
+        "model",
         f"perfect click model, truth N@{k}",
-        f"MF truth N@{k}",
-        f"dual truth N@{k}",
-        f"gain, truth N@{k}",
-        f"gain, test N@{k}",
+        f"truth N@{k}",
+        f"gain over MF, truth N@{k}",
+        f"gain over MF, test N@{k}",
         "exposure AUC",
     ]
     oracle = world_statistics.groupby("bias_strength")[f"click_oracle_truth_ndcg_at_{k}"].agg(["mean", "std"])
+    models = [REFERENCE, *bias_strength_models(summary)]
     rows = [
         [
             setting,
+            model,
             _mean_std(*oracle.loc[float(setting)]),
-            _cell(summary, "bias_strength", setting, REFERENCE, f"truth_ndcg_at_{k}"),
-            _cell(summary, "bias_strength", setting, DUAL, f"truth_ndcg_at_{k}"),
-            _cell(summary, "bias_strength", setting, DUAL, f"truth_ndcg_at_{k}", gain=True),
-            _cell(summary, "bias_strength", setting, DUAL, f"test_ndcg_at_{k}", gain=True),
-            _cell(summary, "bias_strength", setting, DUAL, "exposure_auc"),
+            _cell(summary, "bias_strength", setting, model, f"truth_ndcg_at_{k}"),
+            "–" if model == REFERENCE else _cell(summary, "bias_strength", setting, model, f"truth_ndcg_at_{k}", gain=True),
+            "–" if model == REFERENCE else _cell(summary, "bias_strength", setting, model, f"test_ndcg_at_{k}", gain=True),
+            _cell(summary, "bias_strength", setting, model, "exposure_auc"),
         ]
         for setting in _settings(summary, "bias_strength")
+        for model in models
     ]
     return "\n\n".join(
         [
             "## The debiasing gain against the exposure-bias strength",
-            "β scales all the structure of the true exposure logit; β = 0 shows items at random.",
+            "β scales all the structure of the true exposure logit; β = 0 shows items at random. Beside MF and "
+            "the dual model, every other block of `sweeps.bias_strength_models` (the dual model with its exposure "
+            "prior, `exposure.prior: popularity`), on the same worlds.",
             f"![bias strength]({figure})",
             _markdown_table(header, rows),
         ]
@@ -245,6 +250,16 @@ def _headline_section(
         f"- Dual − MF, truth NDCG@{k}, at β = {strengths[0]}: "
         f"{_cell(summary, 'bias_strength', strengths[0], DUAL, truth_ndcg, gain=True)}; at β = {strengths[-1]}: "
         f"{_cell(summary, 'bias_strength', strengths[-1], DUAL, truth_ndcg, gain=True)}.",
+        *[
+            f"- {model} − MF, truth NDCG@{k}, at β = "
+            + "; ".join(
+                f"{strength}: {_cell(summary, 'bias_strength', strength, model, truth_ndcg, gain=True)}"
+                for strength in strengths
+            )
+            + "."
+            for model in bias_strength_models(summary)
+            if model != DUAL
+        ],
         f"- Exposure recovery of the default dual model: AUC "
         f"{_cell(summary, 'models', 'default', DUAL, 'exposure_auc')} (the truth's own: "
         f"{_cell(summary, 'models', 'default', DUAL, 'exposure_oracle_auc')}), Spearman "
