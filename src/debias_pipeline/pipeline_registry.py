@@ -6,13 +6,16 @@ in the block ``<namespace>.model`` of ``conf/base/parameters_training.yml``:
 
 - ``train_<namespace>``: data processing, then that model (``train_neumf``: GMF and MLP
   first, whose fitted weights a pretrained NeuMF starts from);
-- ``train_baselines``: data processing, then every baseline (every model but dual and
-  those that need social ties);
+- ``train_baselines``: data processing, then every baseline (every model but dual,
+  those that need social ties and ``best``);
+- ``train_best``: the configuration chosen on validation as the best on Coat (the block
+  ``best.model`` of ``conf/base/parameters_best.yml``);
 - ``recommend``: the top-N of a trained model for named users (no training);
 - ``reproduce_thesis``: the study's tables over several seeds (its own package);
 - ``study_hypotheses``: the study's hypotheses on simulated worlds, against the truth;
 - ``tune``: an Optuna study of one model block on the validation metric (``tuning``);
-- ``__default__``: data processing, then every model but those that need social ties.
+- ``__default__``: data processing, then every model but those that need social ties
+  and ``best``.
 """
 
 from __future__ import annotations
@@ -47,7 +50,11 @@ MODEL_NAMESPACES = (
     "graphsage",
     "pinsage",
     "socialgcn",
+    "best",
 )
+# The configuration chosen on validation as the best on Coat (conf/base/parameters_best.yml):
+# it repeats one of the models above, so only in its own train_best.
+CHOSEN_NAMESPACES = ("best",)
 METHOD_NAMESPACES = ("dual",)  # the study's method; every other model is a baseline
 # Models that need side data most datasets lack (social ties): only in their own
 # train_<namespace>, not in train_baselines or __default__.
@@ -78,7 +85,11 @@ def register_pipelines() -> dict[str, Pipeline]:
     for namespace, pipeline in models.items():
         upstream = sum((models[name] for name in PRETRAINED_FROM.get(namespace, ())), Pipeline([]))
         pipelines[f"train_{namespace}"] = shared + upstream + pipeline
-    general = {namespace: pipeline for namespace, pipeline in models.items() if namespace not in SIDE_DATA_NAMESPACES}
+    general = {
+        namespace: pipeline
+        for namespace, pipeline in models.items()
+        if namespace not in SIDE_DATA_NAMESPACES + CHOSEN_NAMESPACES
+    }
     baselines = [pipeline for namespace, pipeline in general.items() if namespace not in METHOD_NAMESPACES]
     pipelines["train_baselines"] = shared + sum(baselines, Pipeline([]))
     pipelines["recommend"] = recommend.create_pipeline()

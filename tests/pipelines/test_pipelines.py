@@ -23,7 +23,7 @@ from kedro.runner import SequentialRunner
 
 from debias_pipeline.datasets import RawData, RawDataset
 from debias_pipeline.models import MODELS, TrainData, build_model
-from debias_pipeline.pipeline_registry import MODEL_NAMESPACES, SIDE_DATA_NAMESPACES, register_pipelines
+from debias_pipeline.pipeline_registry import CHOSEN_NAMESPACES, MODEL_NAMESPACES, SIDE_DATA_NAMESPACES, register_pipelines
 from debias_pipeline.pipelines.data_processing import pipeline as data_processing
 from debias_pipeline.protocols import Evaluators
 
@@ -279,7 +279,7 @@ def test_registered_pipelines() -> None:
         trained = (model, *UPSTREAM.get(model, ()))
         assert names == DATA_NODES | {"resolve_compute_device"} | {f"{m}.{node}" for m in trained for node in MODEL_NODES}
     default = {n.name for n in pipelines["__default__"].nodes}
-    general = expected_models - set(SIDE_DATA_NAMESPACES)
+    general = expected_models - set(SIDE_DATA_NAMESPACES) - set(CHOSEN_NAMESPACES)
     model_nodes = {f"{m}.{n}" for m in general for n in MODEL_NODES}
     assert default == DATA_NODES | {"resolve_compute_device"} | model_nodes
     baselines = {n.name for n in pipelines["train_baselines"].nodes}
@@ -356,7 +356,7 @@ def train_dual(seed: int) -> DataCatalog:
     return run(register_pipelines()["train_dual"], catalog)
 
 
-GENERAL_NAMESPACES = [m for m in MODEL_NAMESPACES if m not in SIDE_DATA_NAMESPACES]
+GENERAL_NAMESPACES = [m for m in MODEL_NAMESPACES if m not in SIDE_DATA_NAMESPACES + CHOSEN_NAMESPACES]
 
 
 def test_socialgcn_refuses_a_dataset_without_ties() -> None:
