@@ -319,9 +319,12 @@ class FullBatchRecommender(ModuleRecommender):
         generator = torch.Generator().manual_seed(self.seed)
         self.module = self.build_module(data, generator).to(self.device)
         if config.loss in ("bpr", "enhanced_bpr"):
-            # Hundreds of steps per epoch: Adam's single fused kernel per parameter pays.
-            optimizer = torch.optim.Adam(self.module.parameters(), lr=config.lr, fused=True)
-            run_epoch = MiniBatchEpochs(self, data, optimizer)
+            if getattr(config, "optimizer", "adam") == "sparse_adam":  # MF: only the batch's rows
+                optimizer = None
+                run_epoch = MiniBatchEpochs(self, data, None, self.row_stepper())
+            else:  # hundreds of steps per epoch: Adam's single fused kernel per parameter pays
+                optimizer = torch.optim.Adam(self.module.parameters(), lr=config.lr, fused=True)
+                run_epoch = MiniBatchEpochs(self, data, optimizer)
         else:
             optimizer = torch.optim.Adam(self.module.parameters(), lr=config.lr)
             run_epoch = self._full_batch_epochs(data, optimizer)

@@ -16,6 +16,10 @@ class LightGCNConfig(MFConfig):
     def check(self) -> None:
         super().check()
         require(self.num_layers >= 0, f"num_layers must be >= 0, got {self.num_layers}")
+        require(
+            self.optimizer == "adam" or self.num_layers == 0,
+            f"optimizer 'sparse_adam' is for MF (num_layers 0): propagation touches every row, got num_layers {self.num_layers}",
+        )
 
 
 class LightGCN(MF):

@@ -3,6 +3,7 @@ of sampled triples with BPR."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -10,7 +11,7 @@ import torch
 from debias_pipeline.config import Params, require
 from debias_pipeline.models.base import FullBatchRecommender, TrainData, TrainingConfig, sparse_to_torch
 from debias_pipeline.models.losses import bce_all_pairs, l2_penalty
-from debias_pipeline.models.minibatch import bpr_batch_loss
+from debias_pipeline.models.minibatch import RowAdam, bpr_batch_loss, row_triple_scores, triple_loss
 from debias_pipeline.models.towers import EmbeddingTower
 
 
@@ -51,6 +52,11 @@ class MFConfig(TrainingConfig):
             (``null``: a constant rate).
         grad_clip_norm: clip the gradient's norm to this before every mini-batch step
             (``null``: no clipping).
+        optimizer: ``adam`` (dense Adam over both tables every step) or
+            ``sparse_adam`` (MF with ``bpr`` or ``enhanced_bpr`` only: the lazy Adam of
+            ``torch.optim.SparseAdam``, which updates, and decays the moments of, only
+            the rows a batch touches, by ``minibatch.RowAdam``; the same loss, another
+            optimizer).
     """
 
     loss: Literal["bce", "bpr", "enhanced_bpr"] = "bce"
@@ -60,9 +66,16 @@ class MFConfig(TrainingConfig):
     alpha: float = 0.8
     lr_plateau: PlateauConfig | None = None
     grad_clip_norm: float | None = None
+    optimizer: Literal["adam", "sparse_adam"] = "adam"
 
     def check(self) -> None:
         super().check()
+        if self.optimizer == "sparse_adam":
+            require(
+                self.loss in ("bpr", "enhanced_bpr") and self.grad_clip_norm is None and self.lr_plateau is None,
+                f"optimizer 'sparse_adam' needs loss bpr or enhanced_bpr, no grad_clip_norm and no lr_plateau, got "
+                f"loss {self.loss!r}, grad_clip_norm {self.grad_clip_norm}, lr_plateau {self.lr_plateau}",
+            )
         require(self.embedding_dim >= 1, f"embedding_dim must be >= 1, got {self.embedding_dim}")
         require(self.margin >= 0, f"margin must be >= 0, got {self.margin}")
         require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
@@ -112,3 +125,21 @@ class MF(FullBatchRecommender):
 
     def batch_loss(self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         return bpr_batch_loss(self.module, users, positives, negatives, self.config.weight_decay, self.config.enhanced)
+
+    def row_stepper(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The ``optimizer: sparse_adam`` step of the built module: per batch, the loss
+        from the gathered rows (``batch_loss``'s value), its gradient with respect to
+        those rows only, and ``RowAdam`` on them; the step returns the loss."""
+        tower = self.module
+        adam = RowAdam([tower.user_embedding.data, tower.item_embedding.data], self.config.lr)
+
+        def step(users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+            items = torch.cat([positives, negatives])
+            user_rows = tower.user_embedding.detach().index_select(0, users).requires_grad_()  # (batch, d)
+            item_rows = tower.item_embedding.detach().index_select(0, items).requires_grad_()  # (2 batch, d)
+            loss = triple_loss(row_triple_scores(user_rows, item_rows), self.config.weight_decay, self.config.enhanced)
+            user_grad, item_grad = torch.autograd.grad(loss, [user_rows, item_rows])
+            adam.step([(users, user_grad), (items, item_grad)])
+            return loss.detach()
+
+        return step

@@ -10,6 +10,8 @@ read back once, at its end. Y is never densified.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -130,6 +132,31 @@ def triple_scores(
     return positive_scores, negative_scores, penalty
 
 
+def row_triple_scores(
+    user_vectors: torch.Tensor, item_vectors: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``triple_scores`` from an MF tower's gathered rows: the users' (batch, d) and the
+    positives' then the negatives' (2 batch, d), base and final embeddings alike."""
+    positive_vectors, negative_vectors = item_vectors.split(user_vectors.shape[0])
+    positive_scores = (user_vectors * positive_vectors).sum(dim=1)
+    negative_scores = (user_vectors * negative_vectors).sum(dim=1)
+    penalty = l2_penalty([user_vectors, positive_vectors, negative_vectors]) / user_vectors.shape[0]
+    return positive_scores, negative_scores, penalty
+
+
+def triple_loss(
+    scores: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    weight_decay: float,
+    enhanced: tuple[float, float, float] | None = None,
+) -> torch.Tensor:
+    """BPR (or, with ``enhanced`` = (margin, temperature, alpha), the enhanced loss of
+    ``losses.enhanced_bpr_loss``) of (r̂_ui, r̂_uj, L2 term) + ``weight_decay`` x the L2 term."""
+    positive_scores, negative_scores, penalty = scores
+    if enhanced is None:
+        return bpr_loss(positive_scores, negative_scores) + weight_decay * penalty
+    return enhanced_bpr_loss(positive_scores, negative_scores, *enhanced) + weight_decay * penalty
+
+
 def bpr_batch_loss(
     tower: EmbeddingTower,
     users: torch.Tensor,
@@ -138,13 +165,43 @@ def bpr_batch_loss(
     weight_decay: float,
     enhanced: tuple[float, float, float] | None = None,
 ) -> torch.Tensor:
-    """BPR on the triples + ``weight_decay`` x the batch L2 term (``triple_scores``);
-    with ``enhanced`` = (margin, temperature, alpha), the enhanced loss
-    (``losses.enhanced_bpr_loss``) instead of BPR."""
-    positive_scores, negative_scores, penalty = triple_scores(tower, users, positives, negatives)
-    if enhanced is None:
-        return bpr_loss(positive_scores, negative_scores) + weight_decay * penalty
-    return enhanced_bpr_loss(positive_scores, negative_scores, *enhanced) + weight_decay * penalty
+    """``triple_loss`` of the tower's ``triple_scores`` on the triples."""
+    return triple_loss(triple_scores(tower, users, positives, negatives), weight_decay, enhanced)
+
+
+class RowAdam:
+    """Adam over only the rows of embedding tables that a step touches: the update of
+    ``torch.optim.SparseAdam`` (a row's moments move only when the row is in the batch;
+    one step count for the bias corrections), done with index operations on dense
+    tables instead of sparse gradient tensors. Each table's two moments share one
+    (n, 2d) table, so a step reads and writes each touched row's state once.
+
+    Args:
+        tables: the (n, d) tables updated in place.
+        lr, betas, eps: Adam's.
+    """
+
+    def __init__(self, tables: list[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.tables, self.lr, self.betas, self.eps = tables, lr, betas, eps
+        self.moments = [t.new_zeros(t.shape[0], 2 * t.shape[1]) for t in tables]  # [m | v] per row
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self, gradients: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """One step; ``gradients`` holds, per table, the (k,) row ids (repeats summed)
+        and their (k, d) gradients."""
+        self.steps += 1
+        beta1, beta2 = self.betas
+        step_size = self.lr * math.sqrt(1 - beta2**self.steps) / (1 - beta1**self.steps)
+        for table, moments, (ids, grad) in zip(self.tables, self.moments, gradients, strict=True):
+            rows, inverse = torch.unique(ids, return_inverse=True)
+            grad = grad.new_zeros(rows.numel(), grad.shape[1]).index_add_(0, inverse, grad)
+            state = moments.index_select(0, rows)  # (k, 2d)
+            first, second = state.split(table.shape[1], dim=1)
+            first.mul_(beta1).add_(grad, alpha=1 - beta1)
+            second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            moments.index_copy_(0, rows, state)
+            table.index_add_(0, rows, first / second.sqrt().add_(self.eps), alpha=-step_size)
 
 
 def dual_batch_loss(
@@ -186,13 +243,22 @@ class MiniBatchEpochs:
     Args:
         model: a gradient model whose ``batch_loss`` scores triples; its module is built.
         data: the train data (Y as a sparse matrix).
-        optimizer: the optimizer of the model's parameters.
+        optimizer: the optimizer of the model's parameters (``None`` with ``row_step``).
+        row_step: instead of the optimizer, a step that trains on a batch's triples
+            itself and returns its loss (MF's ``row_stepper``).
     """
 
-    def __init__(self, model: FullBatchRecommender, data: TrainData, optimizer: torch.optim.Optimizer) -> None:
+    def __init__(
+        self,
+        model: FullBatchRecommender,
+        data: TrainData,
+        optimizer: torch.optim.Optimizer | None,
+        row_step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         config = model.config
         self.model = model
         self.optimizer = optimizer
+        self.row_step = row_step
         self.batch_size = config.batch_size
         self.clip = getattr(config, "grad_clip_norm", None)
         self.generator = torch.Generator(device=model.device).manual_seed(model.seed)
@@ -224,11 +290,14 @@ class MiniBatchEpochs:
             batch = order[start : start + self.batch_size]
             users = self.users[batch]
             negatives = self.sampler.sample(users)
-            optimizer.zero_grad(set_to_none=True)
-            loss = model.batch_loss(users, self.items[batch], negatives)
-            loss.backward()
-            if self.clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.module.parameters(), self.clip)
-            optimizer.step()
+            if self.row_step is not None:
+                loss = self.row_step(users, self.items[batch], negatives)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                loss = model.batch_loss(users, self.items[batch], negatives)
+                loss.backward()
+                if self.clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.module.parameters(), self.clip)
+                optimizer.step()
             total += loss.detach() * batch.numel()
         return total / stop
