@@ -111,3 +111,37 @@ def test_unreachable_tracking_store_keeps_the_journal(tmp_path: Path, versions: 
     assert recover_unfinished_runs(tmp_path / "runs") == []
     assert not versions[VERSION].exists()
     assert path.exists()  # to be tried again by the next run
+
+
+def _timestamps(count: int) -> list[str]:
+    from debias_pipeline.runs import unique_timestamp
+
+    return [unique_timestamp() for _ in range(count)]
+
+
+def test_session_ids_are_unique_across_processes() -> None:
+    # Four processes drawing at once: without the lock, several would share a millisecond.
+    import multiprocessing
+    from datetime import datetime
+
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        stamps = [s for chunk in pool.map(_timestamps, [25] * 4) for s in chunk]
+    assert len(set(stamps)) == len(stamps) == 100
+    for stamp in stamps:  # Kedro's save-version format, milliseconds
+        datetime.strptime(stamp, "%Y-%m-%dT%H.%M.%S.%fZ")
+
+
+def test_kedro_sessions_draw_unique_ids(project_copy: Path) -> None:
+    import kedro.framework.session.session as session_module
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    from debias_pipeline.runs import unique_timestamp
+
+    bootstrap_project(project_copy)
+    ids = []
+    for _ in range(3):
+        with KedroSession.create(project_path=project_copy) as session:
+            ids.append(session.session_id)
+    assert session_module.generate_timestamp is unique_timestamp
+    assert len(set(ids)) == 3

@@ -17,9 +17,12 @@ import os
 import shutil
 import signal
 import socket
+import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from kedro.io.core import generate_timestamp as kedro_timestamp
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
@@ -208,3 +211,34 @@ def recover_unfinished_runs(folder: Path) -> list[RunJournal]:
             if pid.isdigit() and process_start_time(int(pid)) is None:
                 partial.unlink(missing_ok=True)
     return cleared
+
+
+# Every process of this machine draws its session id (the save version of every versioned
+# artifact of the run) under this lock.
+SESSION_ID_LOCK = Path(tempfile.gettempdir()) / "debias_pipeline.session-id.lock"
+
+
+def unique_timestamp() -> str:
+    """Kedro's save-version timestamp (millisecond resolution), never the same for two
+    processes of this machine: each draws it under an exclusive lock and holds the lock
+    until the clock has passed that millisecond. Two runs started in the same millisecond
+    would otherwise share a save version and write into each other's version folders.
+    Where ``fcntl`` is missing (Windows) it is Kedro's timestamp as it is."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux
+        return kedro_timestamp()
+    with open(SESSION_ID_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        stamp = kedro_timestamp()
+        while kedro_timestamp() == stamp:
+            time.sleep(0.0002)
+        return stamp
+
+
+def use_unique_session_ids() -> None:
+    """Make ``KedroSession.create`` draw its session id from ``unique_timestamp`` (it
+    looks ``generate_timestamp`` up in its module at every call); ``settings`` calls it."""
+    import kedro.framework.session.session as session_module
+
+    session_module.generate_timestamp = unique_timestamp

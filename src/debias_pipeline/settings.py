@@ -14,6 +14,10 @@ from debias_pipeline.hooks import (
     RunJournalHook,
     ValidateParametersHook,
 )
+from debias_pipeline.runs import use_unique_session_ids
+
+# Two runs started in the same millisecond get distinct session ids (save versions).
+use_unique_session_ids()
 
 HOOKS = (
     ValidateParametersHook(),
