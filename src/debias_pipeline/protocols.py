@@ -50,8 +50,8 @@ SPLITS = ("validation", "test")
 # without a positive included); ``log_likelihood``, the mean log-likelihood of the labels
 # under σ(score), for models whose score is a click logit. The last two need labelled
 # rows (the ``candidates`` protocols).
-SELECTIONS = ("ranking", "auc", "log_likelihood")
-ROW_SIGNALS = ("auc", "log_likelihood")
+ROW_SIGNALS = {"auc": pooled_auc, "log_likelihood": mean_log_likelihood}  # (labels, scores) -> value
+SELECTIONS = ("ranking", *ROW_SIGNALS)
 # Bound on one chunk's random table of leave_one_out's candidate sampling (32 MB).
 CANDIDATE_CHUNK_ELEMENTS = 1 << 22
 
@@ -611,16 +611,18 @@ class SplitEvaluator:
         )
         return user_ids, relevance, n_relevant, skipped, predictions
 
-    def report(self, model: Any) -> tuple[dict[str, float | int | None], pd.DataFrame]:
+    def report(self, model: Any, row_signals: bool = True) -> tuple[dict[str, float | int | None], pd.DataFrame]:
         """``<split>_<metric>_at_<k>`` for every metric and cut-off, the user counts,
         and the predictions from which they recompute: the scored rows (``candidates``)
-        or each user's top items (``full``, ``fold_in``)."""
+        or each user's top items (``full``, ``fold_in``); with ``row_signals``, also
+        ``<split>_auc`` and ``<split>_log_likelihood`` over every labelled row
+        (``candidates``)."""
         user_ids, relevance, n_relevant, skipped, predictions = self._relevance(model)
         values: dict[str, float | int | None] = {}
-        if self.setup.protocol.kind == "candidates":  # signals over every labelled row
+        if row_signals and self.setup.protocol.kind == "candidates":
             scores = predictions["score"].to_numpy()
-            values[f"{self.split}_auc"] = pooled_auc(self.labels, scores)
-            values[f"{self.split}_log_likelihood"] = mean_log_likelihood(self.labels, scores)
+            for name, signal in ROW_SIGNALS.items():
+                values[f"{self.split}_{name}"] = signal(self.labels, scores)
         for k in self.setup.cutoffs:
             per_user = metrics_from_relevance(relevance, n_relevant, k)
             for name in METRICS:
@@ -642,13 +644,11 @@ class SplitEvaluator:
     def score(self, model: Any) -> float:
         """The selection signal of ``model`` on this split (higher is better)."""
         if self.setup.selection in ROW_SIGNALS:  # no ranking needed
-            scores = model.score_pairs(self.users, self.items)
-            signal = pooled_auc if self.setup.selection == "auc" else mean_log_likelihood
-            value = signal(self.labels, scores)
+            value = ROW_SIGNALS[self.setup.selection](self.labels, model.score_pairs(self.users, self.items))
             if value is None:
                 raise ValueError(f"the {self.split} split has no positive or no negative row: {self.metric} is undefined")
             return value
-        values, _ = self.report(model)
+        values, _ = self.report(model, row_signals=False)  # every validation of early stopping
         value = values[f"{self.split}_{self.metric}"]
         if value is None:
             raise ValueError(f"the {self.split} split has no user with a relevant item: {self.metric} is undefined")

@@ -91,10 +91,12 @@ class ExposureConfig(TowerConfig):
         super().check()
         if self.prior == "none":
             # Options of a prior that is not there would be silently ignored: refuse them.
-            defaults = {"prior_learned": False, "prior_item_weight": 0.5, "prior_user_weight": 0.5, "prior_offset": 0.0}
-            for name, default in defaults.items():
+            for name in ("prior_learned", "prior_item_weight", "prior_user_weight", "prior_offset"):
                 value = getattr(self, name)
-                require(value == default, f"{name} needs prior: popularity (prior is 'none'), got {value}")
+                require(
+                    value == type(self).model_fields[name].default,
+                    f"{name} needs prior: popularity (prior is 'none'), got {value}",
+                )
 
 
 class DualConfig(TrainingConfig):
