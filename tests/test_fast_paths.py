@@ -72,31 +72,38 @@ def test_propagation_forward_and_backward_match_the_coo_reference(num_layers: in
     torch.testing.assert_close(fast_input.grad, reference_input.grad, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("uses", ["both", "mean", "base"])
 @pytest.mark.parametrize("restricted", [True, False], ids=["last-layer-at-the-rows", "full-last-layer"])
 @pytest.mark.parametrize("num_layers", [1, 3])
-def test_batch_propagation_matches_the_coo_reference_at_the_batch_rows(num_layers: int, restricted: bool) -> None:
+def test_batch_propagation_matches_the_coo_reference_at_the_batch_rows(num_layers: int, restricted: bool, uses: str) -> None:
     # The rows may repeat (as a batch's do); with ``restricted`` they are made unique and
-    # the last layer is computed for them alone (the CPU path), else in full (the CUDA path).
+    # the last layer is computed for them alone (the CPU path), else in full (the CUDA
+    # path). The loss reads the layer mean, the base rows E[ids] (the L2 term's), or both.
     adjacency = graph().adjacency
     rng = np.random.default_rng(7 + num_layers)
     start = torch.from_numpy(rng.normal(size=(N_USERS + N_ITEMS, 8)).astype(np.float32))
     ids = torch.from_numpy(rng.integers(0, N_USERS + N_ITEMS, 50))
-    weights = torch.from_numpy(rng.normal(size=(50, 8)).astype(np.float32))
+    weights = torch.from_numpy(rng.normal(size=(2, 50, 8)).astype(np.float32))
     csr = sparse_to_torch(adjacency, CPU)
+
+    def loss(mean: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        terms = {"mean": (mean * weights[0]).sum(), "base": (base**2 * weights[1]).sum()}
+        return sum(terms.values()) if uses == "both" else terms[uses]
 
     fast_input = start.clone().requires_grad_()
     if restricted:
         rows, inverse = torch.unique(ids, return_inverse=True)
         last = _rows_and_transpose(csr, rows.numpy())
-        fast = _BatchPropagation.apply(fast_input, csr, num_layers, rows, last)[inverse]
+        fast, fast_base = (part[inverse] for part in _BatchPropagation.apply(fast_input, csr, num_layers, rows, last))
     else:
-        fast = _BatchPropagation.apply(fast_input, csr, num_layers, ids, None)
-    (fast * weights).sum().backward()
+        fast, fast_base = _BatchPropagation.apply(fast_input, csr, num_layers, ids, None)
+    loss(fast, fast_base).backward()
     reference_input = start.clone().requires_grad_()
     reference = reference_propagate(coo_adjacency(adjacency), reference_input, num_layers)[ids]
-    (reference * weights).sum().backward()
+    loss(reference, reference_input[ids]).backward()
 
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast_base, start[ids], rtol=0, atol=0)
     torch.testing.assert_close(fast_input.grad, reference_input.grad, rtol=1e-5, atol=1e-6)
 
 

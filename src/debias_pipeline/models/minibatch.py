@@ -47,13 +47,15 @@ def _rows_and_transpose(adjacency: torch.Tensor, rows: np.ndarray) -> tuple[torc
 
 
 class _BatchPropagation(torch.autograd.Function):
-    """LightGCN's layer mean ``(1/(K+1)) Σ_k Â^k E`` at the rows ``ids`` only.
+    """LightGCN's layer mean ``(1/(K+1)) Σ_k Â^k E`` at the rows ``ids`` only, and the
+    base rows ``E[ids]`` (for the L2 term).
 
     Layers 1..K-1 are propagated in full; with ``last`` (Â[ids, :] and Â[:, ids], ids
     unique) the K-th layer is computed for those rows alone, in the forward and in the
     backward pass. The backward pass is Horner's scheme, h ← Â h + Sᵀ g, with S the row
-    selection and g the incoming gradient / (K+1): Â is symmetric and the map linear, so
-    nothing of the forward pass is saved but Â.
+    selection and g the incoming gradient / (K+1), and the base rows' gradient added at
+    their rows: Â is symmetric and the map linear, so nothing of the forward pass is
+    saved but Â, and no gradient the size of a table is formed but the result.
     """
 
     @staticmethod
@@ -64,50 +66,75 @@ class _BatchPropagation(torch.autograd.Function):
         num_layers: int,
         ids: torch.Tensor,
         last: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         ctx.adjacency, ctx.num_layers, ctx.ids, ctx.last = adjacency, num_layers, ids, last
         ctx.n_nodes = nodes.shape[0]
+        ctx.set_materialize_grads(False)
         layer = nodes
-        total = nodes[ids]  # (len(ids), d)
+        base = nodes[ids]  # (len(ids), d)
+        total = base.clone()
         for _ in range(num_layers - 1):
             layer = sparse_mm(adjacency, layer)
             total += layer[ids]
         total += sparse_mm(last[0], layer) if last is not None else sparse_mm(adjacency, layer)[ids]
-        return total.div_(num_layers + 1)
+        return total.div_(num_layers + 1), base
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:
-        grad = grad / (ctx.num_layers + 1)  # (len(ids), d)
-        if ctx.last is not None:
-            h = sparse_mm(ctx.last[1], grad)  # Â[:, ids] g
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor | None, grad_base: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, None, None, None, None]:
+        if grad is None and grad_base is None:
+            return None, None, None, None, None
+        if grad is None:
+            h = grad_base.new_zeros(ctx.n_nodes, grad_base.shape[1])
         else:
-            selected = torch.zeros(ctx.n_nodes, grad.shape[1], dtype=grad.dtype, device=grad.device)
-            h = sparse_mm(ctx.adjacency, selected.index_add_(0, ctx.ids, grad))
-        h.index_add_(0, ctx.ids, grad)  # + Sᵀ g; ids may repeat
-        for _ in range(ctx.num_layers - 1):
-            h = sparse_mm(ctx.adjacency, h).index_add_(0, ctx.ids, grad)
+            grad = grad / (ctx.num_layers + 1)  # (len(ids), d)
+            if ctx.last is not None:
+                h = sparse_mm(ctx.last[1], grad)  # Â[:, ids] g
+            else:
+                selected = torch.zeros(ctx.n_nodes, grad.shape[1], dtype=grad.dtype, device=grad.device)
+                h = sparse_mm(ctx.adjacency, selected.index_add_(0, ctx.ids, grad))
+            h.index_add_(0, ctx.ids, grad)  # + Sᵀ g; ids may repeat
+            for _ in range(ctx.num_layers - 1):
+                h = sparse_mm(ctx.adjacency, h).index_add_(0, ctx.ids, grad)
+        if grad_base is not None:
+            h.index_add_(0, ctx.ids, grad_base)
         return h, None, None, None, None
 
 
-def tower_rows(tower: EmbeddingTower, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tower's final embeddings of the given users (n, d) and items (m, d).
+def tower_rows(
+    tower: EmbeddingTower, users: torch.Tensor, items: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The tower's final embeddings of the given users (n, d) and items (m, d), and
+    their base embeddings E^(0) (n + m, d), users first.
 
     For LightGCN only the layer mean at those rows is formed (``_BatchPropagation``). On
     the CPU the rows are made unique and the last layer is restricted to them; on a GPU,
     where that would need the sizes on the host every batch, the last layer is full.
     """
     if tower.num_layers == 0:
-        return tower.user_embedding[users], tower.item_embedding[items]
+        user_rows, item_rows = tower.user_embedding[users], tower.item_embedding[items]
+        return user_rows, item_rows, torch.cat([user_rows, item_rows])
     nodes = torch.cat([tower.user_embedding, tower.item_embedding])  # (n_users + n_items, d)
     ids = torch.cat([users, items + tower.n_users])
     if tower.adjacency.device.type == "cpu":
         rows, inverse = torch.unique(ids, return_inverse=True)
         last = _rows_and_transpose(tower.adjacency, rows.numpy())
-        final = _BatchPropagation.apply(nodes, tower.adjacency, tower.num_layers, rows, last)[inverse]
+        final, base = _BatchPropagation.apply(nodes, tower.adjacency, tower.num_layers, rows, last)
+        final, base = final[inverse], base[inverse]
     else:
-        final = _BatchPropagation.apply(nodes, tower.adjacency, tower.num_layers, ids, None)
-    return final[: users.numel()], final[users.numel() :]
+        final, base = _BatchPropagation.apply(nodes, tower.adjacency, tower.num_layers, ids, None)
+    return final[: users.numel()], final[users.numel() :], base
+
+
+def _scores_and_penalty(
+    user_vectors: torch.Tensor, item_vectors: torch.Tensor, base_rows: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    positive_vectors, negative_vectors = item_vectors.split(user_vectors.shape[0])
+    positive_scores = (user_vectors * positive_vectors).sum(dim=1)
+    negative_scores = (user_vectors * negative_vectors).sum(dim=1)
+    return positive_scores, negative_scores, l2_penalty(base_rows) / user_vectors.shape[0]
 
 
 def triple_scores(
@@ -123,13 +150,8 @@ def triple_scores(
         ``r̂_ui`` (batch,), ``r̂_uj`` (batch,) and the mean over the batch of
         ``||e_u||² + ||e_i||² + ||e_j||²`` on the base embeddings E^(0).
     """
-    user_vectors, item_vectors = tower_rows(tower, users, torch.cat([positives, negatives]))
-    positive_vectors, negative_vectors = item_vectors.split(users.numel())
-    positive_scores = (user_vectors * positive_vectors).sum(dim=1)
-    negative_scores = (user_vectors * negative_vectors).sum(dim=1)
-    base_users, base_items = tower.base_embeddings()
-    penalty = l2_penalty([base_users[users], base_items[positives], base_items[negatives]]) / users.numel()
-    return positive_scores, negative_scores, penalty
+    user_vectors, item_vectors, base = tower_rows(tower, users, torch.cat([positives, negatives]))
+    return _scores_and_penalty(user_vectors, item_vectors, list(base.split(users.numel())))
 
 
 def row_triple_scores(
@@ -137,11 +159,7 @@ def row_triple_scores(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``triple_scores`` from an MF tower's gathered rows: the users' (batch, d) and the
     positives' then the negatives' (2 batch, d), base and final embeddings alike."""
-    positive_vectors, negative_vectors = item_vectors.split(user_vectors.shape[0])
-    positive_scores = (user_vectors * positive_vectors).sum(dim=1)
-    negative_scores = (user_vectors * negative_vectors).sum(dim=1)
-    penalty = l2_penalty([user_vectors, positive_vectors, negative_vectors]) / user_vectors.shape[0]
-    return positive_scores, negative_scores, penalty
+    return _scores_and_penalty(user_vectors, item_vectors, [user_vectors, *item_vectors.split(user_vectors.shape[0])])
 
 
 def triple_loss(
