@@ -30,7 +30,19 @@ mlflow-ui: $(STAMP)
 clean:
 	rm -rf $(VENV) build .pytest_cache
 
-# Fast paths against the reference paths: one table (see benchmarks/run.py; not part of `make test`).
-.PHONY: bench
-bench: $(STAMP)
+# The project against the peer libraries (RecBole, PyTorch Geometric, implicit), quiet and
+# under load, in one table (benchmarks/peers.py); `bench-reference`: the fast paths against
+# the reference paths (benchmarks/run.py). Neither is part of `make test`.
+BENCH_STAMP := $(VENV)/.bench-stamp
+.PHONY: bench bench-reference
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet --no-deps recbole==1.2.1
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/peers.py --load $(BENCH_ARGS)
+
+bench-reference: $(STAMP)
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)

@@ -14,6 +14,7 @@ reports as its training loss and ``implicit`` does not compute), and ``implicit`
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import resource
 import statistics
 import time
@@ -23,10 +24,38 @@ import numpy as np
 import torch
 
 from debias_pipeline.datasets import RawDataset
-from debias_pipeline.models import build_model
+from debias_pipeline.models import TrainData, build_model
 from debias_pipeline.pipelines.data_processing.nodes import process_dataset
 
 PROJECT = Path(__file__).resolve().parents[1]
+
+
+def contenders(data: TrainData, sweeps: int, threads: int) -> list[tuple[str, Callable[[], None]]]:
+    """(name, fit) of each contender: ``sweeps`` sweeps from a fresh start per call;
+    ``implicit``'s two only where it is installed."""
+
+    def ours(solver: str) -> tuple[str, Callable[[], None]]:
+        def fit() -> None:
+            block = {"name": "wmf", "embedding_dim": 64, "alpha": 1.0, "weight_decay": 1e-4, "solver": solver, "epochs": sweeps}
+            build_model(block, "wmf.model", seed=0, device="cpu").fit(data)
+
+        return f"project wmf (solver: {solver}, float64)", fit
+
+    found = [ours("exact"), ours("cg")]
+    try:
+        from implicit.cpu.als import AlternatingLeastSquares
+    except ImportError:
+        return found
+    user_items = data.interactions.tocsr().astype(np.float32)
+
+    def theirs(use_cg: bool) -> tuple[str, Callable[[], None]]:
+        def fit() -> None:
+            model = AlternatingLeastSquares(factors=64, iterations=sweeps, use_cg=use_cg, num_threads=threads, random_state=0)
+            model.fit(user_items, show_progress=False)
+
+        return f"implicit 0.7 ALS ({'cg' if use_cg else 'exact'}, float32)", fit
+
+    return [*found, theirs(False), theirs(True)]
 
 
 def main() -> None:
@@ -41,32 +70,14 @@ def main() -> None:
     data = process_dataset(raw, args.dataset, seed=0, evaluation={"protocol": "full_ranking"}).train_data
     print(f"{args.dataset}: {data.n_users:,} users, {data.n_items:,} items, {data.interactions.nnz:,} train positives; {args.threads} threads")
 
-    def ours(solver: str):
-        def fit() -> None:
-            block = {"name": "wmf", "embedding_dim": 64, "alpha": 1.0, "weight_decay": 1e-4, "solver": solver, "epochs": args.sweeps}
-            build_model(block, "wmf.model", seed=0, device="cpu").fit(data)
-
-        return f"project wmf (solver: {solver}, float64)", fit
-
-    def theirs(use_cg: bool):
-        from implicit.cpu.als import AlternatingLeastSquares
-
-        user_items = data.interactions.tocsr().astype(np.float32)
-
-        def fit() -> None:
-            model = AlternatingLeastSquares(factors=64, iterations=args.sweeps, use_cg=use_cg, num_threads=args.threads, random_state=0)
-            model.fit(user_items, show_progress=False)
-
-        return f"implicit 0.7 ALS ({'cg' if use_cg else 'exact'}, float32)", fit
-
-    contenders = [ours("exact"), ours("cg"), theirs(False), theirs(True)]
-    times: dict[str, list[float]] = {name: [] for name, _ in contenders}
+    found = contenders(data, args.sweeps, args.threads)
+    times: dict[str, list[float]] = {name: [] for name, _ in found}
     for _ in range(args.repeats):
-        for name, fit in contenders:
+        for name, fit in found:
             started = time.perf_counter()
             fit()
             times[name].append((time.perf_counter() - started) / args.sweeps)
-    reference = statistics.median(times[contenders[2][0]])
+    reference = statistics.median(times[found[2][0]])
     print("| contender | s per sweep (median) | ratio to implicit exact |")
     print("|---|---|---|")
     for name, values in times.items():
