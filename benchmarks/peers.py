@@ -6,8 +6,11 @@
     python benchmarks/peers.py --quick               # small slices, one repeat: a smoke test
 
 Four pieces of work, each done by every contender installed here (``pip install -e
-'.[bench]'`` adds the optional ones), in the same process, on the same train positives,
-d 64, batch 2048, one negative per positive, Adam lr 1e-3, λ 1e-4:
+'.[bench]'`` then ``pip install --no-deps recbole==1.2.1``, as ``make bench`` does, adds
+the optional ones; those that do not import are listed as skipped), in the same process,
+on the same train positives, d 64, batch 2048, one negative per positive, λ 1e-4, Adam lr
+1e-3 (fused for the project, as its training runs it; plain ``torch.optim.Adam`` for the
+official path and PyG; RecBole's trainer's own):
 
 1. one LightGCN BPR epoch, 3 layers: the project's ``lightgcn`` (``loss: bpr``); the
    official LightGCN code's path (``benchmarks/reference.py``: triples drawn in a Python
@@ -155,6 +158,7 @@ def pyg_lightgcn(data: TrainData, batches: int, csr: bool) -> Contender | None:
     try:
         from torch_geometric.nn.models import LightGCN
     except ImportError:
+        print("skipped: PyG LightGCN (torch_geometric does not import)", file=sys.stderr)
         return None
     n_users, n_nodes = data.n_users, data.n_users + data.n_items
     if csr:
@@ -196,8 +200,9 @@ def recbole_lightgcn(data: TrainData, batches: int) -> Contender | None:
     try:
         from benchmarks import recbole_peer
     except ImportError:
-        return None
-    if not recbole_peer.available():
+        recbole_peer = None
+    if recbole_peer is None or not recbole_peer.available():
+        print("skipped: RecBole LightGCN (recbole does not import; `make bench` installs it)", file=sys.stderr)
         return None
     step = recbole_peer.recbole_lightgcn_epoch(data.interactions, DIM, LAYERS, BATCH, batches)
     return Contender("RecBole LightGCN", lambda: step(batches), scale=n_batches(data) / batches, note="its own loader and sampler")
@@ -328,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet = run_table(data, args, memory)
     loaded = None
     if args.load:
-        workers = [multiprocessing.Process(target=busy, daemon=True) for _ in range(os.cpu_count() or 1)]
+        workers = [multiprocessing.Process(target=busy, daemon=True) for _ in range(len(os.sched_getaffinity(0)))]
         for worker in workers:
             worker.start()
         try:

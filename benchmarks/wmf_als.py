@@ -77,6 +77,8 @@ def main() -> None:
             started = time.perf_counter()
             fit()
             times[name].append((time.perf_counter() - started) / args.sweeps)
+    if len(found) < 3:
+        raise SystemExit("implicit is not installed: nothing to compare with")
     reference = statistics.median(times[found[2][0]])
     print("| contender | s per sweep (median) | ratio to implicit exact |")
     print("|---|---|---|")

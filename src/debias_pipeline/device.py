@@ -53,7 +53,8 @@ def keep_freed_host_memory() -> bool:
     so every step pays thousands of page faults (about a tenth of a mini-batch step at
     Gowalla size). Raising glibc's mmap and trim thresholds keeps them in the heap, as the
     jemalloc or tcmalloc that PyTorch's CPU tuning guide suggests would. Done once per
-    process; a no-op off glibc. Returns whether both settings took.
+    process; a no-op off glibc. Returns whether both settings took (a glibc that refuses
+    a threshold above 32 MiB gets 32 MiB).
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -62,4 +63,7 @@ def keep_freed_host_memory() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    mapped = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) or bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20))
+    trimmed = bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+    return mapped and trimmed
