@@ -63,7 +63,8 @@ from benchmarks.run import PeakMemory, machine  # noqa: E402
 from debias_pipeline.device import resolve_device  # noqa: E402
 from debias_pipeline.metrics import full_ranking_metrics  # noqa: E402
 from debias_pipeline.models import TrainData, build_model  # noqa: E402
-from debias_pipeline.models.minibatch import MiniBatchEpochs  # noqa: E402
+from debias_pipeline.models.base import sparse_to_torch  # noqa: E402
+from debias_pipeline.models.minibatch import MiniBatchEpochs, positive_pairs  # noqa: E402
 from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency  # noqa: E402
 
 DIM, LAYERS, BATCH, LR, WEIGHT_DECAY = 64, 3, 2048, 1e-3, 1e-4
@@ -161,22 +162,15 @@ def pyg_lightgcn(data: TrainData, batches: int, csr: bool) -> Contender | None:
         print("skipped: PyG LightGCN (torch_geometric does not import)", file=sys.stderr)
         return None
     n_users, n_nodes = data.n_users, data.n_users + data.n_items
+    positive_users, positive_items = positive_pairs(data.interactions, torch.device("cpu"))
+    positive_items = positive_items + n_users  # node ids
     if csr:
-        adjacency = data.adjacency.tocsr().astype(np.float32)
-        edges = torch.sparse_csr_tensor(
-            torch.from_numpy(adjacency.indptr.astype(np.int64)), torch.from_numpy(adjacency.indices.astype(np.int64)),
-            torch.from_numpy(adjacency.data), size=adjacency.shape,
-        )
+        edges = sparse_to_torch(data.adjacency, torch.device("cpu"))
         model = LightGCN(n_nodes, DIM, LAYERS, normalize=False)
     else:
-        coo = data.interactions.tocoo()
-        user_ids, item_ids = torch.from_numpy(coo.row.astype(np.int64)), torch.from_numpy(coo.col.astype(np.int64)) + n_users
-        edges = torch.stack([torch.cat([user_ids, item_ids]), torch.cat([item_ids, user_ids])])
+        edges = torch.stack([torch.cat([positive_users, positive_items]), torch.cat([positive_items, positive_users])])
         model = LightGCN(n_nodes, DIM, LAYERS)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    coo = data.interactions.tocoo()
-    positive_users = torch.from_numpy(coo.row.astype(np.int64))
-    positive_items = torch.from_numpy(coo.col.astype(np.int64)) + n_users
     generator = torch.Generator().manual_seed(0)
 
     def steps() -> None:
