@@ -166,7 +166,7 @@ def id_maps(n_users: int, n_items: int) -> pd.DataFrame:
     )
 
 
-@pytest.mark.parametrize("name", ["mf", "lightgcn", "dual", "wmf"])
+@pytest.mark.parametrize("name", ["mf", "lightgcn", "dual", "wmf", "ensemble"])
 def test_the_package_restores_the_same_recommendations(name: str, tmp_path: Path) -> None:
     model, train = fitted(name)
     metadata = pd.DataFrame({"index": np.arange(9), "original_id": np.arange(9) + 500, "title": [f"t{i}" for i in range(9)]})

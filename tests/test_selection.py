@@ -171,15 +171,25 @@ class Untouchable:
         raise AssertionError(f"training read the test split ({name})")
 
 
+_SMALL_MF = {"name": "mf", "embedding_dim": 4, "epochs": 30, "patience": 5}
+_SMALL_ENSEMBLE = {  # `best` is an ensemble: its fits stop on validation alone too
+    "name": "ensemble",
+    "replicas": 2,
+    "members": [_SMALL_MF, {"name": "dual", "preference": {"embedding_dim": 4}, "exposure": {"embedding_dim": 2}, "epochs": 30, "patience": 5}],
+}
+
+
+@pytest.mark.parametrize("block", [_SMALL_MF, _SMALL_ENSEMBLE], ids=["mf", "ensemble"])
 @pytest.mark.parametrize("selection", ["ranking", "auc"])
-def test_training_never_touches_the_test_evaluator(selection: str) -> None:
+def test_training_never_touches_the_test_evaluator(selection: str, block: dict) -> None:
     interactions = _thesis_interactions(1)
     setup = evaluation_setup({"selection": selection}, "coat")
     split = split_for_protocol(interactions, setup, None, dataset_spec("coat"), 0)
     matrix = train_positive_matrix(split, (30, 20))
     evaluators = Evaluators.build(split, matrix, setup)
     evaluators.test = Untouchable()
-    block = {"name": "mf", "embedding_dim": 4, "epochs": 30, "patience": 5}
     data = TrainData(matrix, build_normalized_adjacency(matrix))
     model, _, _, _ = train_model(data, evaluators, block, 0, torch.device("cpu"))
-    assert model.best_epoch is not None
+    fits = getattr(model, "members", [model])
+    assert len(fits) == (4 if block is _SMALL_ENSEMBLE else 1)
+    assert all(fit.best_epoch is not None for fit in fits)

@@ -218,6 +218,22 @@ class Recommender(ABC):
         """Restore a fitted model from ``state_dict()`` output; ``data`` gives the shapes
         (and the adjacency of graph models). Returns the model, ready to score."""
 
+    def _is_fitted(self) -> bool:
+        """Whether the model is ready to score."""
+        raise NotImplementedError
+
+    def _require_fitted(self) -> None:
+        if not self._is_fitted():
+            raise RuntimeError(f"{self.name} is not fitted; call fit() first")
+
+    def _state(self, **fields: Any) -> dict[str, Any]:
+        """``state_dict``'s common part (the model, its configuration and seed) and ``fields``."""
+        return {"model": self.name, "config": copy.deepcopy(self.config), "seed": self.seed, **fields}
+
+    def _check_state(self, state: dict[str, Any]) -> None:
+        if state.get("model") != self.name:
+            raise ValueError(f"state of model {state.get('model')!r} cannot be loaded into {self.name!r}")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config}, seed={self.seed}, device={self.device})"
 
@@ -243,13 +259,8 @@ class ModuleRecommender(Recommender):
     def _is_fitted(self) -> bool:
         """Whether ``_cache_embeddings`` has run."""
 
-    def _require_fitted(self) -> None:
-        if not self._is_fitted():
-            raise RuntimeError(f"{self.name} is not fitted; call fit() first")
-
     def load_state_dict(self, state: dict[str, Any], data: TrainData) -> Self:
-        if state.get("model") != self.name:
-            raise ValueError(f"state of model {state.get('model')!r} cannot be loaded into {self.name!r}")
+        self._check_state(state)
         self.module = self.build_module(data, torch.Generator().manual_seed(self.seed)).to(self.device)
         self.module.load_state_dict(state["weights"])
         self.best_epoch = state.get("best_epoch")
@@ -258,13 +269,9 @@ class ModuleRecommender(Recommender):
 
     def state_dict(self) -> dict[str, Any]:
         self._require_fitted()
-        return {
-            "model": self.name,
-            "config": copy.deepcopy(self.config),
-            "seed": self.seed,
-            "best_epoch": self.best_epoch,
-            "weights": {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()},
-        }
+        return self._state(
+            best_epoch=self.best_epoch, weights={k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
+        )
 
 
 class NetworkRecommender(ModuleRecommender):

@@ -11,6 +11,7 @@ from pydantic import ConfigDict, PrivateAttr
 from debias_pipeline.config import BLOCK, Params, build_config
 from debias_pipeline.models.base import Recommender
 from debias_pipeline.models.dual import DualModel
+from debias_pipeline.models.ensemble import Ensemble
 from debias_pipeline.models.expomf import ExpoMF
 from debias_pipeline.models.gat import GAT
 from debias_pipeline.models.gcn import GCN
@@ -48,6 +49,7 @@ MODELS: dict[str, type[Recommender]] = {
     "graphsage": GraphSAGE,
     "pinsage": PinSage,
     "socialgcn": SocialGCN,
+    "ensemble": Ensemble,
 }
 
 

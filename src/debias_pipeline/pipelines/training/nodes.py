@@ -62,13 +62,15 @@ def train_model(
         recommender.fit(train_data, validation=validation, pretrained=dict(zip(pretrained, pretrained_weights, strict=True)))
     else:
         recommender.fit(train_data, validation=validation)
-    logger.info(
-        "%s: best validation %s at epoch %s of %d",
-        recommender.name,
-        validation.metric,
-        recommender.best_epoch,
-        len(recommender.history),
-    )
+    fits = getattr(recommender, "members", None)
+    if fits:  # an ensemble: each fit stopped on its own
+        logger.info(
+            "%s: best validation %s of its %d fits at epochs %s", recommender.name, validation.metric, len(fits), [m.best_epoch for m in fits]
+        )
+    else:
+        logger.info(
+            "%s: best validation %s at epoch %s of %d", recommender.name, validation.metric, recommender.best_epoch, len(recommender.history)
+        )
     metric = f"validation_{validation.metric}"
     history = pd.DataFrame(
         {
