@@ -95,7 +95,8 @@ def main() -> None:
         for key in keys:
             values = np.array([r[key] for r in runs])
             cells.append(f"{values.mean():.4f} ± {values.std(ddof=1):.4f}".rjust(26))
-        epochs = ",".join(str(r["best_epoch"]) for r in runs)
+        known = [r["best_epoch"] for r in runs if r["best_epoch"] is not None]  # an ensemble's fits keep their own
+        epochs = f"{min(known)} to {max(known)}" if known else "–"
         seconds = np.median([r["seconds"] for r in runs])
         print(f"{model:<10}" + "".join(cells) + f"{epochs:>16}{seconds:>8.0f}")
     reference = args.models[0]

@@ -117,3 +117,25 @@ def test_replicas_are_fits_of_other_seeds_of_each_member() -> None:
     by_hand = sum(normalized(m.score(), "z") for m in model.members) / 4
     np.testing.assert_allclose(model.score(), by_hand, rtol=1e-5, atol=1e-6)
 
+
+def test_best_is_the_candidate_select_best_scores() -> None:
+    """``best``'s members are, in order, the grid's fixed rows that ``select_best.py``
+    bags as "six x5", five fits each, z scores: its figures are that candidate's."""
+    import importlib.util
+    from pathlib import Path
+
+    from kedro.config import OmegaConfigLoader
+
+    from debias_pipeline.models.registry import model_block
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("select_best", root / "scripts" / "select_best.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    params = OmegaConfigLoader(conf_source=str(root / "conf"), base_env="base", default_run_env="local")["parameters"]
+    grid = script.configuration_blocks(params)
+    best = model_block(params["best"]["model"], "best.model")
+    assert best.name == "ensemble" and best.config.replicas == script.REPLICAS and best.config.normalization == "z"
+    assert script.CANDIDATES["six x5"] == {name: script.REPLICAS for name in script.SIX}
+    members = [(block.name, block.config) for block in best.config.member_blocks("best.model")]
+    assert members == [(model_block(grid[name], name).name, model_block(grid[name], name).config) for name in script.SIX]
