@@ -10,6 +10,7 @@ import scipy.sparse as sp
 import torch
 from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 
+from debias_pipeline.models.gcn import GCNLayer, normalized_adjacency
 from debias_pipeline.models.socialgcn import SocialLayer, filter_ties
 
 # Edges source -> target of a 4-node graph: 1, 2, 3 -> 0; 0 -> 1; 2 -> 3.
@@ -56,18 +57,43 @@ def test_graphsage_mean_with_l2_normalization() -> None:
     torch.testing.assert_close(out.norm(dim=1), torch.ones(4), rtol=1e-5, atol=1e-6)
 
 
-def test_gcn_layer_by_hand() -> None:
+@pytest.mark.parametrize("marked", [False, True])
+def test_gcn_layer_by_hand(marked: bool) -> None:
+    """The model's path (the adjacency normalized once, ``GCNLayer``), and its gradient
+    with the symmetric backward product equal to stock autograd's."""
     torch.manual_seed(3)
     symmetric = torch.cat([EDGES, EDGES.flip(0)], dim=1).unique(dim=1)
-    layer = GCNConv(2, 2, add_self_loops=True, normalize=True)
-    out = layer(X, symmetric)
+    layer = GCNLayer(2, 2, add_self_loops=False, normalize=False)
+    x = X.clone().requires_grad_(True)
+    out = layer(x, normalized_adjacency(symmetric, None, 4, symmetric=marked))
     # Undirected: 0-1, 0-2, 0-3, 2-3. Degrees with the self-loop: 4, 2, 3, 3.
     degree = [4, 2, 3, 3]
     neighbours = {0: [0, 1, 2, 3], 1: [1, 0], 2: [2, 0, 3], 3: [3, 0, 2]}
     wx = X @ layer.lin.weight.T
     for v, group in neighbours.items():
         expected = sum(wx[u] / math.sqrt(degree[u] * degree[v]) for u in group) + layer.bias
-        torch.testing.assert_close(out[v], expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out[v], expected.detach(), rtol=1e-5, atol=1e-6)
+    # PyG's own normalizing layer with the same weights gives the same output and gradient.
+    stock = GCNConv(2, 2, add_self_loops=True, normalize=True)
+    stock.load_state_dict(layer.state_dict())
+    x_stock = X.clone().requires_grad_(True)
+    reference = stock(x_stock, symmetric)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
+    upstream = torch.arange(8.0).view(4, 2)
+    (out * upstream).sum().backward()
+    (reference * upstream).sum().backward()
+    torch.testing.assert_close(x.grad, x_stock.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_gcn_adjacency_is_marked_symmetric_only_for_the_train_graph() -> None:
+    from tests.models.test_contract import build, checkerboard
+
+    board = checkerboard()
+    model = build("gcn", embedding_dim=4, epochs=1, eval_every=1)
+    model.fit(board.data, board.validation)
+    assert model._full_graph_edges()[0].symmetric
+    directed = sp.csr_matrix(model._graph.toarray() * np.triu(np.ones(model._graph.shape)))
+    assert not model._edges(directed)[0].symmetric
 
 
 def test_social_layer_by_hand() -> None:

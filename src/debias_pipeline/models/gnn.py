@@ -217,27 +217,45 @@ class GraphRecommender(FullBatchRecommender):
         finally:
             self._restored_graph = None
 
-    def _edges(self, graph: sp.csr_matrix) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def layer_graph(
+        self, edge_index: torch.Tensor, weight: torch.Tensor | None, n_nodes: int, symmetric: bool = False
+    ) -> tuple[Any, torch.Tensor | None]:
+        """The graph as the layers take it, from the edges source -> target (and their
+        weights) over ``n_nodes`` nodes, ``symmetric`` when every edge has its reverse
+        with the same weight: the edges themselves unless a model prepares them once per
+        graph (GCN: its normalized sparse adjacency)."""
+        return edge_index, weight
+
+    def _edges(self, graph: sp.csr_matrix, symmetric: bool = False) -> tuple[Any, torch.Tensor | None]:
         coo = graph.tocoo()
         # Row v of the matrix lists v's neighbours: messages flow column -> row.
         edge_index = torch.from_numpy(np.stack([coo.col, coo.row]).astype(np.int64)).to(self.device)
         weight = torch.from_numpy(coo.data.astype(np.float32)).to(self.device) if self.weighted else None
-        return edge_index, weight
+        return self.layer_graph(edge_index, weight, graph.shape[0], symmetric)
 
-    def _subgraph_edges(self, sub: SampledSubgraph) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _full_graph_edges(self) -> tuple[Any, torch.Tensor | None]:
+        """``_edges`` of the train graph, built once per fit or load (every batch of a
+        model without ``fanouts`` and every evaluation read it)."""
+        cached = getattr(self, "_full_edges", None)
+        if cached is None or cached[0] is not self._graph:
+            symmetric = abs(self._graph - self._graph.T).nnz == 0
+            cached = self._full_edges = (self._graph, self._edges(self._graph, symmetric))
+        return cached[1]
+
+    def _subgraph_edges(self, sub: SampledSubgraph) -> tuple[Any, torch.Tensor | None]:
         edge_index = torch.from_numpy(sub.edge_index).to(self.device)
         if not self.weighted:
-            return edge_index, None
+            return self.layer_graph(edge_index, None, sub.nodes.size)
         sources, targets = sub.nodes[sub.edge_index[0]], sub.nodes[sub.edge_index[1]]
         weight = np.asarray(self._graph[targets, sources]).ravel().astype(np.float32)
         # A target keeps some of its weighted neighbours: their weights renormalized to
         # sum to one, as over the whole neighbourhood at evaluation.
         totals = np.bincount(sub.edge_index[1], weights=weight, minlength=sub.nodes.size)
         weight = weight / totals[sub.edge_index[1]]
-        return edge_index, torch.from_numpy(weight.astype(np.float32)).to(self.device)
+        return self.layer_graph(edge_index, torch.from_numpy(weight.astype(np.float32)).to(self.device), sub.nodes.size)
 
     def preference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        edge_index, weight = self._edges(self._graph)
+        edge_index, weight = self._full_graph_edges()
         nodes = torch.arange(self._graph.shape[0], device=self.device)
         final = self.module(nodes, edge_index, weight)
         return final[: self._n_users], final[self._n_users :]
@@ -282,7 +300,7 @@ class GraphRecommender(FullBatchRecommender):
         ids = torch.cat([users, positives + self._n_users, negatives + self._n_users])
         seeds, inverse = torch.unique(ids, return_inverse=True)
         if config.fanouts is None:
-            edge_index, weight = self._edges(self._graph)
+            edge_index, weight = self._full_graph_edges()
             nodes = torch.arange(self._graph.shape[0], device=self.device)
             final = self.module(nodes, edge_index, weight, self._dropout)[seeds]
         else:
