@@ -145,3 +145,32 @@ def test_kedro_sessions_draw_unique_ids(project_copy: Path) -> None:
             ids.append(session.session_id)
     assert session_module.generate_timestamp is unique_timestamp
     assert len(set(ids)) == 3
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+def test_a_run_reads_the_versions_it_wrote_not_a_newer_runs(tmp_path: Path, pinned: bool) -> None:
+    """Another run's newer version of ``split`` appears while this run writes its own:
+    with the run's outputs pinned, the next node reads this run's (Kedro alone reads the
+    newest, the other run's)."""
+    import pickle
+
+    from kedro.io import DataCatalog
+    from kedro.pipeline import Pipeline, node
+
+    from debias_pipeline.hooks import pin_own_versions
+
+    path = tmp_path / "split.pkl"
+    config = {
+        "split": {"type": "pickle.PickleDataset", "filepath": str(path), "versioned": True},
+        "raw": {"type": "pickle.PickleDataset", "filepath": str(tmp_path / "raw.pkl"), "versioned": True},
+    }
+    catalog = DataCatalog.from_config(config, save_version=VERSION)
+    pipeline = Pipeline([node(lambda raw: raw, "raw", "split"), node(lambda split: split, "split", "out")])
+    newer = path / "2026-01-02T03.04.05.999Z"  # a session that started later, on the same project
+    newer.mkdir(parents=True)
+    (newer / "split.pkl").write_bytes(pickle.dumps("the other run's split"))
+    if pinned:
+        assert pin_own_versions(pipeline, catalog) == ["split"]  # `raw` is read, not written
+    catalog.save("split", "this run's split")
+    expected = "this run's split" if pinned else "the other run's split"
+    assert catalog.load("split") == expected

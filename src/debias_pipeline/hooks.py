@@ -22,7 +22,7 @@ from kedro.config import MissingConfigException
 from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
 from kedro.framework.project import pipelines as registered_pipelines
-from kedro.io import AbstractVersionedDataset, SharedMemoryDataCatalog
+from kedro.io import AbstractVersionedDataset, SharedMemoryDataCatalog, Version
 from kedro.pipeline import Pipeline
 from kedro_mlflow.config.kedro_mlflow_config import KedroMlflowConfig
 from mlflow.entities import RunStatus
@@ -195,6 +195,35 @@ def _version_directories(catalog: Any, save_version: str) -> list[Path]:
         if dataset is not None:
             directories.append(Path(str(dataset._filepath)) / save_version)
     return directories
+
+
+def pin_own_versions(pipeline: Pipeline, catalog: Any) -> list[str]:
+    """Make every versioned dataset the run writes load the version the run wrote.
+
+    Kedro loads an unpinned versioned dataset from its newest version folder, so when
+    two runs share a project (two ``kedro run`` at once, or hosts on one file system),
+    a node could read the other run's ``interaction_split`` if that run's session is
+    newer. A dataset the pipeline itself produces is pinned to this run's save version;
+    the datasets it only reads keep the newest version, or the one given with
+    ``--load-versions``. Returns the names pinned.
+    """
+    pinned = []
+    for name in sorted(pipeline.all_outputs()):
+        dataset = _versioned(catalog, name)
+        if dataset is None or dataset._version.load is not None or dataset._version.save is None:
+            continue
+        dataset._version = Version(dataset._version.save, dataset._version.save)
+        dataset._clear_version_cache()
+        pinned.append(name)
+    return pinned
+
+
+class PinOwnVersionsHook:
+    """``pin_own_versions`` before every run."""
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
+        pin_own_versions(pipeline, catalog)
 
 
 class MlflowArtifactHook:

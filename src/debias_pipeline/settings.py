@@ -9,6 +9,7 @@ from debias_pipeline.hooks import (
     MlflowArtifactHook,
     MlflowRunLabelHook,
     MlflowStoreLockHook,
+    PinOwnVersionsHook,
     PlainParametersForMlflowHook,
     RefuseParallelRunnerHook,
     RunJournalHook,
@@ -22,6 +23,7 @@ use_unique_session_ids()
 HOOKS = (
     ValidateParametersHook(),
     RefuseParallelRunnerHook(),
+    PinOwnVersionsHook(),
     MlflowStoreLockHook(),
     MlflowArtifactHook(),
     MlflowRunLabelHook(),
