@@ -150,6 +150,7 @@ class Ensemble(Recommender):
     def state_dict(self) -> dict[str, Any]:
         self._require_fitted()
         return self._state(
+            best_epoch=None,  # each fit keeps its own
             members=[member.state_dict() for member in self.members],
             member_histories=copy.deepcopy(self.member_histories),
             history=copy.deepcopy(self.history),

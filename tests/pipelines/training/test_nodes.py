@@ -49,6 +49,7 @@ SMALL_BLOCKS |= {
     "pinsage": {"name": "pinsage", **_GRAPH, "fanouts": [3, 2], "hard_negative_start": 4},
     "socialgcn": {"name": "socialgcn", **_GRAPH},
 }
+SMALL_BLOCKS["ensemble"] = {"name": "ensemble", "members": [SMALL_BLOCKS["mf"], SMALL_BLOCKS["lightgcn"]], "replicas": 2}
 
 
 def test_every_registered_model_has_a_small_block() -> None:
@@ -143,7 +144,9 @@ def test_train_model_outputs(name: str, train_matrix, unbiased_split) -> None:
     assert model.score().shape == (N_USERS, N_ITEMS)
     assert weights["model"] == name
     assert weights["best_epoch"] == model.best_epoch
-    assert all(t.device == CPU for t in weights["weights"].values())
+    states = weights.get("members", [weights])  # an ensemble holds a state per fit
+    assert len(states) == (4 if name == "ensemble" else 1)
+    assert all(t.device == CPU for state in states for t in state["weights"].values())
 
     assert set(curves) == {"train_loss", "epoch_validation_ndcg_at_5"}
     assert [point["step"] for point in curves["train_loss"]] == list(range(1, 13))
@@ -203,7 +206,7 @@ def test_train_model_leaves_its_inputs_alone(train_matrix, unbiased_split) -> No
 def test_train_model_names_the_bad_parameter(train_matrix, unbiased_split) -> None:
     with pytest.raises(ValueError, match=r"mf\.model\.embeding_dim"):
         run(train_matrix, unbiased_split, {**SMALL_BLOCKS["mf"], "embeding_dim": 4}, where="mf.model")
-    with pytest.raises(ValueError, match=r"unknown model 'mf_typo'; valid models: dual, expomf, gat, gcn, gmf, graphsage, lightgcn, mf, mlp"):
+    with pytest.raises(ValueError, match=r"unknown model 'mf_typo'; valid models: dual, ensemble, expomf, gat, gcn, gmf, graphsage, lightgcn, mf, mlp"):
         run(train_matrix, unbiased_split, {**SMALL_BLOCKS["mf"], "name": "mf_typo"})
     # The evaluation block is read by the evaluators now (train_model no longer takes it).
     with pytest.raises(ValueError, match=r"evaluation.*k must be >= 1"):
