@@ -105,7 +105,7 @@ def evaluate(params: dict[str, Any], dataset: str, seeds: list[int]) -> dict[str
                 tables[name, replica] = normalized(model.score(), "z")
         for label, members in CANDIDATES.items():
             parts = [tables[name, r] for name, count in members.items() for r in range(count)]
-            table = parts[0] if len(parts) == 1 else sum(parts) / len(parts)
+            table = sum(parts) / len(parts)
             validation, _ = evaluators.validation.report(Scores(table))
             test, _ = evaluators.test.report(Scores(table))
             results[label].append((validation[f"validation_ndcg_at_{k}"], test[f"test_recall_at_{k}"], test[f"test_ndcg_at_{k}"]))

@@ -218,6 +218,12 @@ class Recommender(ABC):
         """Restore a fitted model from ``state_dict()`` output; ``data`` gives the shapes
         (and the adjacency of graph models). Returns the model, ready to score."""
 
+    @property
+    def fits(self) -> list[Recommender]:
+        """The fits whose early stopping picked an epoch (``best_epoch``): the model
+        itself; an ensemble's members."""
+        return [self]
+
     def _is_fitted(self) -> bool:
         """Whether the model is ready to score."""
         raise NotImplementedError

@@ -138,6 +138,10 @@ class Ensemble(Recommender):
         self.best_epoch = None  # each member keeps its own
         return self
 
+    @property
+    def fits(self) -> list[Recommender]:
+        return self.members
+
     def _is_fitted(self) -> bool:
         return bool(self.members)
 
@@ -153,7 +157,6 @@ class Ensemble(Recommender):
             best_epoch=None,  # each fit keeps its own
             members=[member.state_dict() for member in self.members],
             member_histories=copy.deepcopy(self.member_histories),
-            history=copy.deepcopy(self.history),
         )
 
     def load_state_dict(self, state: dict[str, Any], data: TrainData) -> Self:
@@ -162,7 +165,7 @@ class Ensemble(Recommender):
         if len(members) != len(state["members"]):
             raise ValueError(f"the state holds {len(state['members'])} fits, the configuration {len(members)}")
         self.members = [member.load_state_dict(member_state, data) for member, member_state in zip(members, state["members"], strict=True)]
-        self.member_histories = copy.deepcopy(state.get("member_histories", []))
-        self.history = copy.deepcopy(state.get("history", []))
+        self.member_histories = copy.deepcopy(state["member_histories"])
+        self.history = mean_history(self.member_histories)
         self.best_epoch = None
         return self

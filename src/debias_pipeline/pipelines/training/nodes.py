@@ -62,8 +62,8 @@ def train_model(
         recommender.fit(train_data, validation=validation, pretrained=dict(zip(pretrained, pretrained_weights, strict=True)))
     else:
         recommender.fit(train_data, validation=validation)
-    fits = getattr(recommender, "members", None)
-    if fits:  # an ensemble: each fit stopped on its own
+    fits = recommender.fits
+    if len(fits) > 1:  # an ensemble: each fit stopped on its own
         logger.info(
             "%s: best validation %s of its %d fits at epochs %s", recommender.name, validation.metric, len(fits), [m.best_epoch for m in fits]
         )
