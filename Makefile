@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/kedro run --pipelines=train_dual
-	@$(BIN)/python -m debias_pipeline.report
+	@$(BIN)/python -m debias_pipeline.experiments.summary
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -38,7 +38,7 @@ def _status_kb(field: str) -> int:
 def _one_repeat(preset: str, seed: int, results: multiprocessing.Queue) -> None:
     import numpy  # noqa: F401  (imported before the baseline is taken)
 
-    from debias_pipeline.simulation import SyntheticConfig, generate_synthetic
+    from debias_pipeline.data.simulation import SyntheticConfig, generate_synthetic
 
     config = SyntheticConfig(preset=preset)
     before_kb = _status_kb("VmRSS")

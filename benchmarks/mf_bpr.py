@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from debias_pipeline.datasets import RawDataset
-from debias_pipeline.models import build_model
+from debias_pipeline.datasets.raw import RawDataset
 from debias_pipeline.models.minibatch import MiniBatchEpochs
-from debias_pipeline.pipelines.data_processing.nodes import process_dataset
+from debias_pipeline.models.registry import build_model
+from debias_pipeline.training.inputs import process_dataset
 
 PROJECT = Path(__file__).resolve().parents[1]
 BLOCK = {"name": "mf", "loss": "bpr", "embedding_dim": 64, "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 2048}

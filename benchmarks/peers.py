@@ -52,20 +52,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import debias_pipeline  # noqa: E402, F401  (before torch: its OpenMP settings)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import debias_pipeline  # noqa: E402, F401  (before torch: its OpenMP settings)
 from benchmarks import mf_bpr, wmf_als  # noqa: E402
 from benchmarks.graphs import GOWALLA, power_law_interactions  # noqa: E402
 from benchmarks.reference import coo_adjacency, reference_bpr_steps, reference_sample_triples  # noqa: E402
 from benchmarks.run import PeakMemory, machine  # noqa: E402
-from debias_pipeline.device import resolve_device  # noqa: E402
-from debias_pipeline.metrics import full_ranking_metrics  # noqa: E402
-from debias_pipeline.models import TrainData, build_model  # noqa: E402
-from debias_pipeline.models.base import sparse_to_torch  # noqa: E402
+from debias_pipeline.data.processing import build_normalized_adjacency  # noqa: E402
+from debias_pipeline.evaluation.metrics import full_ranking_metrics  # noqa: E402
+from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.minibatch import MiniBatchEpochs, positive_pairs  # noqa: E402
-from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency  # noqa: E402
+from debias_pipeline.models.registry import build_model  # noqa: E402
+from debias_pipeline.models.trainers import sparse_to_torch  # noqa: E402
+from debias_pipeline.training.device import resolve_device  # noqa: E402
 
 DIM, LAYERS, BATCH, LR, WEIGHT_DECAY = 64, 3, 2048, 1e-3, 1e-4
 PROJECT = Path(__file__).resolve().parents[1]
@@ -116,8 +117,8 @@ def load_graph(name: str) -> tuple[str, TrainData]:
         label, shape = SYNTHETIC[name]
         train = power_law_interactions(*shape, seed=0)
         return f"synthetic, {label}", TrainData(train, build_normalized_adjacency(train))
-    from debias_pipeline.datasets import RawDataset
-    from debias_pipeline.pipelines.data_processing.nodes import process_dataset
+    from debias_pipeline.datasets.raw import RawDataset
+    from debias_pipeline.training.inputs import process_dataset
 
     raw = RawDataset(dataset=name, root=str(PROJECT / "data" / "01_raw")).load()
     data = process_dataset(raw, name, seed=0, evaluation={"protocol": "full_ranking"}).train_data

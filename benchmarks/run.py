@@ -49,12 +49,13 @@ from benchmarks.reference import (  # noqa: E402
     reference_sample_triples,
     reference_thesis_metrics,
 )
-from debias_pipeline.device import resolve_device  # noqa: E402
-from debias_pipeline.metrics import full_ranking_metrics, ranking_metrics  # noqa: E402
-from debias_pipeline.models import Recommender, TrainData, build_model  # noqa: E402
+from debias_pipeline.data.processing import build_normalized_adjacency  # noqa: E402
+from debias_pipeline.evaluation.metrics import full_ranking_metrics, ranking_metrics  # noqa: E402
+from debias_pipeline.models.contract import Recommender, TrainData
 from debias_pipeline.models.minibatch import MiniBatchEpochs  # noqa: E402
+from debias_pipeline.models.registry import build_model  # noqa: E402
 from debias_pipeline.models.towers import propagate  # noqa: E402
-from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency  # noqa: E402
+from debias_pipeline.training.device import resolve_device  # noqa: E402
 
 MB = 1e6
 EMBEDDING_DIM = 64  # the LightGCN papers' size, for benchmarks 1 and 2

@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from debias_pipeline.serving import served  # noqa: E402
+from debias_pipeline.serving.server import served  # noqa: E402
 
 
 def post(port: int, body: bytes) -> int:

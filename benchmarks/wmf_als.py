@@ -14,18 +14,19 @@ reports as its training loss and ``implicit`` does not compute), and ``implicit`
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from debias_pipeline.datasets import RawDataset
-from debias_pipeline.models import TrainData, build_model
-from debias_pipeline.pipelines.data_processing.nodes import process_dataset
+from debias_pipeline.datasets.raw import RawDataset
+from debias_pipeline.models.contract import TrainData
+from debias_pipeline.models.registry import build_model
+from debias_pipeline.training.inputs import process_dataset
 
 PROJECT = Path(__file__).resolve().parents[1]
 

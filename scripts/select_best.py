@@ -28,12 +28,12 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from scipy import stats
 
-from debias_pipeline.config import parse_seeds
-from debias_pipeline.datasets import RawDataset
-from debias_pipeline.models import build_model
+from debias_pipeline.config.params import parse_seeds
+from debias_pipeline.datasets.raw import RawDataset
 from debias_pipeline.models.ensemble import normalized, replica_seed
-from debias_pipeline.pipelines.data_processing.nodes import process_dataset
+from debias_pipeline.models.registry import build_model
 from debias_pipeline.pipelines.reproduce_thesis.nodes import candidate_blocks, thesis_config
+from debias_pipeline.training.inputs import process_dataset
 
 PROJECT = Path(__file__).resolve().parents[1]
 REPLICAS = 5

@@ -34,13 +34,13 @@ import torch
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
-from debias_pipeline.config import as_mapping, lookup, parse_seeds
-from debias_pipeline.datasets import RawDataset
-from debias_pipeline.models import build_model
-from debias_pipeline.pipelines.data_processing.nodes import process_dataset, process_synthetic
-from debias_pipeline.protocols import ROW_SIGNALS, SELECTIONS
-from debias_pipeline.selection import fixed_budget_picks, rank_correlation, regret, stopping_pick
-from debias_pipeline.truth import truth_ranking_metrics
+from debias_pipeline.config.params import as_mapping, lookup, parse_seeds
+from debias_pipeline.datasets.raw import RawDataset
+from debias_pipeline.evaluation.protocols import ROW_SIGNALS, SELECTIONS
+from debias_pipeline.evaluation.truth import truth_ranking_metrics
+from debias_pipeline.models.early_stopping import fixed_budget_picks, rank_correlation, regret, stopping_pick
+from debias_pipeline.models.registry import build_model
+from debias_pipeline.training.inputs import process_dataset, process_synthetic
 
 PROJECT = Path(__file__).resolve().parents[1]
 WINDOWS = (1, 3, 5)

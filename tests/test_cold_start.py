@@ -10,11 +10,14 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.cold_start import ColdStartScorer
-from debias_pipeline.datasets.registry import dataset_spec
-from debias_pipeline.models import TrainData, build_model
-from debias_pipeline.pipelines.data_processing.nodes import train_positive_matrix
-from debias_pipeline.protocols import Evaluators, evaluation_setup, split_for_protocol
+from debias_pipeline.data.processing import train_positive_matrix
+from debias_pipeline.data.registry import dataset_spec
+from debias_pipeline.evaluation.cold_start import ColdStartScorer
+from debias_pipeline.evaluation.evaluators import Evaluators
+from debias_pipeline.evaluation.protocols import evaluation_setup
+from debias_pipeline.evaluation.splits import split_for_protocol
+from debias_pipeline.models.contract import TrainData
+from debias_pipeline.models.registry import build_model
 
 CPU = torch.device("cpu")
 N_USERS, N_ITEMS = 60, 25

@@ -8,8 +8,8 @@ import pydantic
 import pytest
 import torch
 
-from debias_pipeline.config import BLOCK, Params, build_config, require
-from debias_pipeline.device import resolve_device
+from debias_pipeline.config.params import Params, build_config, require
+from debias_pipeline.training.device import resolve_device
 
 
 class Tower(Params):

@@ -8,8 +8,8 @@ import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
-from debias_pipeline.config import as_mapping
-from debias_pipeline.config_loader import apply_dataset_defaults
+from debias_pipeline.config.loader import apply_dataset_defaults
+from debias_pipeline.config.params import as_mapping
 
 
 def parameters(project: Path, **runtime: object) -> dict:

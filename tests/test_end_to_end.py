@@ -111,7 +111,7 @@ def test_same_seed_same_metrics(project_copy: Path) -> None:
 
 
 def test_failed_run_leaves_no_versioned_artifact(project_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from debias_pipeline.models.base import FullBatchRecommender
+    from debias_pipeline.models.trainers import FullBatchRecommender
 
     def broken_fit(self: object, *args: object, **kwargs: object) -> None:
         raise RuntimeError("training broke")

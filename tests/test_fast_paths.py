@@ -20,13 +20,14 @@ from benchmarks.reference import (
     reference_propagate,
     reference_thesis_metrics,
 )
-from debias_pipeline.metrics import per_user_full_ranking, per_user_metrics
-from debias_pipeline.models import TrainData, build_model
-from debias_pipeline.models.base import sparse_to_torch
+from debias_pipeline.data.processing import build_normalized_adjacency
+from debias_pipeline.evaluation.metrics import per_user_full_ranking, per_user_metrics
+from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.losses import dual_bce_all_pairs, dual_triple_loss
 from debias_pipeline.models.minibatch import _BatchPropagation, _rows_and_transpose
+from debias_pipeline.models.registry import build_model
 from debias_pipeline.models.towers import propagate
-from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency
+from debias_pipeline.models.trainers import sparse_to_torch
 
 CPU = torch.device("cpu")
 N_USERS, N_ITEMS = 40, 30

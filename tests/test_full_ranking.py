@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.metrics import (
+from debias_pipeline.evaluation.metrics import (
     full_ranking_metrics,
     full_ranking_relevance,
     metrics_from_relevance,
@@ -20,9 +20,10 @@ from debias_pipeline.metrics import (
     top_k_unseen,
     train_positives,
 )
-from debias_pipeline.models import Recommender, TrainData, build_model
-from debias_pipeline.pipelines.data_processing.nodes import build_evaluators
+from debias_pipeline.models.contract import Recommender, TrainData
+from debias_pipeline.models.registry import build_model
 from debias_pipeline.pipelines.evaluation.nodes import evaluate_model
+from debias_pipeline.training.inputs import build_evaluators
 from tests.pipelines.evaluation.test_nodes import FixedScores as StubModel
 
 D2 = 1 / math.log2(3)  # discount of rank 2

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pytest
 
-from debias_pipeline.metrics import RankingMetrics, per_user_metrics, ranking_metrics
+from debias_pipeline.evaluation.metrics import RankingMetrics, per_user_metrics, ranking_metrics
 
 D1, D2, D3, D4, D5 = 1.0, 1 / math.log2(3), 0.5, 1 / math.log2(5), 1 / math.log2(6)
 

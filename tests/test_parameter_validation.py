@@ -11,11 +11,15 @@ import pytest
 from kedro.config import OmegaConfigLoader
 from kedro.validation.parameter_validator import ParameterValidator
 
-from debias_pipeline.config import BLOCK, Params, kedro_validation_message
-from debias_pipeline.hooks import catalog_runtime_parameters, check_runtime_parameters, validate_parameters
-from debias_pipeline.models import ModelBlock
+from debias_pipeline.config.params import BLOCK, Params, kedro_validation_message
+from debias_pipeline.evaluation.protocols import EvaluationConfig
+from debias_pipeline.framework.validation import (
+    catalog_runtime_parameters,
+    check_runtime_parameters,
+    validate_parameters,
+)
+from debias_pipeline.models.registry import ModelBlock
 from debias_pipeline.pipeline_registry import register_pipelines
-from debias_pipeline.protocols import EvaluationConfig
 from tests.conftest import REPO
 
 # Blocks a node checks itself: a mapping of model blocks (each one validated as a

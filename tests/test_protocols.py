@@ -9,16 +9,14 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from debias_pipeline.datasets.registry import dataset_spec
-from debias_pipeline.metrics import metrics_from_relevance
+from debias_pipeline.data.registry import dataset_spec
+from debias_pipeline.evaluation.evaluators import Evaluators
+from debias_pipeline.evaluation.metrics import metrics_from_relevance
+from debias_pipeline.evaluation.protocols import evaluation_setup
+from debias_pipeline.evaluation.splits import split_for_protocol
 from debias_pipeline.models.mf import MF
+from debias_pipeline.models.registry import check_model_fits_protocol
 from debias_pipeline.models.wmf import WMF
-from debias_pipeline.protocols import (
-    Evaluators,
-    check_model_fits_protocol,
-    evaluation_setup,
-    split_for_protocol,
-)
 
 
 class FixedScores:

@@ -12,14 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from debias_pipeline.datasets.loaders import LOADERS, RawData
-from debias_pipeline.pipelines.data_processing.nodes import (
-    build_evaluators,
-    build_normalized_adjacency,
-    build_train_data,
-    process_dataset,
-)
-from debias_pipeline.models import build_model
+from debias_pipeline.data.loaders import LOADERS
+from debias_pipeline.data.loaders.parsing import RawData
+from debias_pipeline.data.processing import build_normalized_adjacency
+from debias_pipeline.models.registry import build_model
+from debias_pipeline.training.inputs import build_evaluators, build_train_data, process_dataset
 from tests.conftest import shared_data_folder
 from tests.test_end_to_end import latest_run, run_pipeline
 
@@ -182,7 +179,7 @@ def test_movielens_100k_leave_one_out_run(project_copy: Path) -> None:
 
 
 def test_raw_data_of_an_unknown_dataset_lists_the_valid_ones() -> None:
-    from debias_pipeline.datasets import dataset_spec
+    from debias_pipeline.data.registry import dataset_spec
 
     with pytest.raises(ValueError, match="unknown dataset 'movielens'.*movielens_100k, movielens_1m"):
         dataset_spec("movielens")

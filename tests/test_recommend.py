@@ -13,11 +13,16 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.models import MODELS, Recommender, TrainData, build_model
-from debias_pipeline.models.base import Validator
-from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency
-from debias_pipeline.recommend import RecommendationError, TrainedRecommender, build_recommender, load_recommender
-from debias_pipeline.serving import RecommenderModel, RecommendRequest
+from debias_pipeline.data.processing import build_normalized_adjacency
+from debias_pipeline.models.contract import Recommender, TrainData, Validator
+from debias_pipeline.models.registry import MODELS, build_model
+from debias_pipeline.serving.recommender import (
+    RecommendationError,
+    TrainedRecommender,
+    build_recommender,
+    load_recommender,
+)
+from debias_pipeline.serving.server import RecommenderModel, RecommendRequest
 
 # 3 users x 5 items; user "u2" has no train item; item "e" ties with "d" for u1.
 SCORES = np.array(
@@ -201,7 +206,7 @@ def test_the_pyfunc_model_answers_like_the_recommender() -> None:
 
 
 def test_missing_recommender_names_the_pipeline_to_run(tmp_path: Path) -> None:
-    from debias_pipeline.datasets.recommenders import TrainedRecommenders
+    from debias_pipeline.serving.recommender import TrainedRecommenders
 
     with pytest.raises(FileNotFoundError, match=r"kedro run --pipelines=train_lightgcn --params=dataset=lastfm"):
         TrainedRecommenders(tmp_path).path("lightgcn", "lastfm")

@@ -10,7 +10,12 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from debias_pipeline.runs import RunInterrupted, RunJournal, process_start_time, recover_unfinished_runs
+from debias_pipeline.framework.runs import (
+    RunInterrupted,
+    RunJournal,
+    process_start_time,
+    recover_unfinished_runs,
+)
 
 VERSION = "2026-01-02T03.04.05.678Z"
 FINISHED = "2026-01-01T00.00.00.000Z"
@@ -114,7 +119,7 @@ def test_unreachable_tracking_store_keeps_the_journal(tmp_path: Path, versions: 
 
 
 def _timestamps(count: int) -> list[str]:
-    from debias_pipeline.runs import unique_timestamp
+    from debias_pipeline.framework.runs import unique_timestamp
 
     return [unique_timestamp() for _ in range(count)]
 
@@ -136,7 +141,7 @@ def test_kedro_sessions_draw_unique_ids(project_copy: Path) -> None:
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
-    from debias_pipeline.runs import unique_timestamp
+    from debias_pipeline.framework.runs import unique_timestamp
 
     bootstrap_project(project_copy)
     ids = []
@@ -157,7 +162,7 @@ def test_a_run_reads_the_versions_it_wrote_not_a_newer_runs(tmp_path: Path, pinn
     from kedro.io import DataCatalog
     from kedro.pipeline import Pipeline, node
 
-    from debias_pipeline.hooks import pin_own_versions
+    from debias_pipeline.framework.journal import pin_own_versions
 
     path = tmp_path / "split.pkl"
     config = {

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from debias_pipeline.device import keep_freed_host_memory, resolve_device
+from debias_pipeline.training.device import keep_freed_host_memory, resolve_device
 
 
 def spin_count_after_import(**env: str) -> str:

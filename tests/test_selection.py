@@ -13,14 +13,23 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.metrics import mean_log_likelihood, pooled_auc
-from debias_pipeline.models import TrainData, build_model
-from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency, train_positive_matrix
+from debias_pipeline.data.processing import build_normalized_adjacency, train_positive_matrix
+from debias_pipeline.data.registry import dataset_spec
+from debias_pipeline.evaluation.evaluators import Evaluators
+from debias_pipeline.evaluation.metrics import mean_log_likelihood, pooled_auc
+from debias_pipeline.evaluation.protocols import evaluation_setup
+from debias_pipeline.evaluation.splits import split_for_protocol
+from debias_pipeline.models.contract import TrainData
+from debias_pipeline.models.early_stopping import (
+    EarlyStopping,
+    fixed_budget_picks,
+    rank_correlation,
+    regret,
+    stopping_pick,
+)
+from debias_pipeline.models.registry import build_model
 from debias_pipeline.pipelines.reproduce_thesis import nodes as thesis
 from debias_pipeline.pipelines.training.nodes import train_model
-from debias_pipeline.protocols import Evaluators, evaluation_setup, split_for_protocol
-from debias_pipeline.datasets.registry import dataset_spec
-from debias_pipeline.selection import EarlyStopping, fixed_budget_picks, rank_correlation, regret, stopping_pick
 
 
 # --------------------------------------------------------------------------- the rule

@@ -17,8 +17,8 @@ import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
-from debias_pipeline.datasets.recommenders import TrainedRecommenders
-from debias_pipeline.serving import served
+from debias_pipeline.serving.recommender import TrainedRecommenders
+from debias_pipeline.serving.server import served
 from tests.conftest import make_project
 
 pytestmark = pytest.mark.slow
@@ -81,7 +81,7 @@ def test_the_registered_model_loads_in_a_fresh_process_with_the_same_top_n(train
     script = (
         "import json, mlflow\n"
         f"mlflow.set_tracking_uri('sqlite:///{trained / 'mlflow.db'}')\n"
-        "from debias_pipeline.recommend import load_recommender\n"
+        "from debias_pipeline.serving.recommender import load_recommender\n"
         "r = load_recommender('models:/synthetic-mf/2')\n"
         "print(json.dumps(r.recommend('5', 6)['item'].tolist()))\n"
     )

@@ -3,15 +3,13 @@ factorized truth, chunked generation, reproducibility and config checks."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from debias_pipeline import simulation
-from debias_pipeline.config import build_config
-from debias_pipeline.simulation import (
+from debias_pipeline.config.params import build_config
+from debias_pipeline.data import simulation
+from debias_pipeline.data.simulation import (
     PRESET_TARGETS,
     PRESETS,
     GroundTruth,

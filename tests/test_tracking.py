@@ -8,8 +8,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from debias_pipeline.models.base import EpochRecord
-from debias_pipeline.tracking import flat_params, learning_curves, log_nested_run
+from debias_pipeline.models.contract import EpochRecord
+from debias_pipeline.training.tracking import flat_params, learning_curves, log_nested_run
 
 
 class Fitted:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from debias_pipeline.simulation import GroundTruth
-from debias_pipeline.truth import (
+from debias_pipeline.data.simulation import GroundTruth
+from debias_pipeline.evaluation.truth import (
     effective_rank,
     expected_auc,
     recovery_metrics,

@@ -12,11 +12,11 @@ import optuna
 import pytest
 import torch
 
-from debias_pipeline.config import ParameterError
-from debias_pipeline.models.base import EpochRecord
-from debias_pipeline.pipelines.data_processing.nodes import process_synthetic
+from debias_pipeline.config.params import ParameterError
+from debias_pipeline.experiments.tuning import Objective, TuneConfig, finished_trials, load_study, optimize
+from debias_pipeline.models.contract import EpochRecord
 from debias_pipeline.pipelines.tune.nodes import run_study
-from debias_pipeline.tuning import Objective, TuneConfig, finished_trials, load_study, optimize
+from debias_pipeline.training.inputs import process_synthetic
 
 CPU = torch.device("cpu")
 SYNTHETIC = {"n_users": 30, "n_items": 20, "rank": 2, "train_ratings_per_user": 5.0, "test_items_per_user": 6}
@@ -70,7 +70,7 @@ def test_the_median_pruner_stops_a_curve_below_the_others(tmp_path: Path, monkey
         replayed.append(FakeModel(next(curves)))
         return replayed[-1]
 
-    monkeypatch.setattr("debias_pipeline.tuning.build_model", fake_build)
+    monkeypatch.setattr("debias_pipeline.experiments.tuning.build_model", fake_build)
     train, evaluators = small_world()
     objective = Objective(MF, tune.space, train, evaluators.validation, 0, CPU, "mf.model")
     study.optimize(objective, n_trials=2)
@@ -149,7 +149,7 @@ def test_a_combination_the_model_refuses_is_pruned_not_counted(tmp_path: Path) -
 
 
 def test_the_space_is_checked_against_the_model_before_any_trial(tmp_path: Path) -> None:
-    from debias_pipeline.hooks import validate_parameters
+    from debias_pipeline.framework.validation import validate_parameters
     from debias_pipeline.pipeline_registry import register_pipelines
     from tests.test_parameter_validation import project_parameters
 
@@ -165,7 +165,7 @@ def test_the_space_is_checked_against_the_model_before_any_trial(tmp_path: Path)
 
 _DYING_WORKER = """
 import sys, time, optuna
-from debias_pipeline.tuning import TuneConfig, load_study
+from debias_pipeline.experiments.tuning import TuneConfig, load_study
 config = TuneConfig.model_validate({storage!r})
 study = load_study(config, "dying", seed=0)
 

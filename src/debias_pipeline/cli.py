@@ -23,7 +23,7 @@ import click
 from kedro.framework.cli.project import run as kedro_run
 from kedro.framework.cli.utils import CONTEXT_SETTINGS
 
-from debias_pipeline.runs import RunInterrupted
+from debias_pipeline.framework.runs import RunInterrupted
 
 FAILURE_LOG = Path("logs") / "debias_pipeline.log"
 

@@ -3,19 +3,17 @@
 kedro-mlflow registers its hook through its plugin entry point.
 """
 
-from debias_pipeline.config_loader import DatasetDefaultsConfigLoader
-from debias_pipeline.context import ProjectContext
-from debias_pipeline.hooks import (
+from debias_pipeline.config.loader import DatasetDefaultsConfigLoader
+from debias_pipeline.framework.context import ProjectContext
+from debias_pipeline.framework.journal import PinOwnVersionsHook, RunJournalHook
+from debias_pipeline.framework.mlflow_hooks import (
     MlflowArtifactHook,
     MlflowRunLabelHook,
     MlflowStoreLockHook,
-    PinOwnVersionsHook,
     PlainParametersForMlflowHook,
-    RefuseParallelRunnerHook,
-    RunJournalHook,
-    ValidateParametersHook,
 )
-from debias_pipeline.runs import use_unique_session_ids
+from debias_pipeline.framework.runs import use_unique_session_ids
+from debias_pipeline.framework.validation import RefuseParallelRunnerHook, ValidateParametersHook
 
 # Two runs started in the same millisecond get distinct session ids (save versions).
 use_unique_session_ids()

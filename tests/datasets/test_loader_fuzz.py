@@ -1,4 +1,4 @@
-"""Fuzz tests of the raw dataset parsers (debias_pipeline.datasets.loaders) with Hypothesis.
+"""Fuzz tests of the raw dataset parsers (debias_pipeline.data.loaders) with Hypothesis.
 
 For every format the test starts from a small valid set of files, applies a few drawn
 mutations (bytes deleted/inserted/replaced, non-UTF-8 bytes, a truncated, duplicated or
@@ -28,13 +28,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, event, given, settings
-from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 
-from debias_pipeline.datasets.loaders import (
+from debias_pipeline.data.loaders import LOADERS
+from debias_pipeline.data.loaders.parsing import (
     COAT_SHAPE,
     INTERACTION_COLUMNS,
-    LOADERS,
     MOVIELENS_100K_GENRES,
     REQUIRED_FILES,
     RawData,

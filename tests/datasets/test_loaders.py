@@ -1,4 +1,4 @@
-"""Tests of the raw dataset parsers (debias_pipeline.datasets.loaders).
+"""Tests of the raw dataset parsers (debias_pipeline.data.loaders).
 
 Every file is written by the tests into tmp_path; only the last group reads the real
 datasets from ../shared/data (skipped when absent, failed when DEBIAS_REQUIRE_DATA=1).
@@ -16,23 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from debias_pipeline.datasets import loaders
-from debias_pipeline.datasets.loaders import (
-    LOADERS,
-    MOVIELENS_100K_GENRES,
-    REQUIRED_FILES,
-    RawData,
-    RawDataError,
-    load_anime,
-    load_coat,
-    load_custom,
-    load_gowalla,
-    load_lastfm,
-    load_movielens_100k,
-    load_movielens_1m,
-    load_yahoo_r3,
-)
-from tests.conftest import REPO
+from debias_pipeline.data.loaders import LOADERS, formats, parsing
+from debias_pipeline.data.loaders.custom import load_custom
+from debias_pipeline.data.loaders.formats import load_coat, load_gowalla, load_lastfm, load_yahoo_r3
+from debias_pipeline.data.loaders.parsing import MOVIELENS_100K_GENRES, REQUIRED_FILES, RawData, RawDataError
+from debias_pipeline.data.loaders.side_data import load_anime, load_movielens_1m, load_movielens_100k
 
 BAD_IDS = ["1.5", "1e30", "inf", "-3", "9223372036854775808", "", "١٢", "0x1", "++1"]
 YAHOO_TRAIN, YAHOO_TEST = REQUIRED_FILES["yahoo_r3"]
@@ -302,7 +290,7 @@ def test_gowalla_small_blocks_give_the_same_result(tmp_path: Path, monkeypatch: 
     write(tmp_path / "train.txt", "\n".join(lines) + "\n")
     write(tmp_path / "test.txt", "0 1\n")
     whole = load_gowalla(tmp_path).interactions
-    monkeypatch.setattr(loaders, "_BLOCK_BYTES", 7)  # blocks cut inside lines and tokens
+    monkeypatch.setattr(formats, "_BLOCK_BYTES", 7)  # blocks cut inside lines and tokens
     pd.testing.assert_frame_equal(load_gowalla(tmp_path).interactions, whole)
     assert len(whole) == sum(len(line.split()) - 1 for line in lines) + 1
 
@@ -730,8 +718,8 @@ def test_first_bad_utf8_across_piece_boundaries() -> None:
     expected = (4, len(data) - 2, 0xFF)
     for size in range(1, len(data) + 1):
         pieces = [data[i : i + size] for i in range(0, len(data), size)]
-        assert loaders._first_bad_utf8(pieces) == expected
-    assert loaders._first_bad_utf8([b"ok \xe2\x82", b"\xac\n"]) is None
+        assert parsing._first_bad_utf8(pieces) == expected
+    assert parsing._first_bad_utf8([b"ok \xe2\x82", b"\xac\n"]) is None
 
 
 # --------------------------------------------------------------------------- real datasets

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from kedro.io import DatasetError
 
-from debias_pipeline.datasets import DATASETS, RawData, RawDataError, RawDataset, dataset_spec
-from debias_pipeline.datasets.loaders import REQUIRED_FILES
+from debias_pipeline.data.loaders.parsing import REQUIRED_FILES, RawData, RawDataError
+from debias_pipeline.data.registry import DATASETS, dataset_spec
+from debias_pipeline.datasets.raw import RawDataset
 
 YAHOO_TRAIN = "1\t2\t5\n3\t1\t4\n2\t10\t1\n"
 YAHOO_TEST = "1\t1\t3\n2\t2\t2\n"

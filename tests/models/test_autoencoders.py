@@ -10,10 +10,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.models import TrainData, build_model
+from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.losses import autoencoder_nll, gaussian_kl, negative_elbo
 from debias_pipeline.models.multvae import normalized_rows
-from debias_pipeline.protocols import check_model_fits_protocol
+from debias_pipeline.models.registry import build_model, check_model_fits_protocol
 
 CPU = torch.device("cpu")
 

@@ -19,9 +19,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.config import Params
-from debias_pipeline.models import MODELS, Recommender, TrainData, ValidationSet, build_model
-from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency
+from debias_pipeline.config.params import Params
+from debias_pipeline.data.processing import build_normalized_adjacency
+from debias_pipeline.models.contract import Recommender, TrainData, ValidationSet
+from debias_pipeline.models.registry import MODELS, build_model
 
 CPU = torch.device("cpu")
 N_USERS, N_ITEMS = 24, 24

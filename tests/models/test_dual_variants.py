@@ -13,11 +13,12 @@ import scipy.sparse as sp
 import torch
 import yaml
 
-from debias_pipeline.models import TrainData, build_model
+from debias_pipeline.data.processing import build_normalized_adjacency
+from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.dual import DualModel, EigenConfig
 from debias_pipeline.models.losses import dual_bce_all_pairs, l2_penalty
+from debias_pipeline.models.registry import build_model
 from debias_pipeline.models.spectra import top_gap
-from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency
 
 CPU = torch.device("cpu")
 CONF = Path(__file__).resolve().parents[2] / "conf" / "base"

@@ -7,8 +7,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.models import TrainData, ValidationSet, build_model
-from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency
+from debias_pipeline.data.processing import build_normalized_adjacency
+from debias_pipeline.models.contract import TrainData
+from debias_pipeline.models.registry import build_model
 
 CPU = torch.device("cpu")
 

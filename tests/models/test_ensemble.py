@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from debias_pipeline.config import ParameterError
-from debias_pipeline.models import build_model
-from debias_pipeline.models.base import EpochRecord
+from debias_pipeline.config.params import ParameterError
+from debias_pipeline.models.contract import EpochRecord
 from debias_pipeline.models.ensemble import mean_history, normalized, replica_seed
+from debias_pipeline.models.registry import build_model
 from tests.models.test_contract import checkerboard
 
 CPU = torch.device("cpu")

@@ -10,9 +10,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.models import TrainData, build_model
+from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.em import DTYPE
 from debias_pipeline.models.expomf import ExpoMF, exposure_posterior
+from debias_pipeline.models.registry import build_model
 
 CPU = torch.device("cpu")
 SQRT_2PI = math.sqrt(2 * math.pi)

@@ -11,7 +11,13 @@ import math
 import pytest
 import torch
 
-from debias_pipeline.models.losses import bce_all_pairs, bpr_loss, dual_bce_all_pairs, enhanced_bpr_loss, l2_penalty
+from debias_pipeline.models.losses import (
+    bce_all_pairs,
+    bpr_loss,
+    dual_bce_all_pairs,
+    enhanced_bpr_loss,
+    l2_penalty,
+)
 
 LN3 = math.log(3.0)
 

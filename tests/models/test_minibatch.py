@@ -12,8 +12,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.models import TrainData, build_model
-from debias_pipeline.models.base import FullBatchRecommender
+from debias_pipeline.data.processing import build_normalized_adjacency
+from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.dual import DualModel
 from debias_pipeline.models.losses import bpr_loss, dual_triple_loss
 from debias_pipeline.models.minibatch import (
@@ -23,9 +23,10 @@ from debias_pipeline.models.minibatch import (
     dual_batch_loss,
     triple_scores,
 )
+from debias_pipeline.models.registry import build_model
 from debias_pipeline.models.sampling import HardSampler
 from debias_pipeline.models.towers import EmbeddingTower
-from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency
+from debias_pipeline.models.trainers import FullBatchRecommender
 from tests.models.test_contract import N_ITEMS, N_USERS, TRAINING_OVERRIDES, checkerboard
 
 CPU = torch.device("cpu")

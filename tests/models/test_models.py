@@ -13,11 +13,12 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.models import TrainData, ValidationSet, build_model
-from debias_pipeline.models.base import TowerConfig
+from debias_pipeline.models.configs import TowerConfig
+from debias_pipeline.models.contract import TrainData, ValidationSet
 from debias_pipeline.models.dual import DualModel
 from debias_pipeline.models.lightgcn import LightGCN
 from debias_pipeline.models.mf import MF
+from debias_pipeline.models.registry import build_model
 from debias_pipeline.models.towers import EmbeddingTower, _SymmetricSpMM, propagate
 
 CPU = torch.device("cpu")

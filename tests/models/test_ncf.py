@@ -10,10 +10,11 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.models import TrainData, build_model
+from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.losses import sampled_bce_loss
 from debias_pipeline.models.mlp import MLPConfig
 from debias_pipeline.models.ncf import SampledBCEEpochs
+from debias_pipeline.models.registry import build_model
 
 CPU = torch.device("cpu")
 

@@ -7,7 +7,12 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.models.neighbors import bipartite_graph, random_walk_neighbors, sample_neighbors, sample_subgraph
+from debias_pipeline.models.neighbors import (
+    bipartite_graph,
+    random_walk_neighbors,
+    sample_neighbors,
+    sample_subgraph,
+)
 
 
 def star(n_leaves: int) -> sp.csr_matrix:

@@ -10,9 +10,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.models import TrainData, build_model
+from debias_pipeline.data.processing import build_normalized_adjacency
+from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.ngcf import NGCF, ngcf_layer
-from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency
+from debias_pipeline.models.registry import build_model
 from tests.models.test_models import TINY_A_HAT as TINY_L
 from tests.models.test_models import TINY_R
 from tests.models.test_models import sparse64 as sparse

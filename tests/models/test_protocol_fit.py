@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from debias_pipeline.datasets.loaders import RawData
-from debias_pipeline.models import MODELS, build_model
-from debias_pipeline.pipelines.data_processing.nodes import process_dataset
+from debias_pipeline.data.loaders.parsing import RawData
+from debias_pipeline.models.registry import MODELS, build_model
 from debias_pipeline.pipelines.evaluation.nodes import evaluate_model
 from debias_pipeline.pipelines.training.nodes import train_model
+from debias_pipeline.training.inputs import process_dataset
 from tests.models.test_contract import small_params
 
 PROTOCOLS = ("full_ranking", "leave_one_out", "strong_generalization", "cold_start")
@@ -84,7 +84,7 @@ def test_bpr_models_learn_the_two_groups_under_full_ranking(name: str) -> None:
 def test_a_full_batch_fit_too_large_to_densify_is_refused_before_training() -> None:
     import scipy.sparse as sp
 
-    from debias_pipeline.models import TrainData
+    from debias_pipeline.models.contract import TrainData
 
     huge = TrainData(sp.csr_matrix((30_000, 40_000), dtype=np.float32))
     model = build_model(block("mf"), "mf.model", seed=0, device=torch.device("cpu"))

@@ -9,8 +9,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.models import TrainData, build_model
+from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.recrec import ReCRec, posterior_targets
+from debias_pipeline.models.registry import build_model
 from tests.models.test_contract import checkerboard
 
 CPU = torch.device("cpu")

@@ -9,9 +9,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.models import TrainData, build_model
+from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.losses import bce_all_pairs
 from debias_pipeline.models.mf import MF
+from debias_pipeline.models.registry import build_model
 from debias_pipeline.models.relmf import RelMF, ipw_bce, item_propensity
 
 CPU = torch.device("cpu")

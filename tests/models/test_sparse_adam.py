@@ -9,8 +9,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.models import TrainData, build_model
+from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.minibatch import RowAdam, bpr_batch_loss, row_triple_scores, triple_loss
+from debias_pipeline.models.registry import build_model
 
 USERS, POSITIVES, NEGATIVES = torch.tensor([0, 2, 2, 5]), torch.tensor([1, 3, 3, 7]), torch.tensor([0, 4, 6, 2])
 

@@ -8,8 +8,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.models import TrainData, ValidationSet, build_model
+from debias_pipeline.models.contract import TrainData, ValidationSet
 from debias_pipeline.models.em import DTYPE, solve_weighted_ridge
+from debias_pipeline.models.registry import build_model
 from debias_pipeline.models.wmf import WMF
 
 CPU = torch.device("cpu")
@@ -167,7 +168,7 @@ def test_the_sparse_sweeps_equal_the_dense_ones() -> None:
 
 def test_wmf_fits_beyond_the_dense_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     # The dense models refuse a Y above DENSE_PAIRS_LIMIT pairs; WMF never forms it.
-    import debias_pipeline.models.base as base
+    import debias_pipeline.models.trainers as base
 
     monkeypatch.setattr(base, "DENSE_PAIRS_LIMIT", 100)
     rng = np.random.default_rng(5)

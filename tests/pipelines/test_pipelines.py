@@ -16,16 +16,23 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
-from omegaconf import OmegaConf
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
+from omegaconf import OmegaConf
 
-from debias_pipeline.datasets import RawData, RawDataset
-from debias_pipeline.models import MODELS, TrainData, build_model
-from debias_pipeline.pipeline_registry import CHOSEN_NAMESPACES, MODEL_NAMESPACES, SIDE_DATA_NAMESPACES, register_pipelines
+from debias_pipeline.data.loaders.parsing import RawData
+from debias_pipeline.datasets.raw import RawDataset
+from debias_pipeline.evaluation.evaluators import Evaluators
+from debias_pipeline.models.contract import TrainData
+from debias_pipeline.models.registry import MODELS, build_model
+from debias_pipeline.pipeline_registry import (
+    CHOSEN_NAMESPACES,
+    MODEL_NAMESPACES,
+    SIDE_DATA_NAMESPACES,
+    register_pipelines,
+)
 from debias_pipeline.pipelines.data_processing import pipeline as data_processing
-from debias_pipeline.protocols import Evaluators
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
 DATA_NODES = {

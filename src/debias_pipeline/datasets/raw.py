@@ -10,8 +10,9 @@ from typing import Any
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
-from debias_pipeline.datasets.loaders import LOADERS, RawData
-from debias_pipeline.datasets.registry import dataset_spec
+from debias_pipeline.data.loaders import LOADERS
+from debias_pipeline.data.loaders.parsing import RawData
+from debias_pipeline.data.registry import dataset_spec
 
 INTERACTION_COLUMNS = ("user", "item", "rating", "timestamp", "part", "line")
 
@@ -22,7 +23,7 @@ class RawDataset(AbstractDataset[None, RawData]):
     Example catalog entry::
 
         raw_data:
-          type: debias_pipeline.datasets.RawDataset
+          type: debias_pipeline.datasets.raw.RawDataset
           dataset: ${runtime_params:dataset, ${globals:dataset}}
           root: data/01_raw
           custom: {interactions: interactions.csv, ...}   # dataset=custom only

@@ -7,41 +7,7 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from debias_pipeline.recommend import TrainedRecommender, load_recommender
-
-FILE = "recommender.pkl"
-
-
-class TrainedRecommenders:
-    """The ``<model>.recommender`` artifacts under ``root``: ``root/<model>/<dataset>/
-    recommender.pkl/<version>/recommender.pkl``."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def path(self, model: str, dataset: str, version: str | None = None) -> Path:
-        """The file of ``version`` (default: the newest) of ``model`` trained on ``dataset``.
-
-        Raises:
-            FileNotFoundError: Naming the pipeline that trains one, or the versions there are.
-        """
-        folder = self.root / model / dataset / FILE
-        versions = sorted(p.parent.name for p in folder.glob(f"*/{FILE}") if p.is_file())
-        if not versions:
-            raise FileNotFoundError(
-                f"no trained {model!r} for dataset {dataset!r} under {folder}; run "
-                f"`kedro run --pipelines=train_{model} --params=dataset={dataset}` first"
-            )
-        if version is None:
-            return folder / versions[-1] / FILE
-        if version not in versions:
-            raise FileNotFoundError(
-                f"no version {version!r} of {model!r} for {dataset!r}; versions: {', '.join(versions)}"
-            )
-        return folder / version / FILE
-
-    def load(self, model: str, dataset: str, version: str | None = None) -> TrainedRecommender:
-        return load_recommender(self.path(model, dataset, version))
+from debias_pipeline.serving.recommender import TrainedRecommenders
 
 
 class TrainedRecommendersDataset(AbstractDataset[None, TrainedRecommenders]):

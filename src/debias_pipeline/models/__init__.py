@@ -1,16 +1,9 @@
-"""Recommenders: one file per model, the shared interface in ``base`` and the registry."""
+"""Recommenders: one file per model, the contract every model keeps (``contract``),
+the training machinery (``trainers``, ``minibatch``, ``early_stopping``) and the
+registry (``registry``).
 
-from debias_pipeline.models.base import Recommender, TrainData, ValidationSet, Validator
-from debias_pipeline.models.registry import MODELS, ModelBlock, build_model, model_block, model_class
+Importing the package registers the ensemble, which builds its members through the
+registry (``ensemble.py``).
+"""
 
-__all__ = [
-    "MODELS",
-    "ModelBlock",
-    "Recommender",
-    "TrainData",
-    "ValidationSet",
-    "Validator",
-    "build_model",
-    "model_block",
-    "model_class",
-]
+from debias_pipeline.models import ensemble  # noqa: F401  (registers "ensemble")

@@ -11,12 +11,14 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from debias_pipeline.config import Params, require
-from debias_pipeline.models.base import FullBatchRecommender, TowerConfig, TrainData, TrainingConfig, sparse_to_torch
+from debias_pipeline.config.params import Params, require
+from debias_pipeline.models.configs import TowerConfig, TrainingConfig
+from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.losses import dual_bce_all_pairs, l2_penalty
 from debias_pipeline.models.minibatch import dual_batch_loss
 from debias_pipeline.models.spectra import column_spectrum, required_dimensions, spectral_penalty
 from debias_pipeline.models.towers import EmbeddingTower, PopularityPrior, log_popularity
+from debias_pipeline.models.trainers import FullBatchRecommender, sparse_to_torch
 
 EigenForm = Literal["none", "f1", "f2", "power"]
 ExposurePrior = Literal["none", "popularity"]

@@ -17,12 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from debias_pipeline.config import Params, require
-from debias_pipeline.models.base import (
-    EpochRecord,
+from debias_pipeline.config.params import Params, require
+from debias_pipeline.models.contract import EpochRecord, TrainData, Validator
+from debias_pipeline.models.trainers import (
     FullBatchRecommender,
-    TrainData,
-    Validator,
     check_dense_size,
     run_with_early_stopping,
     sparse_to_torch,

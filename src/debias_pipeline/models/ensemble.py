@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from scipy import stats
 
-from debias_pipeline.config import BLOCK, Params, require
-from debias_pipeline.models.base import EpochRecord, Recommender, TrainData, Validator
+from debias_pipeline.config.params import BLOCK, Params, require
+from debias_pipeline.models.contract import EpochRecord, Recommender, TrainData, Validator
+from debias_pipeline.models.registry import build_model, model_block, model_class, register
 
 # Hyperparameters the ensemble may set for every member whose Config has the field.
 SHARED = ("epochs", "patience", "eval_every", "lr", "weight_decay", "embedding_dim")
@@ -61,8 +62,6 @@ class EnsembleConfig(Params):
     def member_blocks(self, where: str) -> list[Any]:
         """Each member's block with the shared settings applied, validated (errors name
         ``<where>.members[i].<parameter>``)."""
-        from debias_pipeline.models.registry import model_block, model_class  # the registry imports this module
-
         found = []
         for index, member in enumerate(self.members):
             at = f"{where}.members[{index}]"
@@ -123,8 +122,6 @@ class Ensemble(Recommender):
 
     def _build_members(self) -> list[Recommender]:
         """Every fit: each member block ``replicas`` times, member by member."""
-        from debias_pipeline.models.registry import build_model
-
         return [
             build_model(block, f"ensemble.members[{index}]", seed=replica_seed(self.seed, replica), device=self.device)
             for index, block in enumerate(self.config.member_blocks("ensemble"))
@@ -169,3 +166,7 @@ class Ensemble(Recommender):
         self.history = mean_history(self.member_histories)
         self.best_epoch = None
         return self
+
+
+# The registry holds the single models; the ensemble, built from their blocks, adds itself.
+register(Ensemble)

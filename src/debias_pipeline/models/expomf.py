@@ -7,8 +7,8 @@ import math
 
 import torch
 
-from debias_pipeline.config import require
-from debias_pipeline.models.base import TrainData
+from debias_pipeline.config.params import require
+from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.em import (
     DTYPE,
     FactorTables,

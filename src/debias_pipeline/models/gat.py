@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import nn
 from torch_geometric.nn import GATConv
 
-from debias_pipeline.config import require
+from debias_pipeline.config.params import require
 from debias_pipeline.models.gnn import GNNConfig, GraphRecommender
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from debias_pipeline.models.base import TrainData
+from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.ncf import NCFConfig, NCFRecommender, PairNetwork, lecun_linear, normal_embedding
 
 

@@ -20,11 +20,13 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from debias_pipeline.config import require
-from debias_pipeline.models.base import FullBatchRecommender, TrainData, TrainingConfig
+from debias_pipeline.config.params import require
+from debias_pipeline.models.configs import TrainingConfig
+from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.losses import bpr_loss, l2_penalty
-from debias_pipeline.models.neighbors import SampledSubgraph, bipartite_graph, sample_subgraph
 from debias_pipeline.models.ncf import glorot_linear, normal_embedding
+from debias_pipeline.models.neighbors import SampledSubgraph, bipartite_graph, sample_subgraph
+from debias_pipeline.models.trainers import FullBatchRecommender
 
 
 class GNNConfig(TrainingConfig):

@@ -3,8 +3,7 @@ Network for Recommendation", SIGIR 2020), trained full-batch as in the study."""
 
 from __future__ import annotations
 
-
-from debias_pipeline.config import require
+from debias_pipeline.config.params import require
 from debias_pipeline.models.mf import MF, MFConfig
 
 

@@ -8,11 +8,13 @@ from typing import Literal
 
 import torch
 
-from debias_pipeline.config import Params, require
-from debias_pipeline.models.base import FullBatchRecommender, TrainData, TrainingConfig, sparse_to_torch
+from debias_pipeline.config.params import Params, require
+from debias_pipeline.models.configs import TrainingConfig
+from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.losses import bce_all_pairs, l2_penalty
 from debias_pipeline.models.minibatch import RowAdam, bpr_batch_loss, row_triple_scores, triple_loss
 from debias_pipeline.models.towers import EmbeddingTower
+from debias_pipeline.models.trainers import FullBatchRecommender, sparse_to_torch
 
 
 def _compact_indices(matrix: torch.Tensor) -> torch.Tensor:

@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from debias_pipeline.models.contract import Recommender, TrainData
 from debias_pipeline.models.losses import bpr_loss, dual_triple_loss, enhanced_bpr_loss, l2_penalty
 from debias_pipeline.models.sampling import build_negative_sampler
 from debias_pipeline.models.towers import EmbeddingTower, PopularityPrior, sparse_mm
-
-if TYPE_CHECKING:
-    from debias_pipeline.models.base import FullBatchRecommender, TrainData
 
 
 def _rows_and_transpose(adjacency: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,7 +265,7 @@ class MiniBatchEpochs:
 
     def __init__(
         self,
-        model: FullBatchRecommender,
+        model: Recommender,  # a FullBatchRecommender (trainers.py) with loss: bpr
         data: TrainData,
         optimizer: torch.optim.Optimizer | None,
         row_step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,

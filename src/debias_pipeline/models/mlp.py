@@ -6,9 +6,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from debias_pipeline.config import require
-from debias_pipeline.models.base import TrainData
-from debias_pipeline.models.ncf import NCFConfig, NCFRecommender, PairNetwork, glorot_linear, lecun_linear, normal_embedding
+from debias_pipeline.config.params import require
+from debias_pipeline.models.contract import TrainData
+from debias_pipeline.models.ncf import (
+    NCFConfig,
+    NCFRecommender,
+    PairNetwork,
+    glorot_linear,
+    lecun_linear,
+    normal_embedding,
+)
 
 
 class MLPConfig(NCFConfig):

@@ -11,10 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from debias_pipeline.config import require
-from debias_pipeline.models.base import GradientConfig, NetworkRecommender, TrainData, Validator, run_with_early_stopping
+from debias_pipeline.config.params import require
+from debias_pipeline.models.configs import GradientConfig
+from debias_pipeline.models.contract import TrainData, Validator
 from debias_pipeline.models.losses import negative_elbo
 from debias_pipeline.models.ncf import glorot_linear
+from debias_pipeline.models.trainers import NetworkRecommender, run_with_early_stopping
 
 
 class AutoencoderConfig(GradientConfig):

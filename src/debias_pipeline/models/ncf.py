@@ -18,18 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from debias_pipeline.config import require
-from debias_pipeline.models.base import (
-    NetworkRecommender,
-    TrainData,
-    TrainingConfig,
-    Validator,
-    _index,
-    run_with_early_stopping,
-)
+from debias_pipeline.config.params import require
+from debias_pipeline.models.configs import TrainingConfig
+from debias_pipeline.models.contract import TrainData, Validator
 from debias_pipeline.models.losses import sampled_bce_loss
 from debias_pipeline.models.minibatch import positive_pairs
 from debias_pipeline.models.sampling import build_negative_sampler
+from debias_pipeline.models.trainers import NetworkRecommender, _index, run_with_early_stopping
 
 
 class NCFConfig(TrainingConfig):

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from debias_pipeline.config import require
-from debias_pipeline.models.base import TrainData
+from debias_pipeline.config.params import require
+from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.gmf import GMFNetwork
 from debias_pipeline.models.mlp import MLPConfig, MLPNetwork
 from debias_pipeline.models.ncf import NCFRecommender, PairNetwork, lecun_linear

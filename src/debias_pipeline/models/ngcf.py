@@ -3,16 +3,16 @@ SIGIR 2019), trained full-batch with the study's BCE."""
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from debias_pipeline.config import require
-from debias_pipeline.models.base import FullBatchRecommender, TrainData, sparse_to_torch
+from debias_pipeline.config.params import require
+from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.losses import bce_all_pairs, l2_penalty
 from debias_pipeline.models.mf import MFConfig
 from debias_pipeline.models.towers import EmbeddingTower, _SymmetricSpMM
+from debias_pipeline.models.trainers import FullBatchRecommender, sparse_to_torch
 
 # Negative slope of the LeakyReLU; the paper leaves it unstated, 0.2 is TensorFlow's default.
 NEGATIVE_SLOPE = 0.2

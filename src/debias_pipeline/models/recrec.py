@@ -9,11 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from debias_pipeline.config import require
-from debias_pipeline.models.base import FullBatchRecommender, TrainData, TrainingConfig
+from debias_pipeline.config.params import require
+from debias_pipeline.models.configs import TrainingConfig
+from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.losses import dual_bce_all_pairs, l2_penalty
 from debias_pipeline.models.relmf import item_propensity
 from debias_pipeline.models.towers import EmbeddingTower
+from debias_pipeline.models.trainers import FullBatchRecommender
 
 # The exposure model starts at μ = θ_i clipped to [PROPENSITY_FLOOR, 1 − PROPENSITY_FLOOR],
 # where its logit is finite.

@@ -1,4 +1,9 @@
-"""The explicit model registry: name -> class."""
+"""The explicit model registry: name -> class.
+
+Every single model is listed here; ``ensemble`` (``ensemble.py``), which builds its
+members through this registry, adds itself with ``register`` when the ``models``
+package is imported.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,10 @@ from typing import Any
 import torch
 from pydantic import ConfigDict, PrivateAttr
 
-from debias_pipeline.config import BLOCK, Params, build_config
-from debias_pipeline.models.base import Recommender
+from debias_pipeline.config.params import BLOCK, Params, build_config
+from debias_pipeline.evaluation.protocols import PROTOCOLS
+from debias_pipeline.models.contract import Recommender
 from debias_pipeline.models.dual import DualModel
-from debias_pipeline.models.ensemble import Ensemble
 from debias_pipeline.models.expomf import ExpoMF
 from debias_pipeline.models.gat import GAT
 from debias_pipeline.models.gcn import GCN
@@ -49,8 +54,17 @@ MODELS: dict[str, type[Recommender]] = {
     "graphsage": GraphSAGE,
     "pinsage": PinSage,
     "socialgcn": SocialGCN,
-    "ensemble": Ensemble,
 }
+
+
+def register(cls: type[Recommender]) -> None:
+    """Add ``cls`` under its ``name``.
+
+    Raises:
+        ValueError: When the name is taken by another class.
+    """
+    if MODELS.setdefault(cls.name, cls) is not cls:
+        raise ValueError(f"model name {cls.name!r} is already registered for {MODELS[cls.name].__name__}")
 
 
 def model_class(name: str) -> type[Recommender]:
@@ -111,3 +125,18 @@ def build_model(params: Mapping[str, Any] | ModelBlock, where: str, *, seed: int
     """
     block = model_block(params, where)
     return block.model_cls(block.config, seed=seed, device=device)
+
+
+def check_model_fits_protocol(model_class: type, protocol: str, where: str = "model") -> None:
+    """``strong_generalization`` scores users the model never trained on: only models
+    that fold in a new user's clicks (``supports_fold_in``) can be evaluated by it.
+
+    Raises:
+        ValueError: Naming the model and the protocol.
+    """
+    if PROTOCOLS[protocol].kind == "fold_in" and not getattr(model_class, "supports_fold_in", False):
+        able = [name for name, cls in MODELS.items() if getattr(cls, "supports_fold_in", False)]
+        raise ValueError(
+            f"model {model_class.name!r} ({where}) cannot score a user it was not trained on, which "
+            f"evaluation.protocol {protocol!r} needs; models that fold in new users: {', '.join(able)}"
+        )

@@ -4,11 +4,10 @@ At-Random Implicit Feedback", WSDM 2020)."""
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
-from debias_pipeline.config import require
+from debias_pipeline.config.params import require
 from debias_pipeline.models.losses import l2_penalty
 from debias_pipeline.models.mf import MF, MFConfig
 

@@ -21,7 +21,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.metrics import FULL_RANKING_CHUNK_ELEMENTS, ScoreUsers, top_k_unseen, train_positives
+from debias_pipeline.evaluation.metrics import (
+    FULL_RANKING_CHUNK_ELEMENTS,
+    ScoreUsers,
+    top_k_unseen,
+    train_positives,
+)
 
 # Candidates per triple of the popularity sampler. A user whose positives hold a share s
 # of all train positives gets all of them rejected with probability s^16 (3e-5 at

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch_geometric.nn import SimpleConv
 
-from debias_pipeline.config import require
-from debias_pipeline.models.base import TrainData
+from debias_pipeline.config.params import require
+from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.gnn import GNNConfig, GraphRecommender
 from debias_pipeline.models.neighbors import bipartite_graph
 

@@ -10,9 +10,16 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.config import require
-from debias_pipeline.models.base import TrainData, sparse_to_torch
-from debias_pipeline.models.em import FactorTables, SweepConfig, SweepRecommender, normal_factors, solve_weighted_ridge
+from debias_pipeline.config.params import require
+from debias_pipeline.models.contract import TrainData
+from debias_pipeline.models.em import (
+    FactorTables,
+    SweepConfig,
+    SweepRecommender,
+    normal_factors,
+    solve_weighted_ridge,
+)
+from debias_pipeline.models.trainers import sparse_to_torch
 
 
 class WMFConfig(SweepConfig):

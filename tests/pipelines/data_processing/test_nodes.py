@@ -10,20 +10,23 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from debias_pipeline.datasets import RawData, RawDataset
-from debias_pipeline.models import TrainData
-from debias_pipeline.pipelines.data_processing.nodes import (
+from debias_pipeline.data.loaders.parsing import RawData
+from debias_pipeline.data.processing import (
     binarize_ratings,
-    build_evaluators,
     build_normalized_adjacency,
-    build_train_data,
     build_train_matrix,
     index_interactions,
     ingest_ratings,
+)
+from debias_pipeline.data.simulation import GroundTruth
+from debias_pipeline.datasets.raw import RawDataset
+from debias_pipeline.models.contract import TrainData
+from debias_pipeline.training.inputs import (
+    build_evaluators,
+    build_train_data,
     process_synthetic,
     split_interactions,
 )
-from debias_pipeline.simulation import GroundTruth
 
 SMALL_SYNTHETIC = {
     "n_users": 20,

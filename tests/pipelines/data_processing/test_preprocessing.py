@@ -9,15 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from debias_pipeline.datasets.loaders import RawData, load_anime, load_custom
-from debias_pipeline.pipelines.data_processing.nodes import (
+from debias_pipeline.data.loaders.custom import load_custom
+from debias_pipeline.data.loaders.parsing import RawData
+from debias_pipeline.data.loaders.side_data import load_anime
+from debias_pipeline.data.processing import (
     binarize_ratings,
-    build_train_data,
     build_train_matrix,
     index_interactions,
     ingest_ratings,
-    split_interactions,
 )
+from debias_pipeline.training.inputs import build_train_data, split_interactions
 
 
 def raw_log(users, items, ratings=None, timestamps=None, part="all", items_table=None) -> RawData:

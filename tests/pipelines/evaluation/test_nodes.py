@@ -19,10 +19,10 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from debias_pipeline.models import Recommender, TrainData, Validator
-from debias_pipeline.pipelines.data_processing.nodes import build_evaluators
+from debias_pipeline.evaluation.evaluators import Evaluators
+from debias_pipeline.models.contract import Recommender, TrainData, Validator
 from debias_pipeline.pipelines.evaluation.nodes import evaluate_model, plot_learning_curve
-from debias_pipeline.protocols import Evaluators
+from debias_pipeline.training.inputs import build_evaluators
 
 # 1 / log2(3): the discount of rank 2.
 D2 = 1 / math.log2(3)

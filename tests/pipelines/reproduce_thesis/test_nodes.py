@@ -12,8 +12,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.models.base import Recommender, TrainData, Validator
-from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency, split_interactions
+from debias_pipeline.data.processing import build_normalized_adjacency
+from debias_pipeline.models.contract import Recommender, TrainData, Validator
 from debias_pipeline.pipelines.reproduce_thesis import nodes
 from debias_pipeline.pipelines.reproduce_thesis.nodes import (
     ThesisRow,
@@ -22,6 +22,7 @@ from debias_pipeline.pipelines.reproduce_thesis.nodes import (
     summarize_thesis,
     thesis_config,
 )
+from debias_pipeline.training.inputs import split_interactions
 
 PARAMETERS = {"dual": {"model": {"name": "dual", "lr": 0.04, "exposure": {"embedding_dim": 200, "num_layers": 0}}}}
 
@@ -279,8 +280,8 @@ def test_one_seed_reports_the_paired_tests_as_not_available() -> None:
 
 @pytest.mark.slow
 def test_two_dask_workers_give_the_same_table_as_one() -> None:
-    from debias_pipeline.datasets.loaders import RawData
-    from debias_pipeline.pipelines.data_processing.nodes import process_dataset
+    from debias_pipeline.data.loaders.parsing import RawData
+    from debias_pipeline.training.inputs import process_dataset
 
     world = {"n_users": 30, "n_items": 20, "rank": 2, "train_ratings_per_user": 5.0, "test_items_per_user": 6}
     data = process_dataset(RawData(name="synthetic", interactions=pd.DataFrame(), files={}), "synthetic", seed=0, synthetic=world)

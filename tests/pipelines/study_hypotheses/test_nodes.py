@@ -24,7 +24,11 @@ from debias_pipeline.pipelines.study_hypotheses import pipeline as study_hypothe
 from debias_pipeline.pipelines.study_hypotheses.fits import SWEEPS as SWEEP_NAMES
 from debias_pipeline.pipelines.study_hypotheses.fits import collect_sweeps, fit_key, fit_study
 from debias_pipeline.pipelines.study_hypotheses.plan import plan_study
-from debias_pipeline.pipelines.study_hypotheses.statistics import paired_p_value, study_mlflow_metrics, summarize_study
+from debias_pipeline.pipelines.study_hypotheses.statistics import (
+    paired_p_value,
+    study_mlflow_metrics,
+    summarize_study,
+)
 from debias_pipeline.pipelines.study_hypotheses.worlds import simulate_worlds
 from debias_pipeline.pipelines.training import pipeline as training
 from tests.test_end_to_end import latest_run, run_pipeline

@@ -10,11 +10,13 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.metrics import ranking_metrics
-from debias_pipeline.models import MODELS, Recommender, TrainData
-from debias_pipeline.pipelines.data_processing.nodes import build_evaluators, build_normalized_adjacency
+from debias_pipeline.data.processing import build_normalized_adjacency
+from debias_pipeline.evaluation.metrics import ranking_metrics
+from debias_pipeline.evaluation.protocols import evaluation_setup
+from debias_pipeline.models.contract import Recommender, TrainData
+from debias_pipeline.models.registry import MODELS
 from debias_pipeline.pipelines.training.nodes import resolve_compute_device, train_model
-from debias_pipeline.protocols import evaluation_setup
+from debias_pipeline.training.inputs import build_evaluators
 
 CPU = torch.device("cpu")
 N_USERS, N_ITEMS = 8, 6

@@ -12,8 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from debias_pipeline.models import Recommender  # noqa: E402
-from debias_pipeline.protocols import SPLITS, Evaluators  # noqa: E402
+from debias_pipeline.evaluation.evaluators import Evaluators  # noqa: E402
+from debias_pipeline.evaluation.protocols import SPLITS
+from debias_pipeline.models.contract import Recommender  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -6,9 +6,8 @@ import logging
 
 import pandas as pd
 
-from debias_pipeline.config import Params, require
-from debias_pipeline.datasets.recommenders import TrainedRecommenders
-from debias_pipeline.recommend import load_recommender
+from debias_pipeline.config.params import Params, require
+from debias_pipeline.serving.recommender import TrainedRecommenders, load_recommender
 
 logger = logging.getLogger(__name__)
 

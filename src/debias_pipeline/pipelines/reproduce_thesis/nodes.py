@@ -30,19 +30,16 @@ import torch  # noqa: E402
 from pydantic import Field, model_validator  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from debias_pipeline.config import Params, as_mapping, build_config, closest, parse_seeds, require, set_dotted  # noqa: E402
-from debias_pipeline.datasets.registry import dataset_spec  # noqa: E402
-from debias_pipeline.models import TrainData, build_model  # noqa: E402
-from debias_pipeline.parallel import run_tasks  # noqa: E402
-from debias_pipeline.tracking import flat_params, learning_curves, log_nested_run  # noqa: E402
-from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency, train_positive_matrix  # noqa: E402
-from debias_pipeline.protocols import (  # noqa: E402
-    SPLITS,
-    EvaluationSetup,
-    Evaluators,
-    evaluation_setup,
-    split_for_protocol,
-)
+from debias_pipeline.config.params import Params, as_mapping, build_config, closest, parse_seeds, require, set_dotted  # noqa: E402
+from debias_pipeline.data.processing import build_normalized_adjacency, train_positive_matrix  # noqa: E402
+from debias_pipeline.data.registry import dataset_spec  # noqa: E402
+from debias_pipeline.evaluation.evaluators import Evaluators  # noqa: E402
+from debias_pipeline.evaluation.protocols import SPLITS, EvaluationSetup, evaluation_setup  # noqa: E402
+from debias_pipeline.evaluation.splits import split_for_protocol  # noqa: E402
+from debias_pipeline.experiments.parallel import run_tasks  # noqa: E402
+from debias_pipeline.models.contract import TrainData  # noqa: E402
+from debias_pipeline.models.registry import build_model, check_model_fits_protocol  # noqa: E402
+from debias_pipeline.training.tracking import flat_params, learning_curves, log_nested_run  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +212,7 @@ def fit_candidate(
     model = build_model(json.loads(block), f"reproduce_thesis[{label}]", seed=seed, device=torch.device(device))
     spectra = None
     try:
-        evaluators.check_model(model)
+        check_model_fits_protocol(type(model), evaluators.setup.protocol.name)
         model.fit(data, validation=evaluators.validation)
         metrics = _split_metrics(model, evaluators)
         metrics.update(best_epoch=model.best_epoch, diverged=False)

@@ -4,12 +4,12 @@ validation, comparison table and plots."""
 from kedro.pipeline import Pipeline, node
 
 from debias_pipeline.pipelines.reproduce_thesis.nodes import (
+    fit_thesis_grid,
+    plan_thesis_grid,
     plot_eigen_grid,
     plot_exposure_size,
     plot_popularity_share,
     plot_spectra,
-    fit_thesis_grid,
-    plan_thesis_grid,
     select_thesis_grid,
     summarize_thesis,
 )

@@ -9,9 +9,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from debias_pipeline.data.simulation import KINDS  # noqa: E402
+from debias_pipeline.evaluation.protocols import EvaluationConfig, evaluation_setup  # noqa: E402
 from debias_pipeline.pipelines.study_hypotheses.plan import DUAL, REFERENCE, StudyPlan  # noqa: E402
-from debias_pipeline.protocols import EvaluationConfig, evaluation_setup  # noqa: E402
-from debias_pipeline.simulation import KINDS  # noqa: E402
 
 
 def _line(summary: pd.DataFrame, sweep: str, model: str, metric: str) -> pd.DataFrame:

@@ -19,19 +19,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from debias_pipeline.config import as_mapping
-from debias_pipeline.models import Recommender, model_block
+from debias_pipeline.config.params import as_mapping
+from debias_pipeline.data.simulation import KINDS
+from debias_pipeline.evaluation.protocols import EvaluationConfig
+from debias_pipeline.evaluation.truth import effective_rank, recovery_metrics, truth_ranking_metrics
+from debias_pipeline.experiments.parallel import run_tasks
+from debias_pipeline.models.contract import Recommender
 from debias_pipeline.models.dual import DualModel
+from debias_pipeline.models.registry import model_block
 from debias_pipeline.models.spectra import column_spectrum
-from debias_pipeline.parallel import run_tasks
 from debias_pipeline.pipelines.evaluation.nodes import evaluate_model
 from debias_pipeline.pipelines.study_hypotheses.plan import WHERE, Run, StudyPlan
 from debias_pipeline.pipelines.study_hypotheses.worlds import World
 from debias_pipeline.pipelines.training.nodes import train_model
-from debias_pipeline.protocols import EvaluationConfig
-from debias_pipeline.simulation import KINDS
-from debias_pipeline.tracking import flat_params, log_nested_run
-from debias_pipeline.truth import effective_rank, recovery_metrics, truth_ranking_metrics
+from debias_pipeline.training.tracking import flat_params, log_nested_run
 
 logger = logging.getLogger(__name__)
 

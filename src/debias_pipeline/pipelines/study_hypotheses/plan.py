@@ -29,9 +29,9 @@ from typing import Any
 
 from pydantic import Field
 
-from debias_pipeline.config import Params, as_mapping, build_config, parse_seeds, require
-from debias_pipeline.models import model_block
-from debias_pipeline.simulation import SyntheticConfig
+from debias_pipeline.config.params import Params, as_mapping, build_config, parse_seeds, require
+from debias_pipeline.data.simulation import SyntheticConfig
+from debias_pipeline.models.registry import model_block
 
 logger = logging.getLogger(__name__)
 

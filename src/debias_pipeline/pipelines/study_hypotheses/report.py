@@ -9,6 +9,9 @@ import io
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from debias_pipeline.data.simulation import KINDS
+from debias_pipeline.evaluation.protocols import EvaluationConfig, evaluation_setup
+from debias_pipeline.evaluation.truth import effective_rank
 from debias_pipeline.pipelines.study_hypotheses.figures import (
     bias_strength_models,
     default_true_rank,
@@ -19,9 +22,6 @@ from debias_pipeline.pipelines.study_hypotheses.figures import (
 )
 from debias_pipeline.pipelines.study_hypotheses.plan import DUAL, REFERENCE, StudyPlan
 from debias_pipeline.pipelines.study_hypotheses.statistics import gain_names
-from debias_pipeline.protocols import EvaluationConfig, evaluation_setup
-from debias_pipeline.simulation import KINDS
-from debias_pipeline.truth import effective_rank
 
 
 def _png_uri(figure: plt.Figure) -> str:

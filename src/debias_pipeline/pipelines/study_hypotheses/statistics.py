@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from debias_pipeline.evaluation.protocols import EvaluationConfig, evaluation_setup
 from debias_pipeline.pipelines.study_hypotheses.plan import KEYS, REFERENCE
-from debias_pipeline.protocols import EvaluationConfig, evaluation_setup
 
 
 def _metric_names(k: int) -> list[str]:

@@ -8,13 +8,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from debias_pipeline.models import TrainData
-from debias_pipeline.pipelines.data_processing.nodes import BinarizationConfig, process_synthetic
+from debias_pipeline.config.params import build_config
+from debias_pipeline.data.processing import BinarizationConfig
+from debias_pipeline.data.simulation import PRESET_TARGETS, GroundTruth, ratings_statistics
+from debias_pipeline.evaluation.evaluators import Evaluators
+from debias_pipeline.evaluation.protocols import EvaluationConfig, evaluation_setup
+from debias_pipeline.evaluation.splits import SplitConfig
+from debias_pipeline.evaluation.truth import truth_ranking_metrics
+from debias_pipeline.models.contract import TrainData
 from debias_pipeline.pipelines.study_hypotheses.plan import StudyPlan
-from debias_pipeline.config import build_config
-from debias_pipeline.protocols import EvaluationConfig, Evaluators, SplitConfig, evaluation_setup
-from debias_pipeline.simulation import PRESET_TARGETS, GroundTruth, ratings_statistics
-from debias_pipeline.truth import truth_ranking_metrics
+from debias_pipeline.training.inputs import process_synthetic
 
 
 @dataclass(frozen=True, eq=False)

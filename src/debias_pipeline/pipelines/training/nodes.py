@@ -10,12 +10,13 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.device import resolve_device
-from debias_pipeline.models import ModelBlock, Recommender, TrainData, build_model
-from debias_pipeline.protocols import Evaluators
-from debias_pipeline.recommend import build_recommender
-from debias_pipeline.serving import RecommenderModel
-from debias_pipeline.tracking import MetricHistory, learning_curves
+from debias_pipeline.evaluation.evaluators import Evaluators
+from debias_pipeline.models.contract import Recommender, TrainData
+from debias_pipeline.models.registry import ModelBlock, build_model, check_model_fits_protocol
+from debias_pipeline.serving.recommender import build_recommender
+from debias_pipeline.serving.server import RecommenderModel
+from debias_pipeline.training.device import resolve_device
+from debias_pipeline.training.tracking import MetricHistory, learning_curves
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def train_model(
         curves as a table.
     """
     recommender = build_model(model, where, seed=seed, device=compute_device)
-    evaluators.check_model(recommender)
+    check_model_fits_protocol(type(recommender), evaluators.setup.protocol.name)
     validation = evaluators.validation
     if pretrained:
         recommender.fit(train_data, validation=validation, pretrained=dict(zip(pretrained, pretrained_weights, strict=True)))

@@ -15,11 +15,11 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from debias_pipeline.models import TrainData  # noqa: E402
-from debias_pipeline.protocols import Evaluators  # noqa: E402
-from debias_pipeline.config import lookup, set_dotted  # noqa: E402
-from debias_pipeline.tracking import log_nested_run  # noqa: E402
-from debias_pipeline.tuning import TuneConfig, optimize  # noqa: E402
+from debias_pipeline.config.params import lookup, set_dotted  # noqa: E402
+from debias_pipeline.evaluation.evaluators import Evaluators  # noqa: E402
+from debias_pipeline.experiments.tuning import TuneConfig, optimize  # noqa: E402
+from debias_pipeline.models.contract import TrainData  # noqa: E402
+from debias_pipeline.training.tracking import log_nested_run  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -18,12 +18,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+
 import numpy as np
 import scipy.sparse as sp
 from scipy import stats
 
-from debias_pipeline.metrics import RankingMetrics, per_user_metrics
-from debias_pipeline.simulation import CHUNK_PAIRS, GroundTruth, Kind
+from debias_pipeline.data.simulation import CHUNK_PAIRS, GroundTruth, Kind
+from debias_pipeline.evaluation.metrics import RankingMetrics, per_user_metrics
 
 
 def top_n_relevance(true_preference: np.ndarray, masked: np.ndarray, top_n: int) -> np.ndarray:

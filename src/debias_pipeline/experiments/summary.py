@@ -1,4 +1,4 @@
-"""``python -m debias_pipeline.report``: print the newest metrics of every model and
+"""``python -m debias_pipeline.experiments.summary``: print the newest metrics of every model and
 where they are (the JSON files, and the MLflow UI command)."""
 
 from __future__ import annotations

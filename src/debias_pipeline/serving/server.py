@@ -28,7 +28,7 @@ import mlflow
 import pydantic
 from mlflow.exceptions import MlflowException
 
-from debias_pipeline.recommend import RecommendationError, TrainedRecommender
+from debias_pipeline.serving.recommender import RecommendationError, TrainedRecommender
 
 DEFAULT_K = 10
 MAX_K = 1000

@@ -13,7 +13,7 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 
 if TYPE_CHECKING:
-    from debias_pipeline.models.base import Recommender
+    from debias_pipeline.models.contract import Recommender
 
 MetricHistory = dict[str, list[dict[str, float | int]]]  # kedro-mlflow's metrics history format
 METRIC_BATCH, PARAM_BATCH = 1000, 100  # MLflow's limits per log_batch call

@@ -9,7 +9,7 @@ from attrs import define
 from kedro.framework.context import KedroContext
 from kedro.validation.exceptions import ParameterValidationError
 
-from debias_pipeline.config import kedro_validation_message
+from debias_pipeline.config.params import kedro_validation_message
 
 
 @define(slots=False)

@@ -4,7 +4,7 @@ A ``TrainedRecommender`` is a fitted model plus what it takes to answer in origi
 ids: the id maps, the item metadata, the train positives (excluded by default, and the
 popularity fallback). Training pipelines save one per (dataset, model) as the versioned
 ``<model>.recommender`` and log it to MLflow as a pyfunc model
-(``debias_pipeline.serving``); ``load_recommender`` reads either back.
+(``debias_pipeline.serving.server``); ``load_recommender`` reads either back.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from debias_pipeline.models import Recommender, TrainData, model_class
+from debias_pipeline.models.contract import Recommender, TrainData
 from debias_pipeline.models.dual import DualModel
+from debias_pipeline.models.registry import model_class
 
 GENRE_SEPARATOR = "|"
 
@@ -96,7 +97,7 @@ class TrainedRecommender:
     @classmethod
     def from_package(cls, package: dict[str, Any], device: torch.device | str = "cpu") -> TrainedRecommender:
         """Rebuild from ``package()`` output (the model restored on ``device``)."""
-        from debias_pipeline.pipelines.data_processing.nodes import build_normalized_adjacency
+        from debias_pipeline.data.processing import build_normalized_adjacency
 
         state, train = package["state"], sp.csr_matrix(package["train"])
         model = model_class(state["model"])(state["config"], seed=state["seed"], device=device)
@@ -282,3 +283,38 @@ def load_recommender(uri: str | Path, device: torch.device | str = "cpu") -> Tra
         raise FileNotFoundError(f"no trained recommender at {path}")
     with path.open("rb") as handle:
         return TrainedRecommender.from_package(pickle.load(handle), device)
+
+
+FILE = "recommender.pkl"  # a versioned recommender: <model>/<dataset>/recommender.pkl/<version>/recommender.pkl
+
+
+class TrainedRecommenders:
+    """The ``<model>.recommender`` artifacts under ``root``: ``root/<model>/<dataset>/
+    recommender.pkl/<version>/recommender.pkl``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, model: str, dataset: str, version: str | None = None) -> Path:
+        """The file of ``version`` (default: the newest) of ``model`` trained on ``dataset``.
+
+        Raises:
+            FileNotFoundError: Naming the pipeline that trains one, or the versions there are.
+        """
+        folder = self.root / model / dataset / FILE
+        versions = sorted(p.parent.name for p in folder.glob(f"*/{FILE}") if p.is_file())
+        if not versions:
+            raise FileNotFoundError(
+                f"no trained {model!r} for dataset {dataset!r} under {folder}; run "
+                f"`kedro run --pipelines=train_{model} --params=dataset={dataset}` first"
+            )
+        if version is None:
+            return folder / versions[-1] / FILE
+        if version not in versions:
+            raise FileNotFoundError(
+                f"no version {version!r} of {model!r} for {dataset!r}; versions: {', '.join(versions)}"
+            )
+        return folder / version / FILE
+
+    def load(self, model: str, dataset: str, version: str | None = None) -> TrainedRecommender:
+        return load_recommender(self.path(model, dataset, version))

@@ -16,18 +16,18 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
-
-import warnings
 
 import numpy as np
 import optuna
 import torch
 
-from debias_pipeline.config import Params, ParameterError, require, set_dotted
-from debias_pipeline.models import ModelBlock, TrainData, build_model, model_block
-from debias_pipeline.parallel import dask_client
+from debias_pipeline.config.params import ParameterError, Params, require, set_dotted
+from debias_pipeline.experiments.parallel import dask_client
+from debias_pipeline.models.contract import TrainData
+from debias_pipeline.models.registry import ModelBlock, build_model, model_block
 
 logger = logging.getLogger(__name__)
 

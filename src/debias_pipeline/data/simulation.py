@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from pydantic import model_validator
 
-from debias_pipeline.config import Params, require
+from debias_pipeline.config.params import Params, require
 
 Kind = Literal["preference", "exposure"]
 KINDS: tuple[Kind, ...] = ("preference", "exposure")

@@ -1,0 +1,1 @@
+"""Configuration: the typed parameter blocks (params) and the config loader with per-dataset defaults (loader)."""

@@ -1,0 +1,1 @@
+"""The Kedro framework glue: the project context, hooks (parameter checks, MLflow, the run journal) and run clean-up."""
