@@ -1,5 +1,6 @@
-# Quick start: `make run` (main job on the built-in dataset), `make test` (the test suite).
-# Both create the virtual environment in .venv on first use.
+# Quick start: `make run` (main job on the built-in dataset), `make test` (the test suite);
+# `make docs` builds the documentation site (docs/, mkdocs.yml) into site/.
+# Each creates the virtual environment in .venv on first use.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export KEDRO_DISABLE_TELEMETRY := true
 
-.PHONY: run test viz-build mlflow-ui clean
+.PHONY: run test viz-build docs mlflow-ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,11 +25,15 @@ test: $(STAMP)
 viz-build: $(STAMP)
 	$(BIN)/kedro viz build
 
+# --strict: a broken link or anchor, or a page missing from nav, fails the build.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
 
 clean:
-	rm -rf $(VENV) build .pytest_cache
+	rm -rf $(VENV) build site .pytest_cache
 
 # The project against the peer libraries (RecBole, PyTorch Geometric, implicit), quiet and
 # under load, in one table (benchmarks/peers.py); `bench-reference`: the fast paths against
