@@ -27,7 +27,7 @@ viz-build: $(STAMP)
 
 # --strict: a broken link or anchor, or a page missing from nav, fails the build.
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db

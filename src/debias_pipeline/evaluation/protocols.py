@@ -85,7 +85,7 @@ class EvaluationConfig(Params):
         selection_window: early stopping follows the mean of the last this many
             validation evaluations (1: the raw signal) and restores the weights of the
             evaluation that ends the best window; ``None`` is the protocol's
-            (``thesis`` 5, the others 1). README, "Selection", has the measurements.
+            (``thesis`` 5, the others 1). docs/protocols.md, "Selection", has the measurements.
     """
 
     protocol: str | None = None

@@ -153,7 +153,7 @@ def _movielens_1m_users(path: Path) -> pd.DataFrame:
             "user": user,
             "age": _ints(table[layout.column("Age")], "age", layout.fail),
             "gender": table[layout.column("Gender")].to_numpy(),
-            "occupation": occupation.astype(str),  # a code 0..20; its meaning is in the README
+            "occupation": occupation.astype(str),  # a code 0..20, named in the dataset's u.occupation
             "zip": table[layout.column("Zip-code")].to_numpy(),
         }
     ).astype({"gender": str, "occupation": str, "zip": str})
