@@ -1,0 +1,2 @@
+"""Evaluation on biased logs: propensity estimation (``propensity``) and off-policy
+estimators of ranking metrics (``offpolicy``)."""
