@@ -1,1 +1,1 @@
-"""Evaluation: ranking metrics, the evaluation protocols (splits and evaluators), scoring of new users and metrics against the simulator's truth."""
+"""Evaluation: ranking metrics, the evaluation protocols (splits and evaluators), scoring of new users, metrics against the simulator's truth, propensity estimation and off-policy estimators of ranking metrics on biased logs."""
