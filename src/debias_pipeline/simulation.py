@@ -38,6 +38,7 @@ import pandas as pd
 from pydantic import model_validator
 
 from debias_pipeline.config import Params, require
+from debias_pipeline.evaluation.popularity import gini
 
 Kind = Literal["preference", "exposure"]
 KINDS: tuple[Kind, ...] = ("preference", "exposure")
@@ -453,15 +454,6 @@ def generate_synthetic(config: SyntheticConfig, seed: int) -> SyntheticData:
         }
     )
     return SyntheticData(ratings=ratings, truth=truth)
-
-
-def gini(counts: np.ndarray) -> float:
-    """Gini coefficient of non-negative counts (0 = all equal, → 1 = all on one)."""
-    values = np.sort(np.asarray(counts, dtype=np.float64))
-    n, total = values.size, values.sum()
-    if n == 0 or total == 0:
-        return 0.0
-    return float(2 * np.sum(np.arange(1, n + 1) * values) / (n * total) - (n + 1) / n)
 
 
 def ratings_statistics(ratings: pd.DataFrame, n_users: int, n_items: int, threshold: int = 4) -> dict[str, float]:
