@@ -166,11 +166,21 @@ class TrainingConfig(GradientConfig):
 
 @dataclass
 class EpochRecord:
-    """One line of the learning curve."""
+    """One line of the learning curve.
+
+    Attributes:
+        epoch: the epoch (a sweep, an EM iteration); for a closed-form model, the
+            position of the fitted candidate (``candidate``) in its grid, from 1.
+        train_loss: the training objective; NaN for a model that has none (ItemKNN).
+        validation_score: the validation metric, where evaluated.
+        candidate: the hyperparameters a closed-form fit solved for (EASE: ``{"l2": λ}``),
+            else ``None``.
+    """
 
     epoch: int
     train_loss: float
     validation_score: float | None = None
+    candidate: dict[str, float] | None = None
 
 
 class Recommender(ABC):
@@ -178,12 +188,18 @@ class Recommender(ABC):
 
     A model that can score users it was not trained on from their clicks alone sets
     ``supports_fold_in`` and implements ``fold_in`` (needed by the
-    ``strong_generalization`` protocol).
+    ``strong_generalization`` protocol). A model fitted in closed form
+    (``closed_form``: MostPop, ItemKNN, EASE) has no epochs and no randomness: its
+    ``history`` holds one record per fitted hyperparameter candidate and its seed
+    changes nothing. A model that gives every user the same scores (MostPop) clears
+    ``personalized``.
     """
 
     name: ClassVar[str]
     Config: ClassVar[type]
     supports_fold_in: ClassVar[bool] = False
+    closed_form: ClassVar[bool] = False
+    personalized: ClassVar[bool] = True
 
     def __init__(self, config: Any, *, seed: int = 0, device: torch.device | str = "cpu") -> None:
         self.config = config
