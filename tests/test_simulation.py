@@ -15,9 +15,9 @@ from debias_pipeline.data.simulation import (
     GroundTruth,
     SyntheticConfig,
     generate_synthetic,
-    gini,
     ratings_statistics,
 )
+from debias_pipeline.evaluation.popularity import gini
 
 SEEDS = (0, 1, 2)
 
@@ -307,15 +307,6 @@ def test_unreachable_rating_target_is_not_silently_missed():
 
 
 # ---- statistics by hand ------------------------------------------------------------------------
-
-
-def test_gini_by_hand():
-    assert gini(np.array([5, 5, 5, 5])) == pytest.approx(0.0)
-    # sorted 0, 0, 0, 4: 2 · (4 · 4) / (4 · 4) - 5/4 = 0.75
-    assert gini(np.array([0, 4, 0, 0])) == pytest.approx(0.75)
-    # sorted 1, 2, 3: 2 · (1 + 4 + 9) / (3 · 6) - 4/3 = 2/9
-    assert gini(np.array([3, 1, 2])) == pytest.approx(2 / 9)
-    assert gini(np.zeros(3)) == 0.0
 
 
 def test_ratings_statistics_by_hand():

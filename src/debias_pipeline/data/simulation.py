@@ -456,7 +456,9 @@ def generate_synthetic(config: SyntheticConfig, seed: int) -> SyntheticData:
 
 
 def gini(counts: np.ndarray) -> float:
-    """Gini coefficient of non-negative counts (0 = all equal, → 1 = all on one)."""
+    """Gini coefficient of non-negative counts (0 = all equal, → 1 = all on one):
+    with x_(1) <= ... <= x_(n) sorted, ``G = 2 Σ_k k x_(k) / (n Σ x) − (n + 1) / n``
+    (0 for no counts or a zero total)."""
     values = np.sort(np.asarray(counts, dtype=np.float64))
     n, total = values.size, values.sum()
     if n == 0 or total == 0:

@@ -86,23 +86,39 @@ class ValidationSet:
 
 @dataclass
 class EpochRecord:
-    """One line of the learning curve."""
+    """One line of the learning curve.
+
+    Attributes:
+        epoch: the epoch (a sweep, an EM iteration); for a closed-form model, the
+            position of the fitted candidate (``candidate``) in its grid, from 1.
+        train_loss: the training objective; NaN for a model that has none (ItemKNN).
+        validation_score: the validation metric, where evaluated.
+        candidate: the hyperparameters a closed-form fit solved for (EASE: ``{"l2": λ}``),
+            else ``None``.
+    """
 
     epoch: int
     train_loss: float
     validation_score: float | None = None
+    candidate: dict[str, float] | None = None
 
 class Recommender(ABC):
     """Interface of every model: ``fit(data) -> self``, ``score(users) -> (n, n_items)``.
 
     A model that can score users it was not trained on from their clicks alone sets
     ``supports_fold_in`` and implements ``fold_in`` (needed by the
-    ``strong_generalization`` protocol).
+    ``strong_generalization`` protocol). A model fitted in closed form
+    (``closed_form``: MostPop, ItemKNN, EASE) has no epochs and no randomness: its
+    ``history`` holds one record per fitted hyperparameter candidate and its seed
+    changes nothing. A model that gives every user the same scores (MostPop) clears
+    ``personalized``.
     """
 
     name: ClassVar[str]
     Config: ClassVar[type]
     supports_fold_in: ClassVar[bool] = False
+    closed_form: ClassVar[bool] = False
+    personalized: ClassVar[bool] = True
     # Whether ``preference_embeddings()`` of the fitted ``module`` give the scores (the
     # evaluators then score users on the model's device without ``score``).
     scores_by_embeddings: ClassVar[bool] = False

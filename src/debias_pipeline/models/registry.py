@@ -17,14 +17,17 @@ from debias_pipeline.config.params import BLOCK, Params, build_config
 from debias_pipeline.evaluation.protocols import PROTOCOLS
 from debias_pipeline.models.contract import Recommender
 from debias_pipeline.models.dual import DualModel
+from debias_pipeline.models.ease import EASE
 from debias_pipeline.models.expomf import ExpoMF
 from debias_pipeline.models.gat import GAT
 from debias_pipeline.models.gcn import GCN
 from debias_pipeline.models.gmf import GMF
 from debias_pipeline.models.graphsage import GraphSAGE
+from debias_pipeline.models.itemknn import ItemKNN
 from debias_pipeline.models.lightgcn import LightGCN
 from debias_pipeline.models.mf import MF
 from debias_pipeline.models.mlp import MLP
+from debias_pipeline.models.mostpop import MostPop
 from debias_pipeline.models.multdae import MultDAE
 from debias_pipeline.models.multvae import MultVAE
 from debias_pipeline.models.neumf import NeuMF
@@ -39,6 +42,9 @@ MODELS: dict[str, type[Recommender]] = {
     "mf": MF,
     "lightgcn": LightGCN,
     "dual": DualModel,
+    "mostpop": MostPop,
+    "itemknn": ItemKNN,
+    "ease": EASE,
     "ngcf": NGCF,
     "wmf": WMF,
     "expomf": ExpoMF,

@@ -36,6 +36,9 @@ SMALL_BLOCKS = {
     "wmf": {"name": "wmf", "embedding_dim": 4, "epochs": 12, "patience": 50},
     "expomf": {"name": "expomf", "embedding_dim": 4, "epochs": 12, "patience": 50},
     "relmf": {"name": "relmf", "embedding_dim": 4, "epochs": 12, "lr": 0.05, "patience": 50},
+    "mostpop": {"name": "mostpop"},
+    "itemknn": {"name": "itemknn", "neighbors": 3},
+    "ease": {"name": "ease", "l2_grid": [1.0, 10.0]},
     "recrec": {"name": "recrec", "embedding_dim": 4, "epochs": 12, "lr": 0.05, "patience": 50},
     "gmf": {"name": "gmf", "embedding_dim": 4, "epochs": 12, "lr": 0.01, "patience": 50},
     "mlp": {"name": "mlp", "embedding_dim": 4, "num_layers": 2, "epochs": 12, "lr": 0.01, "patience": 50},
@@ -150,15 +153,18 @@ def test_train_model_outputs(name: str, train_matrix, unbiased_split) -> None:
     assert len(states) == (4 if name == "ensemble" else 1)
     assert all(t.device == CPU for state in states for t in state["weights"].values())
 
+    # 12 epochs; a closed-form model: one line per candidate, EASE's two λ
+    steps = [1, 2] if name == "ease" else [1] if MODELS[name].closed_form else list(range(1, 13))
     assert set(curves) == {"train_loss", "epoch_validation_ndcg_at_5"}
-    assert [point["step"] for point in curves["train_loss"]] == list(range(1, 13))
-    assert [point["step"] for point in curves["epoch_validation_ndcg_at_5"]] == list(range(1, 13))
+    assert [point["step"] for point in curves["train_loss"]] == steps
+    assert [point["step"] for point in curves["epoch_validation_ndcg_at_5"]] == steps
     assert all(set(point) == {"step", "value"} for points in curves.values() for point in points)
     assert all(0.0 <= point["value"] <= 1.0 for point in curves["epoch_validation_ndcg_at_5"])
 
     assert list(history.columns) == ["epoch", "train_loss", "validation_ndcg_at_5"]
-    assert history["epoch"].tolist() == list(range(1, 13))
-    assert history["train_loss"].tolist() == [point["value"] for point in curves["train_loss"]]
+    assert history["epoch"].tolist() == steps
+    # assert_array_equal: ItemKNN's loss is NaN (it has no objective), equal to itself here
+    np.testing.assert_array_equal(history["train_loss"].to_numpy(), [point["value"] for point in curves["train_loss"]])
     assert history["validation_ndcg_at_5"].tolist() == [p["value"] for p in curves["epoch_validation_ndcg_at_5"]]
 
 
@@ -208,7 +214,7 @@ def test_train_model_leaves_its_inputs_alone(train_matrix, unbiased_split) -> No
 def test_train_model_names_the_bad_parameter(train_matrix, unbiased_split) -> None:
     with pytest.raises(ValueError, match=r"mf\.model\.embeding_dim"):
         run(train_matrix, unbiased_split, {**SMALL_BLOCKS["mf"], "embeding_dim": 4}, where="mf.model")
-    with pytest.raises(ValueError, match=r"unknown model 'mf_typo'; valid models: dual, ensemble, expomf, gat, gcn, gmf, graphsage, lightgcn, mf, mlp"):
+    with pytest.raises(ValueError, match=r"unknown model 'mf_typo'; valid models: dual, ease, ensemble, expomf, gat, gcn, gmf, graphsage, itemknn, lightgcn, mf, mlp, mostpop"):
         run(train_matrix, unbiased_split, {**SMALL_BLOCKS["mf"], "name": "mf_typo"})
     # The evaluation block is read by the evaluators now (train_model no longer takes it).
     with pytest.raises(ValueError, match=r"evaluation.*k must be >= 1"):
