@@ -31,6 +31,11 @@ class TrainData:
         user_features: (n_users, f_u) float32 user features (``features``), or ``None``.
         item_features: (n_items, f_i) float32 item features, or ``None``.
         social: (n_users, n_users) symmetric 0/1 CSR matrix of social ties, or ``None``.
+        propensity: the estimated exposure probability P(o_ui = 1) that the
+            inverse-propensity methods weight clicks by (``propensity`` parameter block,
+            ``evaluation.propensity``): (n_items,) one per item, or a CSR matrix of Y's
+            shape holding it for each train positive; ``None`` when no estimate was made
+            (each method then says what it falls back to).
     """
 
     interactions: sp.csr_matrix
@@ -38,6 +43,7 @@ class TrainData:
     user_features: np.ndarray | None = None
     item_features: np.ndarray | None = None
     social: sp.csr_matrix | None = None
+    propensity: np.ndarray | sp.csr_matrix | None = None
 
     @property
     def n_users(self) -> int:
