@@ -17,8 +17,10 @@ from debias_pipeline.evaluation.metrics import (
     candidate_relevance,
     full_ranking_relevance,
     metrics_from_relevance,
+    top_k_unseen,
     train_positives,
 )
+from debias_pipeline.evaluation.popularity import popularity_metrics
 from debias_pipeline.evaluation.protocols import METRICS, ROW_SIGNALS, SPLITS, EvaluationSetup
 
 
@@ -35,16 +37,19 @@ def user_scorer(model: Any) -> tuple[ScoreUsers, torch.device]:
 
     return score, torch.device("cpu")
 
+
 def _fold_in_scorer(model: Any, history: sp.csr_matrix) -> ScoreUsers:
     def score(users: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(np.asarray(model.fold_in(history[users.cpu().numpy()]), dtype=np.float32))
 
     return score
 
+
 def _pair_matrix(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
     matrix = sp.csr_matrix((np.ones(users.size, dtype=np.float32), (users, items)), shape=shape)
     matrix.sum_duplicates()
     return matrix
+
 
 @dataclass
 class SplitEvaluator:
@@ -159,6 +164,7 @@ class SplitEvaluator:
             raise ValueError(f"the {self.split} split has no user with a relevant item: {self.metric} is undefined")
         return float(value)
 
+
 def _full_relevance_and_ranking(
     score_users: ScoreUsers,
     mask: sp.csr_matrix,
@@ -175,6 +181,7 @@ def _full_relevance_and_ranking(
     ranked = torch.cat(ranked_items).cpu().numpy() if ranked_items else np.zeros((0, relevance.shape[1]), dtype=np.int64)
     return user_ids, relevance, n_relevant, skipped, ranked
 
+
 @dataclass
 class Evaluators:
     """The validation and test evaluators of a run, built once from its split."""
@@ -183,6 +190,7 @@ class Evaluators:
     validation: SplitEvaluator
     test: SplitEvaluator
     test_rows_dropped_unseen: int = 0
+    train: sp.csr_matrix | None = None  # (n_users, n_items) train positives, for the popularity metrics
 
     @classmethod
     def build(
@@ -242,4 +250,52 @@ class Evaluators:
                 "(or split.validation_users)"
             )
         dropped_unseen = int((dataset_summary or {}).get("test_rows_dropped_unseen", 0))
-        return cls(setup, evaluators["validation"], evaluators["test"], dropped_unseen)
+        return cls(setup, evaluators["validation"], evaluators["test"], dropped_unseen, train_positives(train_matrix))
+
+    def popularity_report(self, model: Any, test_predictions: pd.DataFrame) -> dict[str, float]:
+        """``test_<metric>_at_<k>`` of the popularity-bias and coverage metrics
+        (``popularity.popularity_metrics``: ARP, APLT, the Gini of item exposure, item
+        coverage) of each test user's top ``k`` at every cut-off, the popularity being the
+        items' train positives.
+
+        The lists are what a user would be recommended: the ranked items of the protocols
+        that rank every item (``test_predictions``, from ``report``); under ``candidates``
+        (which ranks only the user's labelled rows) the best items among all those
+        without a train positive, so that the figures mean the same under every protocol.
+        """
+        popularity = np.asarray(self.train.sum(axis=0)).ravel()
+        users = np.unique(test_predictions["user"].to_numpy(np.int64))
+        if self.setup.protocol.kind == "candidates":
+            lists = _top_unseen_lists(model, users, self.train, self.setup.depth)
+        else:
+            ranked = test_predictions.sort_values(["user", "rank"])
+            depth = int(ranked["rank"].max()) if len(ranked) else self.setup.depth
+            lists = np.full((users.size, depth), -1, dtype=np.int64)
+            rows = np.searchsorted(users, ranked["user"].to_numpy(np.int64))
+            lists[rows, ranked["rank"].to_numpy(np.int64) - 1] = ranked["item"].to_numpy(np.int64)
+        values: dict[str, float] = {}
+        for k in self.setup.cutoffs:
+            for name, value in popularity_metrics(lists[:, :k], popularity).items():
+                values[f"test_{name}_at_{k}"] = value
+        return values
+
+
+# Users per block when ranking every item for the popularity metrics: a (block, n_items)
+# float32 score table, 64 MiB at 16,384 items.
+_POPULARITY_BLOCK_ELEMENTS = 1 << 24
+
+
+def _top_unseen_lists(model: Any, users: np.ndarray, train: sp.csr_matrix, k: int) -> np.ndarray:
+    """(len(users), k) each user's best ``k`` items without a train positive, -1 where the
+    user has fewer left (ties: lower item id first, as ``metrics.top_k_unseen``)."""
+    score_users, device = user_scorer(model)
+    k = min(k, train.shape[1])
+    block = max(1, _POPULARITY_BLOCK_ELEMENTS // max(1, train.shape[1]))
+    lists = np.full((users.size, k), -1, dtype=np.int64)
+    for start in range(0, users.size, block):
+        chunk = users[start : start + block]
+        with torch.no_grad():
+            scores = score_users(torch.from_numpy(chunk).to(device)).float()
+        items, valid = top_k_unseen(scores, chunk, train, k)
+        lists[start : start + chunk.size] = np.where(valid.cpu().numpy(), items.cpu().numpy(), -1)
+    return lists

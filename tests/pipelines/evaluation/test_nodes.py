@@ -128,12 +128,25 @@ EXPECTED_K2 = {
         + sum(math.log1p(math.exp(s)) for s in (0.9, 0.1, 0.1, 0.8, 0.3, 0.5, 0.2))
     )
     / 11,
+    # The popularity bias of what each test user (u0..u3) would be recommended: the top 2 of
+    # every item without a train positive (the train matrix is empty here, so popularity is
+    # 0 everywhere and the head is the lowest ids, items 0 and 1, ⌈0.2 · 6⌉ = 2):
+    # u0 i0 i2, u1 i1 i3, u2 i0 i1 (the tie to the lower id), u3 i5 i4.
+    "test_arp_at_2": 0.0,
+    "test_aplt_at_2": (1 / 2 + 1 / 2 + 0 + 1) / 4,
+    # exposure counts i0..i5: 2 2 1 1 1 1; sorted 1 1 1 1 2 2, Gini = 2 Σ k x_k / (n Σ x) − (n + 1) / n
+    # = 2 · 32 / (6 · 8) − 7 / 6.
+    "test_exposure_gini_at_2": 2 * 32 / 48 - 7 / 6,
+    "test_item_coverage_at_2": 1.0,
 }
 # K = 1: the top row of test u0, u1, u2 is a negative; of validation u0 a positive, of u1
 # and u3 a negative. Every metric is then the share of users with a hit at rank 1.
 EXPECTED_K1 = {
     **{f"test_{name}_at_1": 0.0 for name in ("recall", "ndcg", "precision", "hr")},
     **{f"validation_{name}_at_1": 1 / 3 for name in ("recall", "ndcg", "precision", "hr")},
+    # top 1: u0 i0, u1 i1, u2 i0, u3 i5; i0 and i1 are the head.
+    "test_aplt_at_1": 1 / 4,
+    "test_item_coverage_at_1": 3 / 6,
 }
 N_USERS, N_ITEMS = SCORES.shape
 
@@ -303,3 +316,21 @@ def test_learning_curve_without_validation_has_one_axis() -> None:
     (axis,) = figure.axes
     assert axis.get_xlabel() == "epoch"
     assert list(axis.get_lines()[0].get_ydata()) == [0.7, 0.6]
+
+
+def test_popularity_metrics_rank_every_unseen_item_by_hand(unbiased_split: pd.DataFrame) -> None:
+    # Train positives: item 0 by users 1, 2 and 3, item 2 by user 3, item 4 by user 1, so the
+    # popularity is 3 0 1 0 1 0 and the head (⌈0.2 · 6⌉ = 2 items) is items 0 and 2 (items 2
+    # and 4 tie at 1: the lower id). A user's train items are never listed:
+    # u0 (nothing seen): i0 (3) i2 (1); u1 (saw i0, i4): i1 (0) i3 (0);
+    # u2 (saw i0): i1 (0) i4 (1); u3 (saw i0, i2): i5 (0) i4 (1).
+    train = sp.csr_matrix(
+        (np.ones(5, dtype=np.float32), ([1, 2, 3, 3, 1], [0, 0, 0, 2, 4])), shape=(N_USERS, N_ITEMS)
+    )
+    split_evaluators = build_evaluators(unbiased_split, train, {"k": 2}, "synthetic", {})
+    metrics, _, _ = evaluate_model(FixedScores(), split_evaluators)
+    assert metrics["test_arp_at_2"] == pytest.approx(((3 + 1) / 2 + 0 + (0 + 1) / 2 + (0 + 1) / 2) / 4)
+    assert metrics["test_aplt_at_2"] == pytest.approx((0 + 1 + 1 + 1) / 4)  # u0's two items are the head
+    # exposure counts i0..i5: 1 2 1 1 2 1; sorted 1 1 1 1 2 2: as above.
+    assert metrics["test_exposure_gini_at_2"] == pytest.approx(2 * 32 / 48 - 7 / 6)
+    assert metrics["test_item_coverage_at_2"] == 1.0

@@ -35,7 +35,9 @@ def evaluate_model(
     Returns:
         ``metrics`` (a JSON-able report: ``<split>_<metric>_at_<k>`` for recall, ndcg,
         precision and hr, the users evaluated and skipped, the test rows dropped because
-        their ids were never seen in train), the same numbers as MLflow metrics, and the
+        their ids were never seen in train, and next to them the popularity bias and
+        coverage of the test users' top-k lists: ``test_arp_at_<k>``, ``test_aplt_at_<k>``,
+        ``test_exposure_gini_at_<k>``, ``test_item_coverage_at_<k>``), the same numbers as MLflow metrics, and the
         predictions from which anyone can recompute them (the scored rows, or each
         user's ranked top items).
     """
@@ -54,6 +56,7 @@ def evaluate_model(
         metrics.update(values)
         predictions.append(split_predictions)
     metrics["test_rows_dropped_unseen"] = evaluators.test_rows_dropped_unseen
+    metrics.update(evaluators.popularity_report(trained_model, predictions[-1]))
     k = setup.k
     logger.info(
         "%s: test Recall@%d = %s, NDCG@%d = %s (%s protocol; %d users, %d skipped without a positive)",
