@@ -24,6 +24,7 @@ from kedro.pipeline import Pipeline
 
 from debias_pipeline.pipelines.data_processing import pipeline as data_processing
 from debias_pipeline.pipelines.evaluation import pipeline as evaluation
+from debias_pipeline.pipelines.propensity import pipeline as propensity
 from debias_pipeline.pipelines.recommend import pipeline as recommend
 from debias_pipeline.pipelines.reproduce_thesis import pipeline as reproduce_thesis
 from debias_pipeline.pipelines.study_hypotheses import pipeline as study_hypotheses
@@ -74,7 +75,8 @@ def model_pipeline(namespace: str) -> Pipeline:
     return Pipeline(
         template,
         namespace=namespace,
-        inputs={name: name for name in training.SHARED_INPUTS}
+        # every model trains on the train data with the run's propensity estimate attached
+        inputs={name: name for name in training.SHARED_INPUTS} | {"train_data": "weighted_train_data"}
         | {training.pretrained_input(name): f"{name}.model_weights" for name in pretrained},
         parameters=training.SHARED_PARAMETERS,
     )
@@ -82,9 +84,12 @@ def model_pipeline(namespace: str) -> Pipeline:
 
 def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines."""
-    shared = data_processing.create_pipeline() + training.create_device_pipeline()
+    shared = data_processing.create_pipeline() + training.create_device_pipeline() + propensity.create_pipeline()
     models = {namespace: model_pipeline(namespace) for namespace in MODEL_NAMESPACES}
-    pipelines: dict[str, Pipeline] = {"data_processing": data_processing.create_pipeline()}
+    pipelines: dict[str, Pipeline] = {
+        "data_processing": data_processing.create_pipeline(),
+        "estimate_propensities": shared,
+    }
     for namespace, pipeline in models.items():
         upstream = sum((models[name] for name in PRETRAINED_FROM.get(namespace, ())), Pipeline([]))
         pipelines[f"train_{namespace}"] = shared + upstream + pipeline

@@ -45,6 +45,8 @@ DATA_NODES = {
     "build_train_data",
     "build_evaluators",
 }
+# Resolved once per run before any model: the device and the propensity estimate attached to the train data.
+SETUP_NODES = {"resolve_compute_device", "estimate_propensities", "log_propensity_report", "attach_propensities"}
 MODEL_NODES = ("train_model", "package_recommender", "evaluate_model", "plot_learning_curve")
 
 SYNTHETIC = {
@@ -116,13 +118,14 @@ def catalog_for(
         "preprocessing": {},
         "split": {"validation_fraction": 0.25},
         "cold_start": {},
+        "propensity": {},
         "evaluation": {"k": 5} if evaluation is None else evaluation,
         **{f"{namespace}.model": block for namespace, block in SMALL_MODELS.items()},
     }
     datasets = {f"params:{name}": MemoryDataset(value) for name, value in parameters.items()}
     datasets["raw_data"] = MemoryDataset(raw, copy_mode="assign")
     # As in conf/base/catalog.yml: in-memory torch objects pass by reference.
-    for name in ("compute_device", "train_data", "evaluators"):
+    for name in ("compute_device", "train_data", "weighted_train_data", "evaluators"):
         datasets[name] = MemoryDataset(copy_mode="assign")
     for namespace in SMALL_MODELS:
         datasets[f"{namespace}.trained_model"] = MemoryDataset(copy_mode="assign")
@@ -274,6 +277,7 @@ def test_registered_pipelines() -> None:
     assert set(pipelines) == {
         "__default__",
         "data_processing",
+        "estimate_propensities",
         "train_baselines",
         "recommend",
         "reproduce_thesis",
@@ -284,20 +288,21 @@ def test_registered_pipelines() -> None:
     assert {n.name for n in pipelines["recommend"].nodes} == {"recommend_for_users"}
 
     assert {n.name for n in pipelines["data_processing"].nodes} == DATA_NODES
+    assert {n.name for n in pipelines["estimate_propensities"].nodes} == DATA_NODES | SETUP_NODES
     for model in expected_models:
         names = {n.name for n in pipelines[f"train_{model}"].nodes}
         trained = (model, *UPSTREAM.get(model, ()))
-        assert names == DATA_NODES | {"resolve_compute_device"} | {f"{m}.{node}" for m in trained for node in MODEL_NODES}
+        assert names == DATA_NODES | SETUP_NODES | {f"{m}.{node}" for m in trained for node in MODEL_NODES}
     default = {n.name for n in pipelines["__default__"].nodes}
     general = expected_models - set(SIDE_DATA_NAMESPACES) - set(CHOSEN_NAMESPACES)
     model_nodes = {f"{m}.{n}" for m in general for n in MODEL_NODES}
-    assert default == DATA_NODES | {"resolve_compute_device"} | model_nodes
+    assert default == DATA_NODES | SETUP_NODES | model_nodes
     baselines = {n.name for n in pipelines["train_baselines"].nodes}
     baseline_nodes = {f"{m}.{n}" for m in general - {"dual"} for n in MODEL_NODES}
-    assert baselines == DATA_NODES | {"resolve_compute_device"} | baseline_nodes
+    assert baselines == DATA_NODES | SETUP_NODES | baseline_nodes
     thesis = {n.name for n in pipelines["reproduce_thesis"].nodes}
     stages = {"plan_thesis_grid", "fit_thesis_grid", "select_thesis_grid", "summarize_thesis"}
-    assert DATA_NODES | {"resolve_compute_device"} | stages <= thesis
+    assert DATA_NODES | SETUP_NODES | stages <= thesis
 
 
 @pytest.mark.parametrize("model", MODEL_NAMESPACES)
@@ -314,10 +319,12 @@ def test_model_pipelines_share_the_data_and_own_their_block(model: str) -> None:
         "params:device",
         "params:evaluation",
         "params:cold_start",
+        "params:propensity",
+        "params:dual.model",  # the propensity estimator dual_exposure fits it
         *(f"params:{m}.model" for m in (model, *UPSTREAM.get(model, ()))),
     }
     train = next(n for n in pipeline.nodes if n.name == f"{model}.train_model")
-    assert set(train.inputs) >= {"train_data", "evaluators", "compute_device"}
+    assert set(train.inputs) >= {"weighted_train_data", "evaluators", "compute_device"}
     evaluate = next(n for n in pipeline.nodes if n.name == f"{model}.evaluate_model")
     assert set(evaluate.inputs) == {f"{model}.trained_model", "evaluators"}
     outputs = ("trained_model", "model_weights", "learning_curves", "training_history")
