@@ -20,6 +20,7 @@ from debias_pipeline.evaluation.metrics import (
     top_k_unseen,
     train_positives,
 )
+from debias_pipeline.evaluation.off_policy_report import OffPolicyLog
 from debias_pipeline.evaluation.popularity import popularity_metrics
 from debias_pipeline.evaluation.protocols import METRICS, ROW_SIGNALS, SPLITS, EvaluationSetup
 
@@ -75,6 +76,7 @@ class SplitEvaluator:
     rows_dropped_unseen: int = 0
     user_features: np.ndarray | None = None  # ``cold``: the fallback to same-feature users
     train: sp.csr_matrix | None = None  # ``cold``: the train positives (popularity, train users)
+    off_policy: OffPolicyLog | None = None  # ``ips``, test: the held-out log its estimators read
     _last: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -110,6 +112,7 @@ class SplitEvaluator:
             score_users, self.mask, self.users, self.items, self.labels, depth, device
         )
         self._last["sources"] = None if cold is None else cold.sources[user_ids]
+        self._last["ranked"] = (user_ids, ranked)
         predictions = pd.DataFrame(
             {
                 "user": np.repeat(user_ids, ranked.shape[1]),
@@ -149,6 +152,11 @@ class SplitEvaluator:
                 values[f"{self.split}_ndcg_at_{k}_{source}"] = float(per_user[chosen].mean()) if chosen.any() else None
         if self.rows_dropped_unseen:
             values[f"{self.split}_rows_dropped_unseen"] = self.rows_dropped_unseen
+        if self.off_policy is not None and row_signals:  # not at every validation of early stopping
+            ranked_users, ranked = self._last["ranked"]
+            values.update(
+                self.off_policy.report(ranked, ranked_users, self.mask, self.setup.cutoffs, self.setup.off_policy, seed=0)
+            )
         return values, predictions
 
     def score(self, model: Any) -> float:
@@ -242,6 +250,8 @@ class Evaluators:
             if split == "validation":
                 validation_targets = _pair_matrix(users[positive], items[positive], shape)
             cold = {"user_features": user_features, "train": train_positives(train_matrix)} if kind == "cold" else {}
+            if setup.protocol.name == "ips" and split == "test":
+                cold["off_policy"] = OffPolicyLog.build(interaction_split, shape, setup.off_policy)
             evaluators[split] = SplitEvaluator(setup, split, users, items, labels, mask, history, dropped, **cold)
         if not (evaluators["validation"].labels > 0).any():
             raise ValueError(

@@ -7,6 +7,7 @@ masked and which metrics are reported (``evaluation.protocol``).
 | ``full_ranking`` | a given train / test split, or a seeded per-user split of the positives (``test_fraction`` 0.2); validation carved out of train per user (``validation_fraction`` 0.1); on a dataset with an unbiased set, that set as in ``thesis`` | every item, the user's train items masked (and, for test, the validation items) | 20 |
 | ``leave_one_out`` | each user's latest positive (timestamps) is the test item, the one before it the validation item | that item among ``num_negatives`` (100) items the user never interacted with, sampled once per seed | 10 |
 | ``strong_generalization`` | users split into train, validation and test users; a held-out user's positives split per user, ``target_fraction`` (0.2) targets, the rest fold-in input | every item, scored from the fold-in input alone (the input masked) | 20, 50, 100 |
+| ``ips`` | the biased log alone (a dataset's unbiased set is left out): ``test_fraction`` (0.2) of each user's rated rows held out as the test log, clicked or not; validation carved out of the train positives per user (``validation_fraction`` 0.1); on a dataset with a given train / test split, that split | every item, the user's train (and, for test, validation) positives masked; test metrics estimated off-policy as if every item had been exposed (``evaluation.off_policy``: naive, IPS, SNIPS, DR, each with a bootstrap interval and its effective sample size) | 5, 20 |
 | ``cold_start`` | ``cold_start.validation_users`` and ``cold_start.users`` (0.1 each) withheld from training entirely; each brings their first ``cold_start.known_interactions`` (3) positives (by time), the rest are targets | every item, the known ones masked; scored by the model's way with a new user (``cold_start.py``) | 20 |
 
 Every protocol reports Recall@K (hits / min(K, P)), NDCG@K, Precision@K (hits / K)
@@ -68,8 +69,40 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
             "strong_generalization", "fold_in", (20, 50, 100), 100, "held-out users folded in from 80 % of their clicks (Mult-VAE)"
         ),
         ProtocolSpec("cold_start", "cold", (20,), 20, "withheld users ranked from their first few interactions (the survey)"),
+        ProtocolSpec("ips", "full", (5, 20), 20, "all items ranked on a held-out biased log, metrics estimated off-policy"),
     )
 }
+
+class OffPolicyConfig(Params):
+    """The ``evaluation.off_policy`` block: how protocol ``ips`` estimates the test metrics
+    as if every item had been exposed (``evaluation.off_policy_report``).
+
+    Attributes:
+        estimators: of ``naive``, ``ips``, ``snips`` and ``dr`` (``offpolicy``); ``snips``
+            and ``dr`` need rated pairs that were not clicked (dropped on a log of clicks).
+        metrics: of ``recall``, ``ndcg`` and ``dcg``.
+        n_boot: bootstrap resamples over users for the interval (0: none).
+        alpha: the interval covers 1 − alpha.
+        clip: the floor of every propensity.
+        eta: the popularity exponent of the propensity; ``None`` fits it against the
+            rated train pairs where there are unclicked ones, else Rel-MF's 0.5.
+    """
+
+    estimators: tuple[Literal["naive", "ips", "snips", "dr"], ...] = ("naive", "ips", "snips", "dr")
+    metrics: tuple[Literal["recall", "ndcg", "dcg"], ...] = ("recall", "ndcg", "dcg")
+    n_boot: int = 1000
+    alpha: float = 0.05
+    clip: float = 1e-3
+    eta: float | None = None
+
+    def check(self) -> None:
+        require(len(self.estimators) > 0, "estimators must name at least one estimator")
+        require(len(self.metrics) > 0, "metrics must name at least one metric")
+        require(self.n_boot >= 0, f"n_boot must be >= 0, got {self.n_boot}")
+        require(0 < self.alpha < 1, f"alpha must be in (0, 1), got {self.alpha}")
+        require(0 < self.clip <= 1, f"clip must be in (0, 1], got {self.clip}")
+        require(self.eta is None or 0 <= self.eta <= 4, f"eta must be in [0, 4] or null, got {self.eta}")
+
 
 class EvaluationConfig(Params):
     """The ``evaluation`` parameter block.
@@ -86,6 +119,7 @@ class EvaluationConfig(Params):
             validation evaluations (1: the raw signal) and restores the weights of the
             evaluation that ends the best window; ``None`` is the protocol's
             (``thesis`` 5, the others 1). docs/protocols.md, "Selection", has the measurements.
+        off_policy: protocol ``ips``: the off-policy estimates (``OffPolicyConfig``).
     """
 
     protocol: str | None = None
@@ -93,6 +127,7 @@ class EvaluationConfig(Params):
     selection_metric: str | None = None
     selection: str | None = None
     selection_window: int | None = None
+    off_policy: OffPolicyConfig = OffPolicyConfig()
 
     def check(self) -> None:
         require(
@@ -120,6 +155,7 @@ class EvaluationSetup:
     selection_metric: str
     selection: str = "ranking"
     selection_window: int = 1
+    off_policy: OffPolicyConfig = OffPolicyConfig()
 
     @property
     def selection_key(self) -> str:
@@ -187,6 +223,7 @@ def evaluation_setup(evaluation: dict[str, Any] | None, dataset: str) -> Evaluat
         selection_metric=selection,
         selection=signal,
         selection_window=config.selection_window or protocol.selection_window,
+        off_policy=config.off_policy,
     )
 
 def _datasets() -> dict[str, DatasetSpec]:

@@ -266,6 +266,26 @@ def _cold_start_split(interactions: pd.DataFrame, config: ColdStartConfig, seed:
     role[held[order >= config.known_interactions]] = "target"
     return _labelled(table, split, role)
 
+def _ips_split(interactions: pd.DataFrame, config: SplitConfig, spec: DatasetSpec, seed: int) -> pd.DataFrame:
+    """The biased log only: each user's rated rows (clicked or not) held out at random as the
+    test log (``test_fraction``), or a given test part; validation carved out of the train
+    positives as in ``full_ranking``. An unbiased set is left out: its figure is the
+    ``thesis`` protocol's, against which the off-policy estimates can be judged."""
+    log = interactions[interactions["source"] != "unbiased"].reset_index(drop=True)
+    fraction = 0.1 if config.validation_fraction is None else config.validation_fraction
+    rng = _rng(seed, 5)
+    split = np.full(len(log), "train", dtype=object)
+    users = log["user"].to_numpy()
+    if spec.parts == "train_test":
+        split[log["source"].to_numpy() == "test"] = "test"
+    else:
+        split[_per_user_holdout(users, config.test_fraction, rng)] = "test"
+    carve = np.flatnonzero((log["label"].to_numpy() == 1) & (split == "train"))
+    split[carve[_per_user_holdout(users[carve], fraction, rng)]] = "validation"
+    role = np.where(split == "train", "input", "target").astype(object)
+    return _labelled(log, split, role)
+
+
 def split_for_protocol(
     interactions: pd.DataFrame,
     setup: EvaluationSetup,
@@ -293,6 +313,8 @@ def split_for_protocol(
         return _full_ranking_split(interactions, config, spec, seed)
     if name == "leave_one_out":
         return _leave_one_out_split(interactions, config, seed)
+    if name == "ips":
+        return _ips_split(interactions, config, spec, seed)
     if name == "cold_start":
         return _cold_start_split(interactions, build_config(ColdStartConfig, cold_start, "cold_start"), seed)
     return _strong_generalization_split(interactions, config, seed)
