@@ -60,7 +60,9 @@ def test_the_report_is_offpolicy_estimate_on_the_runs_log() -> None:
     # the IPS figure is offpolicy.estimate on the log the evaluator holds
     users, ranked = evaluator._last["ranked"]
     log = evaluator.off_policy
-    expected = offpolicy.estimate(ranked, log.clicks, log.propensity, 5, "ndcg", "ips", users=users, mask=evaluator.mask, n_boot=0)
+    expected = offpolicy.estimate(
+        ranked, log.clicks, log.propensity, 5, "ndcg", "ips", users=users, mask=evaluator.mask, n_boot=0, project=False
+    )
     assert values["test_ips_ndcg_at_5"] == pytest.approx(expected.value)
 
 
@@ -89,3 +91,15 @@ def test_a_log_of_clicks_alone_has_no_exposed_pairs_and_runs_naive_and_ips_only(
     values = log.report(np.array([[2, 1], [1, 2]]), np.array([0, 1]), sp.csr_matrix((2, 3)), (1,), config, seed=0)
     assert {key.split("_")[1] for key in values if key.startswith("test_") and "_at_" in key} == {"naive", "ips"}
     assert values["test_naive_recall_at_1"] == 1.0  # both users' first item is their held-out click
+
+
+def test_projection_onto_the_metrics_range_is_a_choice() -> None:
+    # One user, clicks on items 0 and 1 at p = 0.5, ranked 0 then 1, Recall@1:
+    # N̂ = 1 / 0.5 = 2 (the hit at rank 1), n̂ = 2 / 0.5 = 4, Recall = N̂ / min(1, n̂) = 2;
+    # projected onto [0, 1]: 1.
+    clicks = sp.csr_matrix(np.array([[1.0, 1.0]]))
+    ranked = np.array([[0, 1]])
+    kept = offpolicy.estimate(ranked, clicks, np.array([0.5, 0.5]), 1, "recall", "ips", n_boot=0, project=False)
+    projected = offpolicy.estimate(ranked, clicks, np.array([0.5, 0.5]), 1, "recall", "ips", n_boot=0)
+    assert kept.value == pytest.approx(2.0) and projected.value == 1.0
+    assert build_config(OffPolicyConfig, {}, "evaluation.off_policy").project is False

@@ -123,6 +123,7 @@ class OffPolicyLog:
                         n_boot=config.n_boot,
                         alpha=config.alpha,
                         seed=seed,
+                        project=config.project,
                     )
                     values.update(found.as_dict(f"test_{estimator}_{metric}_at_{k}"))
         return values

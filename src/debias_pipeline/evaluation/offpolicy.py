@@ -178,8 +178,10 @@ def _user_values(
     metric: Metric,
     k: int,
     n_relevant: np.ndarray | None,
+    project: bool = True,
 ) -> np.ndarray:
-    """Per-user metric from the estimated sums (N̂, n̂) times ``scale``; NaN where undefined."""
+    """Per-user metric from the estimated sums (N̂, n̂) times ``scale``; NaN where undefined;
+    with ``project``, Recall and NDCG estimated with n̂ are projected onto [0, 1]."""
     numerator = scale * gain
     if metric == "dcg":
         return numerator
@@ -187,7 +189,7 @@ def _user_values(
     denominator = np.minimum(normalizer, k) if metric == "recall" else ideal_dcg(normalizer, k)
     ok = defined & (denominator > 0)
     values = np.divide(numerator, denominator, out=np.full(numerator.shape, np.nan), where=ok)
-    return values if n_relevant is not None else np.clip(values, 0.0, 1.0)
+    return values if n_relevant is not None or not project else np.clip(values, 0.0, 1.0)
 
 
 def _check_choice(value: str, name: str, valid: tuple[str, ...]) -> None:
@@ -337,6 +339,7 @@ def estimate(
     n_boot: int = 1000,
     alpha: float = 0.05,
     seed: int = 0,
+    project: bool = True,
 ) -> Estimate:
     """Off-policy estimate of Recall@K, NDCG@K or DCG@K on a biased log (module docstring).
 
@@ -362,6 +365,11 @@ def estimate(
         n_boot: bootstrap resamples (0: no interval, NaN bounds).
         alpha: the interval covers 1 − alpha.
         seed: seed of the bootstrap.
+        project: project each user's Recall / NDCG estimated with n̂ onto [0, 1]. Per user
+            that never moves an estimate away from the truth, but the mean over users of
+            projected values is biased low when most users' logs hold a click or two (each
+            user's estimate then mostly 0 or above 1); ``False`` keeps every user's ratio,
+            whose mean is unbiased where n_u >= K and p is right.
     """
     _check_choice(metric, "metric", get_args(Metric))
     _check_choice(estimator, "estimator", get_args(Estimator))
@@ -395,7 +403,7 @@ def estimate(
             # without any exposure every sum λ multiplies is 0: any finite λ will do
             lam = np.divide(candidates, weight_sum, out=np.ones(weight_sum.shape), where=weight_sum > 0)
         relevant = None if known is None else known[index]
-        return _user_values(sums.gain[index], sums.count[index], lam, defined[index], metric, k, relevant)
+        return _user_values(sums.gain[index], sums.count[index], lam, defined[index], metric, k, relevant, project)
 
     def mean_value(index: np.ndarray) -> np.ndarray:
         values = user_values(index)

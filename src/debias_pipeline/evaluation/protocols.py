@@ -86,6 +86,9 @@ class OffPolicyConfig(Params):
         clip: the floor of every propensity.
         eta: the popularity exponent of the propensity; ``None`` fits it against the
             rated train pairs where there are unclicked ones, else Rel-MF's 0.5.
+        project: project each user's Recall / NDCG estimate onto [0, 1] before the mean
+            (``offpolicy.estimate``); off by default: on the simulator the projected mean
+            lands far below the truth (docs/debiasing.md).
     """
 
     estimators: tuple[Literal["naive", "ips", "snips", "dr"], ...] = ("naive", "ips", "snips", "dr")
@@ -94,6 +97,7 @@ class OffPolicyConfig(Params):
     alpha: float = 0.05
     clip: float = 1e-3
     eta: float | None = None
+    project: bool = False
 
     def check(self) -> None:
         require(len(self.estimators) > 0, "estimators must name at least one estimator")
