@@ -44,6 +44,15 @@ def test_exposure_weights_by_hand() -> None:
     np.testing.assert_allclose(exposure_weights(CLICKS, IMPUTED, THETA).numpy(), expected, rtol=1e-6)
 
 
+def test_a_certain_exposure_and_a_saturated_imputation_stay_finite() -> None:
+    # θ = 1 and r̃ = 1 (σ of a large logit in float32): (1 − r̃)/(1 − θ r̃) would be 0/0;
+    # with θ = 1 the non-click was exposed for sure, weight 1.
+    weights = exposure_weights(torch.zeros(1, 2), torch.ones(1, 2), torch.tensor([1.0, 0.5]))
+    np.testing.assert_array_equal(weights.numpy(), [[1.0, 0.0]])
+    logits = torch.tensor([[3.0, -3.0]])
+    assert np.isfinite(float(doubly_robust_bce(logits, torch.zeros(1, 2), torch.ones(1, 2), torch.tensor([1.0, 0.5]))))
+
+
 def test_doubly_robust_loss_by_hand() -> None:
     # Each term is ê + w (e − ê) = softplus(r̂) − q r̂, q = r̃ + w (y − r̃) the DR label:
     #   (0,0) y 1, w 2,    q = 0.5 + 2 · 0.5 = 1.5:     softplus(1) − 1.5        = −0.186738

@@ -272,8 +272,8 @@ def l2_penalty(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
 def exposure_weights(clicks: torch.Tensor, imputed: torch.Tensor, propensity: torch.Tensor) -> torch.Tensor:
     """ô/θ of DR-JL on implicit feedback, (n_users, n_items): 1/θ for a click (exposed for
     sure) and, for a non-click, E[o | y = 0]/θ = (1 − r̃)/(1 − θ r̃), the posterior
-    exposure under y = o · r with P(o = 1) = θ and P(r = 1) = r̃, over θ. In [0, 1] for a
-    non-click.
+    exposure under y = o · r with P(o = 1) = θ and P(r = 1) = r̃, over θ (1 where θ = 1).
+    In [0, 1] for a non-click.
 
     Args:
         clicks: (n_users, n_items) Y in {0, 1}.
@@ -281,6 +281,8 @@ def exposure_weights(clicks: torch.Tensor, imputed: torch.Tensor, propensity: to
         propensity: θ in (0, 1], broadcastable to the clicks ((n_items,) or (n_users, n_items)).
     """
     hidden = (1.0 - imputed) / (1.0 - propensity * imputed)
+    # θ = 1: certain exposure, weight 1 (also where r̃ rounds to 1, which would make it 0/0).
+    hidden = torch.where(propensity >= 1.0, 1.0, hidden)
     return torch.where(clicks > 0, 1.0 / propensity, hidden)
 
 
