@@ -7,7 +7,7 @@ in the block ``<namespace>.model`` of ``conf/base/parameters_training.yml``:
 - ``train_<namespace>``: data processing, then that model (``train_neumf``: GMF and MLP
   first, whose fitted weights a pretrained NeuMF starts from);
 - ``train_baselines``: data processing, then every baseline (every model but dual,
-  those that need social ties and ``best``);
+  those that need social ties or an unbiased sample, and ``best``);
 - ``train_best``: the configuration chosen on validation as the best on Coat (the block
   ``best.model`` of ``conf/base/parameters_best.yml``);
 - ``recommend``: the top-N of a trained model for named users (no training);
@@ -15,7 +15,7 @@ in the block ``<namespace>.model`` of ``conf/base/parameters_training.yml``:
 - ``study_hypotheses``: the study's hypotheses on simulated worlds, against the truth;
 - ``tune``: an Optuna study of one model block on the validation metric (``tuning``);
 - ``__default__``: data processing, then every model but those that need social ties
-  and ``best``.
+  or an unbiased sample, and ``best``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ MODEL_NAMESPACES = (
     "wmf",
     "expomf",
     "relmf",
+    "mf_ips",
+    "dr_jl",
+    "cause",
     "recrec_f",
     "recrec_i",
     "gmf",
@@ -60,9 +63,10 @@ MODEL_NAMESPACES = (
 # it repeats one of the models above, so only in its own train_best.
 CHOSEN_NAMESPACES = ("best",)
 METHOD_NAMESPACES = ("dual",)  # the study's method; every other model is a baseline
-# Models that need side data most datasets lack (social ties): only in their own
+# Models that need data most datasets lack (social ties; CausE's unbiased labelled
+# sample, which only the thesis protocol's datasets have): only in their own
 # train_<namespace>, not in train_baselines or __default__.
-SIDE_DATA_NAMESPACES = ("socialgcn",)
+SIDE_DATA_NAMESPACES = ("socialgcn", "cause")
 # Models whose training starts from other models' fitted weights (NeuMF's pretraining,
 # ``neumf.model.pretrain``): their pipelines train those models first, in the same run.
 PRETRAINED_FROM = {"neumf": ("gmf", "mlp")}

@@ -26,7 +26,7 @@ import torch
 
 from debias_pipeline.config.params import Params
 from debias_pipeline.data.processing import build_normalized_adjacency
-from debias_pipeline.models.contract import Recommender, TrainData, ValidationSet
+from debias_pipeline.models.contract import LabelledPairs, Recommender, TrainData, ValidationSet
 from debias_pipeline.models.registry import MODELS, build_model
 
 CPU = torch.device("cpu")
@@ -60,7 +60,26 @@ class Checkerboard:
         # Social ties within each group (u ~ u + 2), for the models that read them.
         users = np.arange(N_USERS)
         ties = sp.csr_matrix((np.ones(N_USERS, dtype=np.float32), (users, (users + 2) % N_USERS)), shape=(N_USERS,) * 2)
-        return TrainData(self.train, build_normalized_adjacency(self.train), social=((ties + ties.T) > 0).astype(np.float32))
+        return TrainData(
+            self.train,
+            build_normalized_adjacency(self.train),
+            social=((ties + ties.T) > 0).astype(np.float32),
+            treatment=self.treatment,
+        )
+
+    @property
+    def treatment(self) -> LabelledPairs:
+        """An unbiased labelled sample, for the models that fit on one (CausE): per user,
+        two train likes (label 1) and two other-group items (label 0); no held-out like."""
+        rng = np.random.default_rng(54321)
+        users, items, labels = [], [], []
+        for user in range(N_USERS):
+            liked = rng.choice(np.flatnonzero(self.train[user].toarray().ravel() > 0), 2, replace=False)
+            other = rng.choice(np.flatnonzero(self.item_group != self.user_group[user]), 2, replace=False)
+            users += [user] * 4
+            items += [*liked, *other]
+            labels += [1.0, 1.0, 0.0, 0.0]
+        return LabelledPairs(np.array(users), np.array(items), np.array(labels, dtype=np.float32))
 
     @property
     def validation(self) -> ValidationSet:

@@ -71,6 +71,9 @@ SMALL_MODELS: dict[str, dict[str, Any]] = {
     "wmf": {"name": "wmf", "embedding_dim": 8, "epochs": 10, "patience": 5},
     "expomf": {"name": "expomf", "embedding_dim": 8, "epochs": 10, "patience": 5},
     "relmf": {"name": "relmf", "embedding_dim": 8, "epochs": 30, "lr": 0.05, "patience": 10},
+    "mf_ips": {"name": "mf_ips", "embedding_dim": 8, "self_normalize": True, "epochs": 30, "lr": 0.05, "patience": 10},
+    "dr_jl": {"name": "dr_jl", "prediction": {"embedding_dim": 8}, "imputation": {"embedding_dim": 8}, "epochs": 30, "lr": 0.05, "patience": 10},
+    "cause": {"name": "cause", "embedding_dim": 8, "epochs": 30, "lr": 0.05, "patience": 10},
     "mostpop": {"name": "mostpop"},
     "itemknn": {"name": "itemknn", "neighbors": 10},
     "ease": {"name": "ease", "l2_grid": [1.0, 10.0, 100.0]},
@@ -380,6 +383,13 @@ def test_socialgcn_refuses_a_dataset_without_ties() -> None:
     # With ties: tests/test_real_data.py (LastFM's trust network) and the training node's tests.
     with pytest.raises(ValueError, match="socialgcn needs social ties"):
         run(register_pipelines()["train_socialgcn"], catalog_for(synthetic_raw(), dataset="synthetic"))
+
+
+def test_cause_is_stopped_and_reported_on_the_validation_users_it_did_not_train_on() -> None:
+    catalog = run(register_pipelines()["train_cause"], catalog_for(synthetic_raw(), dataset="synthetic", keep=("evaluators", "cause.metrics")))
+    metrics, users = catalog.load("cause.metrics"), np.unique(catalog.load("evaluators").validation.users).size
+    assert metrics["validation_users_evaluated"] + metrics["validation_users_skipped"] == users - users // 2
+    assert 0.0 <= metrics["validation_ndcg_at_5"] <= 1.0 and 0.0 <= metrics["test_ndcg_at_5"] <= 1.0
 
 
 @pytest.mark.parametrize("model", GENERAL_NAMESPACES)

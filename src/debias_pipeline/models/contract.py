@@ -21,6 +21,25 @@ from debias_pipeline.evaluation.metrics import ranking_metrics
 
 
 @dataclass(frozen=True)
+class LabelledPairs:
+    """Labelled (user, item) pairs of an unbiased sample (items shown at random and
+    rated): CausE's treatment set (``TrainData.treatment``).
+
+    Attributes:
+        users: (n,) user ids.
+        items: (n,) item ids.
+        labels: (n,) 1.0 for a positive rating, 0.0 for a negative one.
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.users.size)
+
+
+@dataclass(frozen=True)
 class TrainData:
     """What a model trains on.
 
@@ -36,6 +55,10 @@ class TrainData:
             ``evaluation.propensity``): (n_items,) one per item, or a CSR matrix of Y's
             shape holding it for each train positive; ``None`` when no estimate was made
             (each method then says what it falls back to).
+        treatment: labelled pairs of the unbiased sample that a model declaring
+            ``needs_treatment`` fits on (CausE's treatment set): one half of the
+            validation users' rows (``training.inputs.treatment_inputs``, which
+            keeps the other half for early stopping); ``None`` for every other model.
     """
 
     interactions: sp.csr_matrix
@@ -44,6 +67,7 @@ class TrainData:
     item_features: np.ndarray | None = None
     social: sp.csr_matrix | None = None
     propensity: np.ndarray | sp.csr_matrix | None = None
+    treatment: LabelledPairs | None = None
 
     @property
     def n_users(self) -> int:
@@ -117,7 +141,9 @@ class Recommender(ABC):
     (``closed_form``: MostPop, ItemKNN, EASE) has no epochs and no randomness: its
     ``history`` holds one record per fitted hyperparameter candidate and its seed
     changes nothing. A model that gives every user the same scores (MostPop) clears
-    ``personalized``.
+    ``personalized``. A model that also fits on a labelled unbiased sample (CausE)
+    sets ``needs_treatment``: the run then hands it ``TrainData.treatment``, cut from
+    the validation split, and early-stops it on the rest of that split only.
     """
 
     name: ClassVar[str]
@@ -125,6 +151,7 @@ class Recommender(ABC):
     supports_fold_in: ClassVar[bool] = False
     closed_form: ClassVar[bool] = False
     personalized: ClassVar[bool] = True
+    needs_treatment: ClassVar[bool] = False
     # Whether ``preference_embeddings()`` of the fitted ``module`` give the scores (the
     # evaluators then score users on the model's device without ``score``).
     scores_by_embeddings: ClassVar[bool] = False

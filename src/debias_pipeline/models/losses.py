@@ -267,3 +267,70 @@ def dual_triple_loss(
 def l2_penalty(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
     """Σ ||E||² over the given embedding tables."""
     return torch.stack([t.pow(2).sum() for t in tensors]).sum()
+
+
+def exposure_weights(clicks: torch.Tensor, imputed: torch.Tensor, propensity: torch.Tensor) -> torch.Tensor:
+    """ô/θ of DR-JL on implicit feedback, (n_users, n_items): 1/θ for a click (exposed for
+    sure) and, for a non-click, E[o | y = 0]/θ = (1 − r̃)/(1 − θ r̃), the posterior
+    exposure under y = o · r with P(o = 1) = θ and P(r = 1) = r̃, over θ (1 where θ = 1).
+    In [0, 1] for a non-click.
+
+    Args:
+        clicks: (n_users, n_items) Y in {0, 1}.
+        imputed: (n_users, n_items) imputed relevance r̃ in [0, 1].
+        propensity: θ in (0, 1], broadcastable to the clicks ((n_items,) or (n_users, n_items)).
+    """
+    hidden = (1.0 - imputed) / (1.0 - propensity * imputed)
+    # θ = 1: certain exposure, weight 1 (also where r̃ rounds to 1, which would make it 0/0).
+    hidden = torch.where(propensity >= 1.0, 1.0, hidden)
+    return torch.where(clicks > 0, 1.0 / propensity, hidden)
+
+
+def _errors(logits: torch.Tensor, clicks: torch.Tensor, imputed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The error e = y δ1 + (1 − y) δ0 of r̂ against the click and the imputed error
+    ê = r̃ δ1 + (1 − r̃) δ0 against the imputed relevance (δ1 = softplus(−r̂), δ0 = softplus(r̂))."""
+    delta1, delta0 = F.softplus(-logits), F.softplus(logits)
+    return torch.lerp(delta0, delta1, clicks), torch.lerp(delta0, delta1, imputed)
+
+
+def doubly_robust_bce(
+    logits: torch.Tensor, clicks: torch.Tensor, imputed: torch.Tensor, propensity: torch.Tensor
+) -> torch.Tensor:
+    """DR-JL's doubly robust loss (Wang, Zhang, Sun & Qi, ICML 2019, eq. 6) over all
+    pairs: ``(1/N) Σ [ê + (ô/θ)(e − ê)]``.
+
+    e and ê are ``_errors``' (the BCE of r̂ against the click and against the imputed
+    relevance r̃) and ô/θ is ``exposure_weights``'. Since ``e − ê = (r̃ − y) r̂``, the term
+    of a pair is the BCE of r̂ against the DR label ``r̃ + (ô/θ)(y − r̃)``: r̃ + (1 − r̃)/θ
+    for a click (above 1 when θ < 1, so the loss is unbounded below, as IPS's), and
+    r̃ (1 − (1 − r̃)/(1 − θ r̃)) in [0, r̃] for a non-click, whose term is a convex mix of
+    ê and δ0 and never negative. r̃ = 0 gives Saito et al.'s IPS loss (``relmf.ipw_bce``),
+    r̃ = r the BCE against relevance, θ = 1 the plain BCE against the clicks.
+
+    Args:
+        logits: (n_users, n_items) predictions r̂.
+        clicks: (n_users, n_items) Y in {0, 1}.
+        imputed: (n_users, n_items) r̃ in [0, 1], held fixed by the caller.
+        propensity: θ, broadcastable to the clicks.
+    """
+    error, imputed_error = _errors(logits, clicks, imputed)
+    weights = exposure_weights(clicks, imputed, propensity)
+    return (imputed_error + weights * (error - imputed_error)).mean()
+
+
+def imputation_loss(
+    logits: torch.Tensor, clicks: torch.Tensor, imputed: torch.Tensor, propensity: torch.Tensor
+) -> torch.Tensor:
+    """DR-JL's loss of the imputation model: ``(1/N) Σ (ô/θ)(e − ê)²`` over all pairs,
+    i.e. ``(1/N) Σ (ô/θ) (y − r̃)² r̂²``; the weights ô/θ (``exposure_weights``) are held
+    fixed. Never negative.
+
+    Args:
+        logits: (n_users, n_items) predictions r̂, held fixed by the caller.
+        clicks: (n_users, n_items) Y in {0, 1}.
+        imputed: (n_users, n_items) r̃ in [0, 1], the imputation model's output.
+        propensity: θ, broadcastable to the clicks.
+    """
+    error, imputed_error = _errors(logits, clicks, imputed)
+    weights = exposure_weights(clicks, imputed.detach(), propensity)
+    return (weights * (error - imputed_error).pow(2)).mean()

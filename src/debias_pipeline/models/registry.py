@@ -15,7 +15,9 @@ from pydantic import ConfigDict, PrivateAttr
 
 from debias_pipeline.config.params import BLOCK, Params, build_config
 from debias_pipeline.evaluation.protocols import PROTOCOLS
+from debias_pipeline.models.cause import CausE
 from debias_pipeline.models.contract import Recommender
+from debias_pipeline.models.dr_jl import DRJL
 from debias_pipeline.models.dual import DualModel
 from debias_pipeline.models.ease import EASE
 from debias_pipeline.models.expomf import ExpoMF
@@ -26,6 +28,7 @@ from debias_pipeline.models.graphsage import GraphSAGE
 from debias_pipeline.models.itemknn import ItemKNN
 from debias_pipeline.models.lightgcn import LightGCN
 from debias_pipeline.models.mf import MF
+from debias_pipeline.models.mf_ips import MFIPS
 from debias_pipeline.models.mlp import MLP
 from debias_pipeline.models.mostpop import MostPop
 from debias_pipeline.models.multdae import MultDAE
@@ -49,6 +52,9 @@ MODELS: dict[str, type[Recommender]] = {
     "wmf": WMF,
     "expomf": ExpoMF,
     "relmf": RelMF,
+    "mf_ips": MFIPS,
+    "dr_jl": DRJL,
+    "cause": CausE,
     "recrec": ReCRec,
     "gmf": GMF,
     "mlp": MLP,

@@ -50,7 +50,7 @@ def ipw_bce(logits: torch.Tensor, clicks: torch.Tensor, propensity: torch.Tensor
     Args:
         logits: (n_users, n_items) r̂.
         clicks: (n_users, n_items) Y in {0, 1}.
-        propensity: (n_items,) θ_i.
+        propensity: (n_items,) θ_i, or (n_users, n_items) θ_ui (read at the clicks only).
     """
     relevance = clicks / propensity  # (n_users, n_items)
     return (relevance * F.softplus(-logits) + (1.0 - relevance) * F.softplus(logits)).mean()
@@ -78,9 +78,13 @@ class RelMF(MF):
     name = "relmf"
     Config = RelMFConfig
 
+    def click_propensity(self, targets: torch.Tensor) -> torch.Tensor:
+        """θ of every click, broadcastable to ``targets``: Rel-MF's item propensity
+        (n_items,), clipped. ``mf_ips`` overrides it with any estimate."""
+        return item_propensity(targets, self.config.propensity_clip)
+
     def loss(self, targets: torch.Tensor) -> torch.Tensor:
         users, items = self.module()
         logits = users @ items.T  # (n_users, n_items)
-        propensity = item_propensity(targets, self.config.propensity_clip)  # (n_items,)
         penalty = l2_penalty(self.module.base_embeddings())
-        return ipw_bce(logits, targets, propensity) + self.config.weight_decay * penalty
+        return ipw_bce(logits, targets, self.click_propensity(targets)) + self.config.weight_decay * penalty

@@ -6,6 +6,7 @@ scripts, serving and tests).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from debias_pipeline.data.simulation import GroundTruth
 from debias_pipeline.evaluation.evaluators import Evaluators
 from debias_pipeline.evaluation.protocols import EvaluationConfig, evaluation_setup
 from debias_pipeline.evaluation.splits import ColdStartConfig, SplitConfig, split_for_protocol
-from debias_pipeline.models.contract import TrainData
+from debias_pipeline.models.contract import LabelledPairs, Recommender, TrainData
 
 
 def split_interactions(
@@ -71,6 +72,63 @@ def build_train_data(
         item_features=encode_item_features(item_metadata),
         social=social,
     )
+
+# The stream of the seeded draw of the treatment users, apart from the seed's other uses.
+TREATMENT_STREAM = 0xCA05E
+
+
+def treatment_split(model: Recommender, evaluators: Evaluators) -> tuple[LabelledPairs | None, Evaluators]:
+    """The treatment set of a model that fits on an unbiased labelled sample
+    (``needs_treatment``: CausE) and the evaluators it is early-stopped and judged by.
+
+    The validation split is the run's only unbiased sample that is not test, and it must
+    also serve early stopping and selection; so its users are shuffled with the model's
+    seed and split in two halves: the rows of the first half (floor of half the users)
+    are the treatment set, the validation evaluator keeps the rows of the other half.
+    Whole users, not rows, so that each kept user is still ranked over all of that
+    user's validation rows. Test is untouched. Any other model: ``None`` and
+    ``evaluators`` as they are.
+
+    Raises:
+        ValueError: When the protocol is not ``thesis`` (only its validation rows are a
+            random, labelled sample), or when the kept half has no positive row.
+    """
+    if not type(model).needs_treatment:
+        return None, evaluators
+    protocol = evaluators.setup.protocol.name
+    if protocol != "thesis":
+        raise ValueError(
+            f"{model.name} fits on an unbiased labelled sample cut from the validation split, which only the "
+            f"'thesis' protocol has (items shown at random and rated); got evaluation.protocol {protocol!r}"
+        )
+    validation = evaluators.validation
+    users = np.unique(validation.users)
+    rng = np.random.default_rng([TREATMENT_STREAM, model.seed])
+    treated = np.isin(validation.users, rng.permutation(users)[: users.size // 2])  # (n_rows,)
+    sample = LabelledPairs(
+        users=validation.users[treated],
+        items=validation.items[treated],
+        labels=(validation.labels[treated] > 0).astype(np.float32),
+    )
+    kept = ~treated
+    if not np.any(validation.labels[kept] > 0):
+        raise ValueError(
+            f"{model.name}: the validation users left for early stopping have no positive row "
+            f"({int(kept.sum())} rows) once half of them became the treatment set; raise split.validation_fraction"
+        )
+    stopping = dataclasses.replace(
+        validation, users=validation.users[kept], items=validation.items[kept], labels=validation.labels[kept], _last={}
+    )
+    return sample, dataclasses.replace(evaluators, validation=stopping)
+
+
+def treatment_inputs(model: Recommender, data: TrainData, evaluators: Evaluators) -> tuple[TrainData, Evaluators]:
+    """What ``model`` fits on and the evaluators it is judged by: ``data`` with the
+    treatment set of ``treatment_split`` (for a model that ``needs_treatment``), and
+    those evaluators; ``data`` and ``evaluators`` as they are for any other model."""
+    sample, evaluators = treatment_split(model, evaluators)
+    return (data if sample is None else dataclasses.replace(data, treatment=sample)), evaluators
+
 
 def build_evaluators(
     interaction_split: pd.DataFrame,

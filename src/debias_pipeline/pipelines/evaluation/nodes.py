@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 from debias_pipeline.evaluation.evaluators import Evaluators  # noqa: E402
 from debias_pipeline.evaluation.protocols import SPLITS
 from debias_pipeline.models.contract import Recommender  # noqa: E402
+from debias_pipeline.training.inputs import treatment_split  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ def evaluate_model(
 
     Args:
         trained_model: the fitted model.
-        evaluators: the run's validation and test evaluators.
+        evaluators: the run's validation and test evaluators (the validation split
+            cut to the users a model that ``needs_treatment`` did not train on).
 
     Returns:
         ``metrics`` (a JSON-able report: ``<split>_<metric>_at_<k>`` for recall, ndcg,
@@ -41,6 +43,8 @@ def evaluate_model(
         predictions from which anyone can recompute them (the scored rows, or each
         user's ranked top items).
     """
+    # CausE trained on half the validation users: its validation metrics are the other half's.
+    _, evaluators = treatment_split(trained_model, evaluators)
     setup = evaluators.setup
     metrics: dict[str, Any] = {
         "model": trained_model.name,

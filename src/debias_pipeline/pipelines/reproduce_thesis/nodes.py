@@ -39,6 +39,7 @@ from debias_pipeline.evaluation.splits import split_for_protocol  # noqa: E402
 from debias_pipeline.experiments.parallel import run_tasks  # noqa: E402
 from debias_pipeline.models.contract import TrainData  # noqa: E402
 from debias_pipeline.models.registry import build_model, check_model_fits_protocol  # noqa: E402
+from debias_pipeline.training.inputs import treatment_inputs  # noqa: E402
 from debias_pipeline.training.tracking import flat_params, learning_curves, log_nested_run  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -210,6 +211,7 @@ def fit_candidate(
     data, evaluators = _seed_data(interactions, train_data, parameters, setup, seed)
     started = time.perf_counter()
     model = build_model(json.loads(block), f"reproduce_thesis[{label}]", seed=seed, device=torch.device(device))
+    data, evaluators = treatment_inputs(model, data, evaluators)  # CausE: half the validation users
     spectra = None
     try:
         check_model_fits_protocol(type(model), evaluators.setup.protocol.name)

@@ -16,6 +16,7 @@ from debias_pipeline.models.registry import ModelBlock, build_model, check_model
 from debias_pipeline.serving.recommender import build_recommender
 from debias_pipeline.serving.server import RecommenderModel
 from debias_pipeline.training.device import resolve_device
+from debias_pipeline.training.inputs import treatment_inputs
 from debias_pipeline.training.tracking import MetricHistory, learning_curves
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,9 @@ def train_model(
     Args:
         train_data: Y, Â and the side data.
         evaluators: the protocol's validation and test evaluators; early stopping
-            uses the validation one's selection metric (test is never read).
+            uses the validation one's selection metric (test is never read); for
+            a model that ``needs_treatment`` (CausE), on the validation users it did
+            not train on (``training.inputs.treatment_inputs``).
         model: the model's parameter block (``name`` picks the registry entry).
         seed: initialization seed.
         compute_device: the resolved device.
@@ -58,6 +61,8 @@ def train_model(
     """
     recommender = build_model(model, where, seed=seed, device=compute_device)
     check_model_fits_protocol(type(recommender), evaluators.setup.protocol.name)
+    # CausE: its treatment set is half the validation users, early stopping the other half.
+    train_data, evaluators = treatment_inputs(recommender, train_data, evaluators)
     validation = evaluators.validation
     if pretrained:
         recommender.fit(train_data, validation=validation, pretrained=dict(zip(pretrained, pretrained_weights, strict=True)))

@@ -19,6 +19,8 @@ from debias_pipeline.config.params import lookup, set_dotted  # noqa: E402
 from debias_pipeline.evaluation.evaluators import Evaluators  # noqa: E402
 from debias_pipeline.experiments.tuning import TuneConfig, optimize  # noqa: E402
 from debias_pipeline.models.contract import TrainData  # noqa: E402
+from debias_pipeline.models.registry import build_model  # noqa: E402
+from debias_pipeline.training.inputs import treatment_inputs  # noqa: E402
 from debias_pipeline.training.tracking import log_nested_run  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,9 @@ def run_study(
     """
     name = tune.study_name or f"{dataset}-{tune.model}"
     base = lookup(parameters, f"{tune.model}.model")
+    # Every trial has the run's seed, so one model of the block says what CausE trains on.
+    probe = build_model(base, f"{tune.model}.model", seed=seed, device=compute_device)
+    train_data, evaluators = treatment_inputs(probe, train_data, evaluators)
     study = optimize(tune, name, base, train_data, evaluators.validation, seed, compute_device)
     trials = study.trials_dataframe(attrs=("number", "state", "value", "params", "duration"))
     trials["evaluations"] = [len(t.intermediate_values) for t in study.trials]
