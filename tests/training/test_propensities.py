@@ -62,9 +62,9 @@ CLICKS = [
 def test_popularity_on_clicks_alone_is_relmfs_square_root() -> None:
     # η is not identified from clicks alone: Rel-MF's θ_i = (pop_i / max pop)^0.5.
     propensities, report = run(split_table(CLICKS), (3, 3))
-    theta = {0: 1.0, 1: (1 / 3) ** 0.5}
-    assert list(zip(propensities["user"], propensities["item"], strict=True)) == [(0, 0), (1, 0), (2, 0), (2, 1)]
-    np.testing.assert_allclose(propensities["propensity"], [theta[i] for i in propensities["item"]], rtol=1e-12)
+    # One row per item, for every user; item 2 has no click: the clip.
+    assert propensities["user"].tolist() == [-1, -1, -1] and propensities["item"].tolist() == [0, 1, 2]
+    np.testing.assert_allclose(propensities["propensity"], [1.0, (1 / 3) ** 0.5, 1e-3], rtol=1e-12)
     assert report["eta"] == 0.5 and report["scale"] == 1.0 and report["eta_fitted"] is False
     assert report["mean"] == pytest.approx((3 * 1 + (1 / 3) ** 0.5) / 4)
     # Kish's ESS of the weights 1, 1, 1, √3: (Σw)² / Σw².
@@ -74,8 +74,8 @@ def test_popularity_on_clicks_alone_is_relmfs_square_root() -> None:
 
 def test_a_given_exponent_and_the_clip() -> None:
     propensities, report = run(split_table(CLICKS), (3, 3), eta=2.0, clip=0.2)
-    # (1/3)² = 0.111 is clipped to 0.2.
-    np.testing.assert_allclose(sorted(propensities["propensity"]), [0.2, 1.0, 1.0, 1.0])
+    # (1/3)² = 0.111 and item 2's 0 are clipped to 0.2.
+    np.testing.assert_allclose(propensities["propensity"], [1.0, 0.2, 0.2])
     assert report["min"] == 0.2
 
 
@@ -115,8 +115,11 @@ def test_none_attaches_nothing_and_an_estimate_is_attached_at_the_positives() ->
     assert attach_propensities(train_data(table, (3, 3)), empty).propensity is None
     propensities, _ = run(table, (3, 3))
     weighted = attach_propensities(train_data(table, (3, 3)), propensities)
-    assert weighted.propensity.shape == (3, 3)
-    np.testing.assert_allclose(weighted.propensity.toarray(), [[1, 0, 0], [1, 0, 0], [1, (1 / 3) ** 0.5, 0]])
+    np.testing.assert_allclose(weighted.propensity, [1, (1 / 3) ** 0.5, 1e-3])  # per item
+    per_click, _ = run(table, (3, 3), estimator="logistic")
+    weighted = attach_propensities(train_data(table, (3, 3)), per_click)
+    assert weighted.propensity.shape == (3, 3) and weighted.propensity.nnz == 4  # one θ per train positive
+    np.testing.assert_allclose(weighted.propensity[per_click["user"], per_click["item"]].A1, per_click["propensity"])
     assert weighted.interactions.nnz == 4
 
 

@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 Estimator = Literal["popularity", "naive_bayes", "logistic", "dual_exposure", "none"]
 COLUMNS = ["user", "item", "propensity"]
+ITEM_LEVEL = -1  # the user of a row that holds an item's propensity for every user
 # Pairs on which an estimate is scored against the simulator's true exposure: every pair
 # of a world up to this size, else a seeded sample of this many.
 TRUTH_PAIRS = 1 << 20
@@ -139,8 +140,9 @@ def estimate_propensities(
         compute_device: where ``dual_exposure`` trains.
 
     Returns:
-        ``propensities`` (user, item, propensity) for each train positive (empty for
-        ``none``) and the report: the estimator, η where fitted, the clip, how many
+        ``propensities`` (user, item, propensity): one row per item with user
+        ``ITEM_LEVEL`` for ``popularity``, else one per train positive (empty for
+        ``none``); and the report: the estimator, η where fitted, the clip, how many
         positives, the mean / min / max estimate, the Kish effective sample size of the
         weights 1 / θ, and, on the simulator, the estimate against the true exposure
         (``truth_*``: expected AUC and log-loss with their oracle bounds, Spearman).
@@ -223,14 +225,22 @@ def estimate_propensities(
         "propensity (%s): mean %.4f over %d train positives, effective sample size %.0f",
         config.estimator, report["mean"], users.size, report["ess"],
     )
+    if config.estimator == "popularity":  # one θ per item, for every pair (user -1: any user)
+        theta = on_pairs.item_propensity
+        return pd.DataFrame({"user": np.full(theta.size, ITEM_LEVEL), "item": np.arange(theta.size), "propensity": theta}), report
     return pd.DataFrame({"user": users, "item": items, "propensity": values}), report
 
 
 def attach_propensities(train_data: TrainData, propensities: pd.DataFrame) -> TrainData:
-    """``train_data`` with ``propensity`` set: a CSR matrix of Y's shape holding θ for each
-    train positive (``None`` when no estimate was made)."""
+    """``train_data`` with ``propensity`` set: θ per item (n_items,) where the estimate is
+    one per item (rows of user ``ITEM_LEVEL``: ``popularity``), else a CSR matrix of Y's
+    shape holding θ for each train positive (``None`` when no estimate was made)."""
     if propensities.empty:
         return dataclasses.replace(train_data, propensity=None)
+    if (propensities["user"] == ITEM_LEVEL).all():
+        theta = np.zeros(train_data.n_items)
+        theta[propensities["item"].to_numpy(np.int64)] = propensities["propensity"].to_numpy(np.float64)
+        return dataclasses.replace(train_data, propensity=theta)
     matrix = sp.csr_matrix(
         (
             propensities["propensity"].to_numpy(np.float64),
