@@ -8,8 +8,9 @@ for ``/ping``, sends ``--warmup`` requests, then ``--requests`` single-user requ
 (``{"inputs": [{"user": <u>, "k": 10}]}``, users drawn with a seed from the model's
 users) one after the other from this process, and prints the p50, p90 and p99 latency
 of a request (round trip, milliseconds), the throughput (requests per second over
-the whole loop) and the number of non-200 answers; then stops the server. The loop is
-sequential, so the figures are those of one client against one server worker.
+the whole loop) and the number of non-200 answers; then stops the server (SIGTERM to
+its process group, SIGKILL to what still runs 30 s later). The loop is sequential, so
+the figures are those of one client against one server worker.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from debias_pipeline.serving.server import served  # noqa: E402
+from debias_pipeline.serving.server import served
 
 
 def post(port: int, body: bytes) -> int:
@@ -60,14 +61,14 @@ def main() -> None:
     chosen = rng.choice(users, size=args.warmup + args.requests)
     bodies = [json.dumps({"inputs": [{"user": str(user), "k": args.k}]}).encode() for user in chosen]
 
-    with served(args.model_uri, args.tracking_uri) as port:
+    with served(args.model_uri, args.tracking_uri) as server:
         for body in bodies[: args.warmup]:
-            post(port, body)
+            post(server.port, body)
         latencies, failures = [], 0
         started = time.perf_counter()
         for body in bodies[args.warmup :]:
             sent = time.perf_counter()
-            failures += post(port, body) != 200
+            failures += post(server.port, body) != 200
             latencies.append((time.perf_counter() - sent) * 1000)
         elapsed = time.perf_counter() - started
     cuts = statistics.quantiles(latencies, n=100, method="inclusive")

@@ -175,3 +175,18 @@ def test_mismatched_lengths_raise():
     users, items, labels, scores = _columns(ROWS)
     with pytest.raises(ValueError, match="one length"):
         per_user_metrics(users, items[:-1], labels, scores, k=5)
+
+
+def test_more_positives_than_k_divides_the_hits_by_k():
+    # One user, ten rows ranked by score (item i at rank i + 1); P = 7 positives at
+    # ranks 1, 3, 4, 6, 7, 8, 9. K = 5: the top 5 holds 3 of them.
+    #   Recall@5 = hits / min(K, P) = 3 / min(5, 7) = 3 / 5 = 0.6 (not 3 / 7 = 0.4286)
+    #   DCG = D1 + D3 + D4 = 1.9306765580733931; IDCG (min(K, P) = 5 positives on top)
+    #   = D1 + ... + D5 = 2.9484591188793923 -> NDCG = 0.6548086577531307
+    labels = [1, 0, 1, 1, 0, 1, 1, 1, 1, 0]
+    rows = [(0, item, label, 1.0 - item / 10) for item, label in enumerate(labels)]
+    assert sum(labels) == 7
+    user_ids, recall, ndcg = per_user_metrics(*_columns(rows), k=5)
+    assert recall.tolist() == [0.6]
+    assert ndcg.tolist() == [pytest.approx(0.6548086577531307, rel=1e-12)]
+    assert ranking_metrics(*_columns(rows), k=5).recall == 0.6

@@ -150,6 +150,40 @@ def test_random_split_of_a_log_holds_out_each_users_share() -> None:
     assert len(split) == len(table)
 
 
+
+@pytest.mark.parametrize(
+    ("validation_fraction", "users_3_and_4"), [(0.1, [(18, 0, 2), (23, 0, 2)]), (0.9, [(18, 1, 1), (23, 1, 1)])]
+)
+def test_a_large_test_fraction_leaves_every_user_a_train_row(
+    validation_fraction: float, users_3_and_4: list[tuple[int, int, int]]
+) -> None:
+    # test_fraction 0.9: a user holds out round(0.9 n) of their n positives, at most n - 1;
+    # validation then takes round(f m), at most m - 1, of the m positives left.
+    #   user 0: 1 positive   -> test min(round(0.9), 0) = 0; the one row stays train
+    #   user 1: 2 positives  -> test min(round(1.8), 1) = 1; 1 left: validation 0, train 1
+    #   user 2: 10 positives -> test min(round(9), 9) = 9; 1 left: train, with the negative
+    #   user 3: 20 positives -> test min(round(18), 19) = 18; 2 left: validation
+    #           min(round(0.2), 1) = 0 at f = 0.1, min(round(1.8), 1) = 1 at f = 0.9
+    #   user 4: 25 positives -> test min(round(22.5), 24) = 23 (half rounds up); 2 left as user 3
+    users = np.repeat(np.arange(5), [1, 2, 11, 20, 25])
+    items = np.concatenate([[5], [0, 1], np.arange(11), np.arange(20), np.arange(25)])
+    labels = np.ones(users.size, dtype=np.int8)
+    labels[3] = 0  # user 2's first row: a disliked item, never held out
+    table = interactions_table(users, items, labels)
+    split = split_for_protocol(
+        table,
+        evaluation_setup({}, "movielens_100k"),
+        {"test_fraction": 0.9, "validation_fraction": validation_fraction},
+        dataset_spec("movielens_100k"),
+        seed=0,
+    )
+    counts = split.groupby(["user", "split"]).size().unstack(fill_value=0).reindex(columns=["test", "validation", "train"], fill_value=0)
+    assert [tuple(row) for row in counts.to_numpy().tolist()] == [(0, 0, 1), (1, 0, 1), (9, 0, 2), *users_3_and_4]
+    assert split.loc[split["user"] == 0, ["item", "split"]].values.tolist() == [[5, "train"]]
+    assert sorted(split.loc[split["user"] == 1, "split"]) == ["test", "train"]
+    assert split.loc[(split["user"] == 2) & (split["label"] == 0), "split"].tolist() == ["train"]
+
+
 def test_full_ranking_test_masks_train_and_validation_items() -> None:
     # One user, 6 items. Train: item 0; validation: item 1; test: item 2.
     split = pd.DataFrame(

@@ -101,7 +101,7 @@ def test_genre_filters() -> None:
     assert items_of(recommender.recommend("u2", 5, include_genres=["Comedy"])) == ["a", "c"]
     assert items_of(recommender.recommend("u2", 5, exclude_genres=["Comedy"])) == ["b", "d", "e"]
     assert items_of(recommender.recommend("u2", 5, include_genres=["Drama"], exclude_genres=["Comedy"])) == ["b"]
-    with pytest.raises(RecommendationError, match=r"unknown genre\(s\) \['Western'\]; toy has: Comedy, Drama, Horror"):
+    with pytest.raises(RecommendationError, match=r"unknown genre\(s\) \['Western'\]; toy has: 'Comedy', 'Drama', 'Horror'"):
         recommender.recommend("u2", 5, include_genres=["Western"])
 
 
@@ -210,3 +210,157 @@ def test_missing_recommender_names_the_pipeline_to_run(tmp_path: Path) -> None:
 
     with pytest.raises(FileNotFoundError, match=r"kedro run --pipelines=train_lightgcn --params=dataset=lastfm"):
         TrainedRecommenders(tmp_path).path("lightgcn", "lastfm")
+
+
+# ---------------------------------------------------------------------- arguments checked
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        # A string is iterable: unchecked, score("u0", "ab") would score items "a" and "b".
+        (lambda r: r.score("u0", "ab"), TypeError, r"items must be a list of item ids, not the string 'ab'; for one item: \['ab'\]"),
+        (lambda r: r.score("u0", None), TypeError, r"items must be a list of item ids, got None"),
+        (lambda r: r.score("u0", 7), TypeError, r"items must be a list of item ids, got 7"),
+        (lambda r: r.recommend_many("u0", 2), TypeError, r"users must be a list of user ids, not the string 'u0'"),
+        (lambda r: r.recommend_history("ab", 2), TypeError, r"history must be a list of item ids, not the string 'ab'"),
+        (lambda r: r.recommend_history(None, 2), TypeError, r"history must be a list of item ids, got None"),
+        # Any non-empty string is truthy: unchecked, "no" would mean yes.
+        (lambda r: r.recommend("u0", 2, exclude_train="no"), TypeError, r"exclude_train must be True or False, got 'no'"),
+        (lambda r: r.recommend_many(["u0"], 2, exclude_train=0), TypeError, r"exclude_train must be True or False, got 0"),
+        (lambda r: r.recommend("u0", 2, include_genres=None), TypeError, r"include_genres must be a genre or a list of genres, got None"),
+        (lambda r: r.recommend_history(["a"], 2, exclude_genres=3), TypeError, r"exclude_genres must be a genre or a list of genres, got 3"),
+        (lambda r: r.recommend_many([], 0), RecommendationError, r"k must be a positive integer, got 0"),
+        (lambda r: r.recommend_history(["a"], "3"), RecommendationError, r"k must be a positive integer, got '3'"),
+    ],
+)
+def test_arguments_of_the_wrong_type_are_named(call: Any, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        call(catalogue())
+
+
+def test_no_users_give_an_empty_table_with_the_usual_columns() -> None:
+    table = catalogue().recommend_many([], 3)
+    assert len(table) == 0
+    assert table.columns.tolist() == ["user", "rank", "item", "title", "genres", "score", "source"]
+    assert catalogue().score("u0", []).tolist() == []
+
+
+def test_numpy_and_tuple_id_lists_and_numpy_flags_are_accepted() -> None:
+    recommender = catalogue()
+    assert recommender.score("u1", ("e", "a")).tolist() == pytest.approx([0.6, 0.2])
+    assert recommender.score("u1", np.array(["e", "a"])).tolist() == pytest.approx([0.6, 0.2])
+    assert items_of(recommender.recommend("u0", 2, exclude_train=np.bool_(False))) == ["a", "e"]
+    assert items_of(recommender.recommend_many(pd.Series(["u0", "u2"]), 1)) == ["e", "a"]
+    assert items_of(recommender.recommend("u2", 5, include_genres="Horror")) == ["d"]  # one genre as a string
+
+
+def test_control_characters_in_ids_are_escaped_in_messages() -> None:
+    recommender = TrainedRecommender("toy", FixedScores({}), ["u\x1b[2J0", "u1", "u2"], list("abcde"), ITEMS.assign(genres=["Co\rmedy", "", "", "", ""]), TRAIN)
+    for call in (
+        lambda: recommender.recommend("who\x1b[31m", 3),
+        lambda: recommender.score("u1", ["z\n"]),
+        lambda: recommender.recommend("u1", 3, include_genres=["We\x07stern"]),
+    ):
+        with pytest.raises(RecommendationError) as error:
+            call()
+        text = str(error.value)
+        assert not any(ord(c) < 32 for c in text), text
+    assert "'u\\x1b[2J0'" in str(pytest.raises(RecommendationError, recommender.recommend, "x", 3).value)
+
+
+# ---------------------------------------------------------------------- saved recommenders
+
+
+def save_version(root: Path, version: str, payload: bytes) -> Path:
+    path = root / "mf" / "toy" / "recommender.pkl" / version / "recommender.pkl"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(payload)
+    return path
+
+
+OLDER, NEWER = "2026-01-01T00.00.00.000Z", "2026-02-01T00.00.00.000Z"
+
+
+@pytest.fixture(scope="module")
+def mf_package() -> bytes:
+    model, train = fitted("mf")
+    return pickle.dumps(build_recommender("toy", model, id_maps(12, 9), pd.DataFrame({"index": np.arange(9)}), train).package())
+
+
+def test_a_truncated_newest_version_is_named_not_skipped(tmp_path: Path, mf_package: bytes) -> None:
+    from debias_pipeline.serving.recommender import TrainedRecommenders, UnreadableRecommenderError
+
+    save_version(tmp_path, OLDER, mf_package)
+    broken = save_version(tmp_path, NEWER, mf_package[: len(mf_package) // 2])
+    with pytest.raises(UnreadableRecommenderError) as error:
+        load_recommender(tmp_path / "mf" / "toy" / "recommender.pkl")
+    text = str(error.value)
+    assert str(broken) in text and f"version {NEWER!r}" in text and "truncated or damaged" in text
+    assert "the newest of 2 versions" in text and OLDER in text
+    with pytest.raises(UnreadableRecommenderError) as error:
+        TrainedRecommenders(tmp_path).load("mf", "toy")
+    text = str(error.value)
+    assert f"version {NEWER!r}" in text and "kedro run --pipelines=train_mf --params=dataset=toy" in text
+    assert f"recommend.version={OLDER}" in text
+    # Pinned, the older version loads; the broken one pinned is named as well.
+    assert TrainedRecommenders(tmp_path).load("mf", "toy", OLDER).recommend("103", 2)["item"].size == 2
+    with pytest.raises(UnreadableRecommenderError, match=f"version {NEWER!r}"):
+        TrainedRecommenders(tmp_path).load("mf", "toy", NEWER)
+
+
+def test_a_file_cut_anywhere_gives_the_same_clear_error(tmp_path: Path, mf_package: bytes) -> None:
+    from debias_pipeline.serving.recommender import UnreadableRecommenderError
+
+    path = save_version(tmp_path, OLDER, b"")
+    for cut in [0, 1, 2, 10, *range(50, len(mf_package), max(1, len(mf_package) // 40)), len(mf_package) - 1]:
+        path.write_bytes(mf_package[:cut])
+        with pytest.raises(UnreadableRecommenderError, match=rf"{OLDER}.*truncated or damaged"):
+            load_recommender(path)
+    path.write_bytes(pickle.dumps(["not", "a", "recommender"]))
+    with pytest.raises(UnreadableRecommenderError, match=r"holds a list, not a trained recommender"):
+        load_recommender(path)
+
+
+def old_layout_pickle(obj: Any, moved: dict[type, str], monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """``pickle.dumps(obj)`` as written before the package restructure: each class of
+    ``moved`` under its old module (a stand-in module registered for the dump only)."""
+    import sys
+    import types
+
+    with monkeypatch.context() as patch:
+        for cls, old in moved.items():
+            module = sys.modules.get(old) or types.ModuleType(old)
+            patch.setitem(sys.modules, old, module)
+            patch.setattr(module, cls.__qualname__, cls, raising=False)
+            patch.setattr(cls, "__module__", old)
+        return pickle.dumps(obj)
+
+
+def test_a_recommender_saved_under_the_old_module_paths_still_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from debias_pipeline.models.configs import TowerConfig
+
+    model, train = fitted("dual")  # its config holds TowerConfig, once in models/base.py
+    recommender = build_recommender("toy", model, id_maps(12, 9), pd.DataFrame({"index": np.arange(9)}), train)
+    payload = old_layout_pickle(recommender.package(), {TowerConfig: "debias_pipeline.models.base"}, monkeypatch)
+    assert b"debias_pipeline.models.base" in payload
+    path = save_version(tmp_path, OLDER, payload)
+    pd.testing.assert_frame_equal(load_recommender(path).recommend("104", 4), recommender.recommend("104", 4))
+    # A whole TrainedRecommender pickled from the old debias_pipeline.recommend module.
+    path.write_bytes(old_layout_pickle(catalogue(), {TrainedRecommender: "debias_pipeline.recommend"}, monkeypatch))
+    assert items_of(load_recommender(path).recommend("u0", 3)) == ["e", "c", "d"]
+
+
+class Retired:
+    """A class of a module the package no longer has."""
+
+
+def test_a_name_no_layout_knows_asks_for_a_retrain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from debias_pipeline.serving.recommender import TrainedRecommenders, UnreadableRecommenderError
+
+    save_version(tmp_path, OLDER, old_layout_pickle({"state": Retired()}, {Retired: "debias_pipeline.models.retired"}, monkeypatch))
+    with pytest.raises(UnreadableRecommenderError) as error:
+        TrainedRecommenders(tmp_path).load("mf", "toy")
+    text = str(error.value)
+    assert "saved by an older layout of the package" in text and "debias_pipeline.models.retired.Retired" in text
+    assert "retrain with `kedro run --pipelines=train_mf --params=dataset=toy`" in text

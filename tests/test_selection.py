@@ -45,6 +45,19 @@ def test_early_stopping_by_hand() -> None:
         EarlyStopping(patience=0)
 
 
+
+def test_a_tie_with_the_best_is_not_an_improvement() -> None:
+    # The rule wants a strictly better mean: 0.3 again after 0.3 is a miss, so the first
+    # 0.3 stays the pick and two ties in a row exhaust patience 2.
+    rule = EarlyStopping(patience=2)
+    assert [rule.update(v) for v in (0.1, 0.3, 0.3)] == [True, True, False]
+    assert rule.since_best == 1 and not rule.stop
+    assert rule.update(0.3) is False and rule.stop and rule.best == 0.3
+    assert stopping_pick(np.array([0.1, 0.3, 0.3, 0.3, 0.9]), patience=2) == 1
+    # Window 2: trailing means 0.2, 0.2 (a tie), 0.25, 0.25 (a tie), 0.2: the first 0.25.
+    assert stopping_pick(np.array([0.2, 0.2, 0.3, 0.2, 0.2]), patience=2, window=2) == 2
+
+
 class Scripted:
     """A validator whose signal is a fixed sequence, one value per evaluation."""
 
