@@ -323,7 +323,6 @@ def test_model_pipelines_share_the_data_and_own_their_block(model: str) -> None:
         "params:evaluation",
         "params:cold_start",
         "params:propensity",
-        "params:dual.model",  # the propensity estimator dual_exposure fits it
         *(f"params:{m}.model" for m in (model, *UPSTREAM.get(model, ()))),
     }
     train = next(n for n in pipeline.nodes if n.name == f"{model}.train_model")

@@ -11,7 +11,6 @@ import torch
 from debias_pipeline.config.params import build_config
 from debias_pipeline.data.loaders.parsing import RawData
 from debias_pipeline.models.contract import TrainData
-from debias_pipeline.models.registry import model_block
 from debias_pipeline.training.inputs import process_dataset
 from debias_pipeline.training.propensities import (
     PropensityConfig,
@@ -21,7 +20,6 @@ from debias_pipeline.training.propensities import (
 )
 
 CPU = torch.device("cpu")
-DUAL = model_block({"name": "dual", "epochs": 3}, "dual.model")
 
 
 def split_table(rows: list[tuple[int, int, float, int, str, str]]) -> pd.DataFrame:
@@ -47,7 +45,7 @@ def train_data(table: pd.DataFrame, shape: tuple[int, int]) -> TrainData:
 
 def run(table: pd.DataFrame, shape: tuple[int, int], **block: object) -> tuple[pd.DataFrame, dict]:
     config = build_config(PropensityConfig, block, "propensity")
-    return estimate_propensities(table, train_data(table, shape), None, {}, config, DUAL, 0, CPU)
+    return estimate_propensities(table, train_data(table, shape), None, {}, config, 0, CPU)
 
 
 # A log of clicks alone (no rated pair left unclicked): popularity 3, 1, 0 for items 0..2.
@@ -126,13 +124,27 @@ def test_none_attaches_nothing_and_an_estimate_is_attached_at_the_positives() ->
 def test_bad_block_names_the_parameter() -> None:
     with pytest.raises(ValueError, match="clip must be in"):
         build_config(PropensityConfig, {"clip": 0.0}, "propensity")
+    with pytest.raises(ValueError, match="exposure_model must be a dual model block"):
+        build_config(PropensityConfig, {"exposure_model": {"name": "mf"}}, "propensity")
+
+
+def test_the_dual_models_exposure_tower() -> None:
+    data = process_dataset(RawData(name="synthetic", interactions=pd.DataFrame(), files={}), "synthetic")
+    block = {"estimator": "dual_exposure", "exposure_model": {"name": "dual", "epochs": 3, "eval_every": 1}}
+    config = build_config(PropensityConfig, block, "propensity")
+    propensities, report = estimate_propensities(
+        data.interaction_split, data.train_data, data.evaluators, data.ground_truth, config, 0, CPU
+    )
+    assert len(propensities) == data.train_data.interactions.nnz and (propensities["user"] >= 0).all()
+    assert ((propensities["propensity"] >= 1e-3) & (propensities["propensity"] <= 1)).all()
+    assert "truth_expected_auc" in report
 
 
 def test_on_the_simulator_the_estimate_is_scored_against_the_true_exposure() -> None:
     data = process_dataset(RawData(name="synthetic", interactions=pd.DataFrame(), files={}), "synthetic")
     config = build_config(PropensityConfig, {"estimator": "logistic"}, "propensity")
     propensities, report = estimate_propensities(
-        data.interaction_split, data.train_data, data.evaluators, data.ground_truth, config, DUAL, 0, CPU
+        data.interaction_split, data.train_data, data.evaluators, data.ground_truth, config, 0, CPU
     )
     assert len(propensities) == data.train_data.interactions.nnz
     # Better than chance and no better than the truth itself.

@@ -14,8 +14,9 @@ The estimators are those of ``evaluation.propensity``:
   an unbiased set only), on the rating values.
 - ``logistic``: σ(b + a_u + c_i (+ user and item features)) fitted on the rated pairs
   against sampled unrated ones.
-- ``dual_exposure``: σ(ô_ui) of the dual model (block ``dual.model``) fitted on the run's
-  train data, early-stopped on its validation split.
+- ``dual_exposure``: σ(ô_ui) of a dual model (the block ``propensity.exposure_model``,
+  the study's dual model by default) fitted on the run's train data, early-stopped on
+  its validation split.
 - ``none``: no estimate; each inverse-propensity method says what it falls back to.
 
 Every estimate is clipped from below at ``clip`` (a click weighs at most 1 / clip).
@@ -39,7 +40,7 @@ from debias_pipeline.evaluation import propensity as estimators
 from debias_pipeline.evaluation.evaluators import Evaluators
 from debias_pipeline.evaluation.offpolicy import kish_ess
 from debias_pipeline.models.contract import TrainData
-from debias_pipeline.models.registry import ModelBlock, build_model, model_block
+from debias_pipeline.models.registry import build_model, model_block
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,9 @@ class PropensityConfig(Params):
         smoothing: ``naive_bayes``: add-``smoothing`` counts of each rating value.
         l2: ``logistic``: the L2 penalty of its weights.
         negative_ratio: ``logistic``: sampled unrated pairs per rated pair.
+        exposure_model: ``dual_exposure``: the model block of the dual model whose
+            exposure tower gives the estimate (a block like ``dual.model``; its own, so
+            that the model trained by a pipeline is not checked against this use).
     """
 
     estimator: Estimator = "popularity"
@@ -71,6 +75,7 @@ class PropensityConfig(Params):
     smoothing: float = 1.0
     l2: float = 1.0
     negative_ratio: float = 4.0
+    exposure_model: dict[str, Any] = {"name": "dual"}
 
     def check(self) -> None:
         require(self.eta is None or 0 <= self.eta <= 4, f"eta must be in [0, 4] or null, got {self.eta}")
@@ -78,6 +83,8 @@ class PropensityConfig(Params):
         require(self.smoothing >= 0, f"smoothing must be >= 0, got {self.smoothing}")
         require(self.l2 >= 0, f"l2 must be >= 0, got {self.l2}")
         require(self.negative_ratio > 0, f"negative_ratio must be > 0, got {self.negative_ratio}")
+        block = model_block(self.exposure_model, "propensity.exposure_model")
+        require(block.name == "dual", f"exposure_model must be a dual model block, got name {block.name!r}")
 
 
 def _pairs_of(table: pd.DataFrame, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -96,13 +103,10 @@ def _train_rows(interaction_split: pd.DataFrame) -> pd.DataFrame:
 
 
 def _dual_exposure(
-    train_data: TrainData, evaluators: Evaluators, dual: ModelBlock | dict[str, Any], seed: int, device: torch.device
+    train_data: TrainData, evaluators: Evaluators, block: dict[str, Any], seed: int, device: torch.device
 ) -> np.ndarray:
-    """σ(ô) of a dual model fitted on ``train_data``, (n_users, n_items)."""
-    model = build_model(model_block(dual, "dual.model"), "dual.model", seed=seed, device=device)
-    if not hasattr(model, "exposure_scores"):
-        raise ValueError(f"parameter 'dual.model.name' must pick the dual model for propensity.estimator "
-                         f"dual_exposure, got {dual.name!r}")
+    """σ(ô) of the dual model of ``block`` fitted on ``train_data``, (n_users, n_items)."""
+    model = build_model(block, "propensity.exposure_model", seed=seed, device=device)
     model.fit(train_data, validation=evaluators.validation)
     return torch.sigmoid(model.exposure_scores()).cpu().numpy().astype(np.float64)
 
@@ -121,8 +125,7 @@ def estimate_propensities(
     train_data: TrainData,
     evaluators: Evaluators,
     ground_truth: GroundTruth | dict[str, Any],
-    propensity: PropensityConfig | dict[str, Any],
-    dual: ModelBlock | dict[str, Any],
+    propensity: PropensityConfig,
     seed: int,
     compute_device: torch.device,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -135,7 +138,6 @@ def estimate_propensities(
         evaluators: the validation split ``dual_exposure`` early-stops on.
         ground_truth: the simulator's truth (true exposure probabilities), or ``{}``.
         propensity: the ``propensity`` block.
-        dual: the ``dual.model`` block (``dual_exposure``).
         seed: the seed of sampling and of the dual model's initialization.
         compute_device: where ``dual_exposure`` trains.
 
@@ -202,7 +204,7 @@ def estimate_propensities(
         )
         on_pairs = fitted
     else:  # dual_exposure
-        exposure = _dual_exposure(train_data, evaluators, dual, seed, compute_device)
+        exposure = _dual_exposure(train_data, evaluators, config.exposure_model, seed, compute_device)
         on_pairs = estimators.exposure_tower(exposure, clip=config.clip)
     if on_pairs is not None:
         values = np.asarray(on_pairs(users, items), dtype=np.float64)

@@ -21,7 +21,6 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "evaluators",
                     "ground_truth",
                     "params:propensity",
-                    "params:dual.model",
                     "params:seed",
                     "compute_device",
                 ],
