@@ -6,8 +6,9 @@ full-ranking protocol on a 30,000 users x 40,000 items x 1,000,000 interactions 
 
 The graph is synthetic (``benchmarks/graphs.py``), written as a Yahoo! R3 pair of files
 (tab-separated ``user item rating``, 1-indexed) into ``data/01_raw/yahoo_r3/`` of a
-temporary copy of the project (its conf and pyproject; the package is the installed
-one, editable from this checkout), which is removed afterwards unless ``--keep``. Every train interaction is a
+temporary copy of the project (its conf, pyproject and ``src/``, so the run uses this
+checkout's code and can package it with the logged model), which is removed afterwards
+unless ``--keep``. Every train interaction is a
 positive rating (4 or 5); the unbiased file gives every user ``--test-items`` random
 items with random ratings. The run is timed with ``/usr/bin/time -v``; the script prints
 the wall time, the epochs, the peak resident memory and the metrics.
@@ -50,12 +51,14 @@ def write_yahoo_files(directory: Path, n_users: int, n_items: int, n_interaction
 
 
 def project_copy(root: Path) -> None:
-    """A runnable Kedro project in ``root``: the conf and pyproject; the package is the
-    installed one (an empty src/ satisfies Kedro's bootstrap)."""
+    """A runnable Kedro project in ``root``: the conf, the pyproject and the package's
+    source. Kedro puts the project's ``src/`` first on the path, and the catalog logs the
+    model with ``code_paths: [src/debias_pipeline]`` relative to the project, so an empty
+    ``src/`` fails the run when it logs the model."""
     shutil.copy(PROJECT / "pyproject.toml", root / "pyproject.toml")
     shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
     (root / "conf" / "local").mkdir()
-    (root / "src").mkdir()
+    shutil.copytree(PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from debias_pipeline import cli
 from debias_pipeline.cli import traceback_on_terminal
 from tests.conftest import KedroProcess
 
@@ -24,6 +25,34 @@ def test_traceback_on_terminal_only_when_asked(monkeypatch: pytest.MonkeyPatch) 
     assert not traceback_on_terminal(verbose=False)
     monkeypatch.setenv("DEBIAS_TRACEBACK", "1")
     assert traceback_on_terminal(verbose=False)
+
+
+def test_ctrl_c_before_the_first_node_marks_the_started_mlflow_run_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import click
+    import mlflow
+
+    def started_then_interrupted(**options: object) -> None:
+        # kedro-mlflow has started the run; Ctrl-C before the project's handlers are set
+        mlflow.start_run(experiment_id=mlflow.MlflowClient().create_experiment("cli"))
+        raise KeyboardInterrupt
+
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setattr(cli, "kedro_run", click.Command("run", callback=started_then_interrupted))
+    try:
+        with pytest.raises(click.exceptions.Exit) as ended:
+            cli._run(verbose=False)
+        run_id = mlflow.last_active_run().info.run_id
+        # Not FINISHED, as mlflow's own exit handler would end it.
+        assert mlflow.active_run() is None and mlflow.MlflowClient().get_run(run_id).info.status == "KILLED"
+    finally:
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        mlflow.set_tracking_uri(before)
+    assert ended.value.exit_code == 130
+    assert capsys.readouterr().err.splitlines()[-1] == "Run interrupted by SIGINT."
 
 
 @pytest.mark.slow

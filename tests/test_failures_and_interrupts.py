@@ -4,6 +4,7 @@ project cannot use. Each leaves no version of its own behind and says how it end
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import mlflow
@@ -66,6 +67,77 @@ def test_interrupted_run_removes_its_versions_and_is_marked_killed(
     assert version_folders(coat_project, version) == []
     assert not (coat_project / "data" / ".runs").exists() or not any((coat_project / "data" / ".runs").iterdir())
     assert versioned_files(coat_project, earlier) == earlier_files
+
+
+def slow_closing(project: Path, before_mlflow_ends_the_run: bool) -> None:
+    """Make every run of ``project`` take 8 s to close after its last node: a hook that
+    prints ``CLOSING`` and sleeps, before or after kedro-mlflow ends the MLflow run (the
+    child process imports the project copy's package, so its settings take the hook)."""
+    settings = project / "src" / "debias_pipeline" / "settings.py"
+    order = "(SlowClosing(), *HOOKS)" if before_mlflow_ends_the_run else "(*HOOKS, SlowClosing())"
+    settings.write_text(
+        settings.read_text()
+        + f"""
+
+import time
+from kedro.framework.hooks import hook_impl
+
+
+class SlowClosing:
+    @hook_impl(tryfirst={before_mlflow_ends_the_run})
+    def after_pipeline_run(self) -> None:
+        print("CLOSING", flush=True)
+        time.sleep(8)
+
+
+HOOKS = {order}
+"""
+    )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_while_a_finished_run_closes_lets_it_finish(
+    project_copy: Path, kedro_processes: list[KedroProcess], signum: int
+) -> None:
+    slow_closing(project_copy, before_mlflow_ends_the_run=True)
+    run = KedroProcess(project_copy, "--pipelines=train_mf", "--params=mf.model.epochs=2")
+    kedro_processes.append(run)
+    run.wait_for("CLOSING", timeout=600)
+    run.process.send_signal(signum)
+    # Every output was saved: the run is closed first, and says so; code and status agree.
+    assert run.finish(timeout=300) == 0, run.output
+    finished = top_level_runs(project_copy)[0]
+    version = finished.data.tags["run_id"]
+    name = signal.Signals(signum).name
+    assert run.lines[-1] == (
+        f"{name} came after the last node: the run was finished first; "
+        f"its outputs (version {version}) are kept and its MLflow run is FINISHED."
+    )
+    assert finished.info.status == "FINISHED"
+    assert (project_copy / "data/08_reporting/mf/metrics.json" / version / "metrics.json").is_file()
+    assert not any((project_copy / "data" / ".runs").glob("*.json"))
+
+
+def test_a_second_interrupt_while_a_finished_run_closes_stops_it_and_keeps_its_outputs(
+    project_copy: Path, kedro_processes: list[KedroProcess]
+) -> None:
+    slow_closing(project_copy, before_mlflow_ends_the_run=True)
+    run = KedroProcess(project_copy, "--pipelines=train_mf", "--params=mf.model.epochs=2")
+    kedro_processes.append(run)
+    run.wait_for("CLOSING", timeout=600)
+    run.process.send_signal(signal.SIGINT)
+    run.wait_for("again to stop at once", timeout=60)
+    time.sleep(1)  # in the closing hook, not in the logging of the first signal
+    run.process.send_signal(signal.SIGINT)
+    assert run.finish(timeout=300) == 130, run.output
+    stopped = top_level_runs(project_copy)[0]
+    version = stopped.data.tags["run_id"]
+    assert run.lines[-1] == (
+        "Run interrupted by SIGINT while it was being closed, after its last node: "
+        f"its outputs (version {version}) are kept and its MLflow run is marked KILLED."
+    )
+    assert stopped.info.status == "KILLED"
+    assert (project_copy / "data/08_reporting/mf/metrics.json" / version / "metrics.json").is_file()
 
 
 def test_killed_run_is_cleared_by_the_next_run(coat_project: Path, kedro_processes: list[KedroProcess]) -> None:

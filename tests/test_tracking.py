@@ -56,3 +56,51 @@ def test_log_nested_run_under_the_active_run(tmp_path: Path, monkeypatch: pytest
         assert sorted((m.step, m.value) for m in history) == [(p["step"], pytest.approx(p["value"])) for p in curve]
     finally:
         mlflow.set_tracking_uri(before)
+
+
+class TrainedOnly:
+    """Two epochs with ``eval_every: 5``: trained, never validated."""
+
+    history = [EpochRecord(1, 0.9, None), EpochRecord(2, 0.7, None)]
+
+
+def test_a_fit_never_validated_has_only_its_loss_curve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from kedro_mlflow.io.metrics import MlflowMetricsHistoryDataset
+
+    curves = learning_curves(TrainedOnly(), "validation_ndcg_at_5")
+    assert curves == {"train_loss": [{"step": 1, "value": 0.9}, {"step": 2, "value": 0.7}]}
+    # kedro-mlflow refuses an empty curve: the run saving it would fail after training.
+    monkeypatch.chdir(tmp_path)
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        with mlflow.start_run(experiment_id=mlflow.MlflowClient().create_experiment("curves")) as run:
+            MlflowMetricsHistoryDataset(prefix="mf").save(curves)
+        history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "mf.train_loss")
+        assert sorted((m.step, m.value) for m in history) == [(1, 0.9), (2, pytest.approx(0.7))]
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
+@pytest.mark.slow
+def test_a_run_with_fewer_epochs_than_eval_every_keeps_its_last_epoch(project_copy: Path):
+    import pandas as pd
+
+    from tests.test_end_to_end import latest_run, run_pipeline, versioned_files
+
+    version = run_pipeline(project_copy, "train_mf", **{"mf.model.epochs": 2, "mf.model.eval_every": 5})
+    files = {p.name: p for p in versioned_files(project_copy, version)}
+    history = pd.read_csv(files["training_history.csv"])
+    assert history["epoch"].tolist() == [1, 2] and history["validation_ndcg_at_5"].isna().all()
+    # No validation evaluation: the weights kept are the last epoch's.
+    assert load_pickle(files["model_weights.pkl"])["best_epoch"] == 2
+    run = latest_run(project_copy)
+    assert run.info.status == "FINISHED"
+    assert "mf.train_loss" in run.data.metrics and not any(k.startswith("mf.epoch_validation") for k in run.data.metrics)
+
+
+def load_pickle(path: Path) -> dict:
+    import pickle
+
+    with path.open("rb") as handle:
+        return pickle.load(handle)

@@ -3,6 +3,10 @@ parallel trials on Dask workers without duplicates, resumption from the storage.
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,6 +210,126 @@ def test_a_worker_killed_in_a_trial_leaves_the_study_consistent_and_a_rerun_comp
     assert finished_trials(done) == 2 and len(states) == 3
     retried = [t for t in done.trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == 0]
     assert retried and retried[0].state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+RUNNING, FAIL, WAITING = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING
+SHORT = {**MF, "epochs": 2}
+
+
+def states(study: optuna.Study) -> list[optuna.trial.TrialState]:
+    return [t.state for t in study.get_trials(deepcopy=False)]
+
+
+@dataclass
+class KillsItsWorkerOnce:
+    """A validation that SIGKILLs the process scoring it the first time anything is
+    scored (a worker dying in a trial: out of memory, a lost machine), then scores 0.5.
+    At module level so that the Dask workers can unpickle it."""
+
+    marker: str
+    metric: str = "ndcg_at_5"
+
+    def score(self, model: Any) -> float:
+        try:
+            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return 0.5
+        os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError("unreachable")
+
+
+@dataclass
+class Hangs:
+    """A validation that says which process scores (a file named by its pid) and then
+    sleeps far longer than any test waits."""
+
+    folder: str
+    metric: str = "ndcg_at_5"
+
+    def score(self, model: Any) -> float:
+        (Path(self.folder) / str(os.getpid())).touch()
+        time.sleep(300)
+        return 0.5
+
+
+@pytest.mark.slow
+def test_a_trial_whose_dask_worker_is_killed_is_failed_and_retried(tmp_path: Path) -> None:
+    train, _ = small_world()
+    tune = config(tmp_path, n_trials=2, workers=2, heartbeat_seconds=1, grace_seconds=2)
+    study = optimize(tune, "killed", SHORT, train, KillsItsWorkerOnce(str(tmp_path / "killed")), 0, CPU)
+    trials = study.get_trials(deepcopy=False)
+    # The dead trial is failed, not left RUNNING; its values are tried again; two finish.
+    assert RUNNING not in states(study) and states(study).count(FAIL) == 1, states(study)
+    assert finished_trials(study) == 2 and len(trials) == 3
+    dead = next(t for t in trials if t.state == FAIL)
+    retry = next(t for t in trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == dead.number)
+    assert retry.state in FINISHED_STATES and retry.params == dead.params
+
+
+FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+@pytest.mark.slow
+def test_a_rerun_fails_a_dead_trial_even_with_no_trial_missing(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    tune = config(tmp_path, n_trials=1, heartbeat_seconds=1, grace_seconds=2)
+    study = load_study(tune, "dying", seed=0)
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"lr": 0.01}, distributions={"lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}, value=0.5
+        )
+    )
+    worker = subprocess.Popen([sys.executable, "-c", _DYING_WORKER.format(storage=tune.model_dump(mode="json"))], stdout=subprocess.PIPE, text=True)
+    assert worker.stdout.readline().strip() == "started"
+    time.sleep(1.5)
+    worker.kill()
+    worker.wait()
+    time.sleep(2.5)  # past the grace period
+    train, evaluators = small_world()
+    done = optimize(tune, "dying", MF, train, evaluators.validation, 0, CPU)  # the study already holds its 1 trial
+    # Failed, and its values wait for the next trial the study runs.
+    assert states(done) == [optuna.trial.TrialState.COMPLETE, FAIL, WAITING]
+
+
+def test_an_interrupt_while_a_trial_is_prepared_leaves_no_running_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    train, evaluators = small_world()
+    tune = config(tmp_path, n_trials=3)
+    prepared = optuna.samplers.TPESampler.before_trial
+    calls = []
+
+    def interrupted_the_second_time(self: Any, study: optuna.Study, trial: Any) -> None:
+        calls.append(trial.number)
+        if len(calls) == 2:  # Ctrl-C once the trial exists, before it runs
+            raise KeyboardInterrupt
+        prepared(self, study, trial)
+
+    monkeypatch.setattr(optuna.samplers.TPESampler, "before_trial", interrupted_the_second_time)
+    with pytest.raises(KeyboardInterrupt):
+        optimize(tune, "interrupted", SHORT, train, evaluators.validation, 0, CPU)
+    study = load_study(tune, "interrupted", seed=0)
+    assert len(states(study)) == 2 and states(study)[1] == FAIL
+
+
+@pytest.mark.slow
+def test_an_interrupt_while_trials_run_on_dask_workers_leaves_no_running_trial(tmp_path: Path) -> None:
+    train, _ = small_world()
+    tune = config(tmp_path, n_trials=2, workers=2)
+    started = tmp_path / "started"
+    started.mkdir()
+
+    def interrupt_once_both_trials_run() -> None:
+        deadline = time.monotonic() + 180
+        while len(list(started.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: KeyboardInterrupt in the main thread
+
+    threading.Thread(target=interrupt_once_both_trials_run, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        optimize(tune, "interrupted", SHORT, train, Hangs(str(started)), 0, CPU)
+    assert len(list(started.iterdir())) == 2
+    assert states(load_study(tune, "interrupted", seed=0)) == [FAIL, FAIL]
 
 
 @pytest.mark.slow

@@ -5,7 +5,10 @@ Kedro takes a project's commands from ``src/<package>/cli.py`` before its own. T
 the error, ``<type>: <message>``; its full traceback goes to the failure log
 (``logs/debias_pipeline.log``, or the file in ``$DEBIAS_LOG_FILE``), and to the terminal
 too with ``--verbose`` or ``DEBIAS_TRACEBACK=1``. An interrupted run exits with 128 plus
-the signal's number (130 for SIGINT, 143 for SIGTERM), a failed one with 1.
+the signal's number (130 for SIGINT, 143 for SIGTERM), a failed one with 1. A signal
+after the last node, while the run is being closed, ends on a line saying whether the
+run was finished first; the exit code then follows its MLflow run's status: FINISHED
+0, KILLED 128 plus the signal's number.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import click
 from kedro.framework.cli.project import run as kedro_run
 from kedro.framework.cli.utils import CONTEXT_SETTINGS
 
-from debias_pipeline.framework.runs import RunInterrupted
+from debias_pipeline.framework.runs import InterruptedWhileClosing, RunInterrupted, kill_active_mlflow_runs
 
 FAILURE_LOG = Path("logs") / "debias_pipeline.log"
 
@@ -57,9 +60,12 @@ def _end(message: str, code: int) -> None:
 def _run(verbose: bool, **options: Any) -> Any:
     try:
         return kedro_run.callback(**options)  # type: ignore[misc]
+    except InterruptedWhileClosing as error:
+        _end(*error.settle())
     except RunInterrupted as error:
         _end(str(error), error.exit_code)
-    except KeyboardInterrupt:  # before the first node or after the last one
+    except KeyboardInterrupt:  # before the project's handlers are set (before the first node)
+        kill_active_mlflow_runs()  # kedro-mlflow may have started it already
         interrupted = RunInterrupted(signal.SIGINT)
         _end(str(interrupted), interrupted.exit_code)
     except Exception as error:  # noqa: BLE001 - every failure ends the same way

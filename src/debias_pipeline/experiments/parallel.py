@@ -31,14 +31,22 @@ def run_tasks(
 
 
 @contextmanager
-def dask_client(workers: int, scheduler: str | None) -> Iterator[Any]:
+def dask_client(workers: int, scheduler: str | None, rerun_lost_tasks: bool = True) -> Iterator[Any]:
     """A Dask client of a local cluster of ``workers`` single-threaded processes, or of
-    the cluster of ``scheduler``; closed (the local cluster too) on exit."""
+    the cluster of ``scheduler``; closed (the local cluster too) on exit.
+
+    Without ``rerun_lost_tasks`` the local cluster fails a task whose worker died
+    (``KilledWorker``) instead of running it again elsewhere, for a caller that retries
+    itself; a remote scheduler keeps its own setting.
+    """
+    import dask
     from dask.distributed import Client, LocalCluster
 
     cluster = None
     if scheduler is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        allowed = {} if rerun_lost_tasks else {"distributed.scheduler.allowed-failures": 0}
+        with dask.config.set(allowed):  # read once, as the scheduler starts
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     client = Client(cluster if cluster is not None else scheduler)
     try:
         yield client

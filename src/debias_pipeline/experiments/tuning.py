@@ -9,6 +9,12 @@ score. Test metrics are never computed. The study lives in the
 storage (``sqlite:///optuna.db`` by default, a PostgreSQL URL to share it between
 machines): rerunning the same command resumes it, finished trials counted once, and a
 trial whose worker died (its heartbeat stopped) is marked failed and retried.
+
+No trial is left RUNNING by a run that ends: every trial a run starts carries the run's
+id (user attribute ``tune_run``, written with the trial), so the run fails its own
+trials that a killed Dask worker left behind (after each round) or that an interrupt
+or an error stopped (as it ends); the heartbeat covers a process that died with its
+driver, and every run first fails the stale trials of earlier ones.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import uuid
 import warnings
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -33,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 # A trial retried after its worker died at most this many times.
 MAX_RETRIES = 2
+# The user attribute naming the run (one ``optimize`` call) that started a trial.
+RUN_ATTR = "tune_run"
+RUNNING, FAIL = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL
 
 
 class Dimension(Params):
@@ -141,13 +152,46 @@ def make_pruner(config: TuneConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def make_storage(config: TuneConfig) -> optuna.storages.RDBStorage:
+class RunStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage, every trial it starts tagged with the run's id ``run``
+    (user attribute ``tune_run``).
+
+    A new trial gets the tag in the transaction that creates it, so that even a trial
+    interrupted before its first heartbeat (while the sampler prepares it), which the
+    heartbeat never marks stale, can be found and failed by its run; a queued trial (a
+    retry) gets it as this run takes it.
+    """
+
+    def __init__(self, *args: Any, run: str | None = None, **kwargs: Any) -> None:
+        self.run = run
+        super().__init__(*args, **kwargs)
+
+    def _create_new_trial(self, study_id: int, template_trial: optuna.trial.FrozenTrial | None = None) -> optuna.trial.FrozenTrial:
+        # Optuna's caching layer creates trials through this method, not create_new_trial.
+        if template_trial is None and self.run is not None:
+            template_trial = optuna.trial.FrozenTrial(
+                number=-1, state=RUNNING, value=None, datetime_start=datetime.now(), datetime_complete=None,
+                params={}, distributions={}, user_attrs={RUN_ATTR: self.run}, system_attrs={},
+                intermediate_values={}, trial_id=-1,
+            )  # fmt: skip
+        return super()._create_new_trial(study_id, template_trial)
+
+    def set_trial_state_values(self, trial_id: int, state: optuna.trial.TrialState, values: Any = None) -> bool:
+        changed = super().set_trial_state_values(trial_id, state=state, values=values)
+        if changed and state == RUNNING and self.run is not None:  # a queued trial taken by this run
+            self.set_trial_user_attr(trial_id, RUN_ATTR, self.run)
+        return changed
+
+
+def make_storage(config: TuneConfig, run: str | None = None) -> RunStorage:
     """The RDB storage with heartbeats: a trial whose worker stops beating for
-    ``grace_seconds`` is marked failed and re-enqueued (at most ``MAX_RETRIES`` times)."""
+    ``grace_seconds`` is marked failed and re-enqueued (at most ``MAX_RETRIES`` times);
+    the trials it starts are tagged with ``run``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
+        return RunStorage(
             config.storage,
+            run=run,
             heartbeat_interval=config.heartbeat_seconds,
             grace_period=config.grace_seconds,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
@@ -155,10 +199,10 @@ def make_storage(config: TuneConfig) -> optuna.storages.RDBStorage:
         )
 
 
-def load_study(config: TuneConfig, name: str, seed: int, stream: int = 0) -> optuna.Study:
+def load_study(config: TuneConfig, name: str, seed: int, stream: int = 0, run: str | None = None) -> optuna.Study:
     """The stored study (created when new), its sampler seeded by ``seed`` and ``stream``:
     each process that samples for the study, and each resumption, gets its own stream,
-    so none repeats another's draws."""
+    so none repeats another's draws. The trials it starts are tagged with ``run``."""
     sampler_seed = int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
     if config.sampler == "tpe":
         sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(seed=sampler_seed)
@@ -166,7 +210,7 @@ def load_study(config: TuneConfig, name: str, seed: int, stream: int = 0) -> opt
         sampler = optuna.samplers.RandomSampler(seed=sampler_seed)
     return optuna.create_study(
         study_name=name,
-        storage=make_storage(config),
+        storage=make_storage(config, run),
         direction="maximize",
         sampler=sampler,
         pruner=make_pruner(config),
@@ -179,6 +223,41 @@ FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 def finished_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def fail_run_trials(study: optuna.Study, run: str, retry: bool) -> list[optuna.trial.FrozenTrial]:
+    """Mark FAIL the trials of ``run`` still RUNNING, once no process of the run runs
+    them any more; with ``retry``, each is handed to the storage's stale-trial callback,
+    as a heartbeat that stopped would be (its values queued to run again, at most
+    ``MAX_RETRIES`` times). Returns the trials failed.
+
+    Through ``study._storage``, as Optuna's own ``fail_stale_trials``: the study's
+    caching layer must see the change.
+    """
+    storage = study._storage
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(RUNNING,)):
+        if trial.user_attrs.get(RUN_ATTR) != run:
+            continue
+        try:
+            if storage.set_trial_state_values(trial._trial_id, state=FAIL):
+                failed.append(storage.get_trial(trial._trial_id))
+        except optuna.exceptions.UpdateFinishedTrialError:  # it ended meanwhile
+            continue
+    callback = storage.get_heartbeat_stale_trial_callback() if retry else None
+    if callback is not None:
+        for trial in failed:
+            callback(study, copy.deepcopy(trial))
+    return failed
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Optuna's ``fail_stale_trials``: the RUNNING trials whose heartbeat is older than
+    the grace period are failed and retried. Optuna checks only as it starts a trial,
+    so a rerun that needs no trial calls it itself."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 class Objective:
@@ -252,12 +331,14 @@ def run_trials(
     device: str,
     n_trials: int,
     stream: int = 0,
+    run: str | None = None,
 ) -> int:
     """Run ``n_trials`` trials of the stored study in this process (a Dask task, or the
-    driver itself), sampling from ``stream``; returns how many ran."""
+    driver itself), sampling from ``stream``, each tagged with ``run``; returns how
+    many ran."""
     if device == "cpu" and config.workers > 1:  # one process per core
         torch.set_num_threads(1)
-    study = load_study(config.model_copy(update={"storage": storage}), study_name, seed, stream)
+    study = load_study(config.model_copy(update={"storage": storage}), study_name, seed, stream, run)
     objective = Objective(base, config.space, data, validation, seed, torch.device(device), f"{config.model}.model")
     study.optimize(objective, n_trials=n_trials, catch=())
     return n_trials
@@ -275,27 +356,63 @@ def optimize(
     """Bring the study to ``n_trials`` finished trials: in this process with one worker,
     else as Dask tasks of one trial each on ``workers`` local processes (or the cluster
     of ``scheduler``), in rounds until enough trials have finished (a trial that failed
-    or was retried does not count)."""
-    study = load_study(config, study_name, seed)
+    or was retried does not count).
+
+    First the stale trials of earlier runs are failed (and retried), even when no trial
+    is missing. If the run is interrupted (``KeyboardInterrupt``, or the project's
+    ``RunInterrupted``) or fails, its trials still RUNNING are failed (not retried)
+    before the exception goes on: those of this process and of its local workers, which
+    are stopped by then. A remote cluster's workers finish the trials they run (Dask
+    cannot stop a running task), and those trials record their own end.
+    """
+    run = uuid.uuid4().hex
+    study = load_study(config, study_name, seed, run=run)
+    fail_stale_trials(study)
     args = (config.storage, study_name, config, dict(base), data, validation, seed, device.type)
-    if config.workers == 1 and config.scheduler is None:
-        while (missing := config.n_trials - finished_trials(study)) > 0:
-            run_trials(*args, n_trials=missing, stream=len(study.trials))
-        return study
+    try:
+        if config.workers == 1 and config.scheduler is None:
+            while (missing := config.n_trials - finished_trials(study)) > 0:
+                run_trials(*args, n_trials=missing, stream=len(study.trials), run=run)
+        else:
+            _optimize_on_dask(study, config, args, run)
+    except BaseException:
+        if config.scheduler is None:
+            for trial in fail_run_trials(study, run, retry=False):
+                logger.warning("tune: trial %d was stopped; marked failed", trial.number)
+        raise
+    return study
+
+
+def _optimize_on_dask(study: optuna.Study, config: TuneConfig, args: tuple[Any, ...], run: str) -> None:
+    """``optimize``'s rounds of one-trial Dask tasks.
+
+    After a round every task of it has ended, so a trial of ``run`` still RUNNING lost
+    its process (a worker killed: out of memory, a lost machine): it is failed and its
+    values queued to run again at once, without waiting for the heartbeat's grace
+    period. The local cluster does not re-run the task of a dead worker itself, which
+    would start a fresh trial and leave the dead one's retry queued. The run gives up
+    when a round finishes no trial and a trial raised, or after ``MAX_RETRIES`` + 1
+    such rounds of lost workers.
+    """
     from dask.distributed import wait
 
-    with dask_client(config.workers, config.scheduler) as client:
+    stalled = 0
+    with dask_client(config.workers, config.scheduler, rerun_lost_tasks=False) as client:
         shared = client.scatter(list(args), broadcast=True)
         while (missing := config.n_trials - finished_trials(study)) > 0:
             start = len(study.trials)
-            futures = [client.submit(run_trials, *shared, n_trials=1, stream=start + k, pure=False) for k in range(missing)]
+            futures = [client.submit(run_trials, *shared, n_trials=1, stream=start + k, run=run, pure=False) for k in range(missing)]
             wait(futures)
+            lost = fail_run_trials(study, run, retry=True)
+            for trial in lost:
+                logger.warning("tune: trial %d lost its worker; marked failed, its values queued again", trial.number)
             errors = [future.exception() for future in futures if future.status == "error"]
-            if errors and config.n_trials - finished_trials(study) >= missing:  # no progress: the trials themselves fail
-                raise RuntimeError(f"tune: every trial of the round failed; the first: {errors[0]!r}") from errors[0]
+            stalled = 0 if config.n_trials - finished_trials(study) < missing else stalled + 1
+            if stalled and ((errors and not lost) or stalled > MAX_RETRIES):
+                first = errors[0] if errors else None
+                raise RuntimeError(f"tune: no trial of the last {stalled} round(s) finished; the first error: {first!r}") from first
             for error in errors:
                 logger.warning("a trial task failed and will be retried: %r", error)
-    return study
 
 
 def check_space(config: TuneConfig, parameters: Mapping[str, Any]) -> None:

@@ -9,6 +9,7 @@ import logging
 import shutil
 import signal
 import threading
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,13 @@ from kedro.io import AbstractVersionedDataset, Version
 from kedro.pipeline import Pipeline
 from mlflow.entities import RunStatus
 
-from debias_pipeline.framework.runs import JOURNAL_FOLDER, RunInterrupted, RunJournal, recover_unfinished_runs
+from debias_pipeline.framework.runs import (
+    JOURNAL_FOLDER,
+    InterruptedWhileClosing,
+    RunInterrupted,
+    RunJournal,
+    recover_unfinished_runs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +79,8 @@ class RunJournalHook:
     ``RunInterrupted``, so an interrupted run ends like a failed one. On failure or
     interrupt every versioned folder of the run (``<filepath>/<save_version>/``, the
     save version being the session id) is removed and its MLflow run is marked FAILED,
-    or KILLED when interrupted. The journal goes when the run ends.
+    or KILLED when interrupted. The journal goes when the run ends. After the last node
+    the run is closed with both signals held (``after_pipeline_run``).
     """
 
     def __init__(self) -> None:
@@ -82,6 +90,9 @@ class RunJournalHook:
         self._lock = threading.Lock()
         self._previous_handlers: dict[int, Any] = {}
         self._interrupted: int | None = None
+        self._closing: RunJournal | None = None
+        self._held: int | None = None
+        self._cut_short: int | None = None
 
     @hook_impl(trylast=True)  # after kedro-mlflow has started the MLflow run
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
@@ -100,7 +111,7 @@ class RunJournalHook:
                 journal.add_directory(Path(str(dataset._filepath)) / save_version)
         journal.write(self._folder)
         self._journal, self._catalog, self._interrupted = journal, catalog, None
-        self._install_signal_handlers()
+        self._install_signal_handlers(self._interrupt)
 
     @hook_impl
     def before_node_run(self) -> None:
@@ -118,10 +129,33 @@ class RunJournalHook:
             if self._journal.add_directory(Path(str(dataset._filepath)) / self._journal.save_version):
                 self._journal.write(self._folder)
 
-    @hook_impl(tryfirst=True)  # the journal goes before kedro-mlflow ends the run FINISHED
-    def after_pipeline_run(self) -> None:
-        self._restore_signal_handlers()
+    @hook_impl(wrapper=True)  # around every after_pipeline_run hook, kedro-mlflow's among them
+    def after_pipeline_run(self) -> Generator[None, Any, Any]:
+        """Close a run whose every output is saved, with SIGINT and SIGTERM held.
+
+        The journal goes first (the versions are kept), before kedro-mlflow ends the
+        MLflow run FINISHED. A signal now would cut that closing short and leave a
+        finished run's record half-ended, so the first one waits until every hook has
+        run, then ``InterruptedWhileClosing`` says so; a second one stops the closing
+        at once (``_hold``). The command settles either (``cli``).
+        """
+        journal, swallowed = self._journal, self._interrupted  # a signal the last node swallowed
         self._forget_journal()
+        self._closing, self._held, self._cut_short = journal, swallowed, None
+        self._install_signal_handlers(self._hold)
+        try:
+            result = yield
+        finally:
+            self._restore_signal_handlers()
+            held, cut_short = self._held, self._cut_short
+            self._closing, self._held, self._cut_short = None, None, None
+        # A second signal whose exception some code swallowed (a logging handler that was
+        # writing when it came prints it and goes on) still says the closing was cut.
+        if cut_short is not None:
+            raise InterruptedWhileClosing(cut_short, journal, cut_short=True)
+        if held is not None:
+            raise InterruptedWhileClosing(held, journal, cut_short=False)
+        return result
 
     @hook_impl(trylast=True)  # after kedro-mlflow has ended the run FAILED
     def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], catalog: Any) -> None:
@@ -149,11 +183,12 @@ class RunJournalHook:
             self._journal.path(self._folder).unlink(missing_ok=True)
         self._journal, self._interrupted = None, None
 
-    def _install_signal_handlers(self) -> None:
+    def _install_signal_handlers(self, handler: Any) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # Python lets only the main thread set handlers
         for signum in _INTERRUPTS:
-            self._previous_handlers[signum] = signal.signal(signum, self._interrupt)
+            previous = signal.signal(signum, handler)
+            self._previous_handlers.setdefault(signum, previous)
 
     def _restore_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -168,5 +203,16 @@ class RunJournalHook:
         self._restore_signal_handlers()
         self._interrupted = signum
         raise RunInterrupted(signum)
+
+    def _hold(self, signum: int, frame: Any) -> None:
+        if self._held is None:
+            self._held = signum
+            logger.warning(
+                "%s after the last node: the run is being closed first (send it again to stop at once)", signal.Signals(signum).name
+            )
+            return
+        self._restore_signal_handlers()
+        self._cut_short = signum
+        raise InterruptedWhileClosing(signum, self._closing, cut_short=True)
 
 _INTERRUPTS = (signal.SIGINT, signal.SIGTERM)

@@ -7,6 +7,9 @@ write and its MLflow run. The run deletes it when it ends, however it ends, once
 folders are kept (success) or removed (failure, interrupt). A journal whose process is
 gone is the trace of a run that could not clean up (``kill -9``, power loss, out of
 memory): the next run removes its folders and marks its MLflow run FAILED.
+
+A signal that comes once every node has run, while the run is being closed, does not
+undo it (``InterruptedWhileClosing``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import mlflow
 from kedro.io.core import generate_timestamp as kedro_timestamp
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
@@ -29,7 +33,8 @@ from mlflow.tracking import MlflowClient
 logger = logging.getLogger(__name__)
 
 JOURNAL_FOLDER = Path("data") / ".runs"
-_ENDED = {RunStatus.to_string(RunStatus.FAILED), RunStatus.to_string(RunStatus.KILLED)}
+FINISHED, KILLED = RunStatus.to_string(RunStatus.FINISHED), RunStatus.to_string(RunStatus.KILLED)
+_ENDED = {FINISHED, RunStatus.to_string(RunStatus.FAILED), KILLED}
 
 
 class RunInterrupted(Exception):
@@ -153,7 +158,7 @@ class RunJournal:
 
         Args:
             status: FAILED or KILLED.
-            unless_ended: leave a run already FAILED or KILLED as it is.
+            unless_ended: leave a run that has ended (FINISHED, FAILED, KILLED) as it is.
 
         Returns:
             Whether the parent run's status was set.
@@ -172,6 +177,60 @@ class RunJournal:
             return False
         client.set_terminated(self.mlflow_run_id, RunStatus.to_string(status))
         return True
+
+
+def kill_active_mlflow_runs() -> None:
+    """End the MLflow runs still active in this process KILLED: mlflow's exit handler
+    would end them FINISHED."""
+    while mlflow.active_run() is not None:
+        mlflow.end_run(KILLED)
+
+
+class InterruptedWhileClosing(RunInterrupted):
+    """SIGINT or SIGTERM after the last node, while the run was being closed (the hooks
+    after the pipeline, kedro-mlflow ending the MLflow run FINISHED among them).
+
+    Every output is saved by then and the run's journal is gone, so nothing is undone:
+    the first such signal waits until the run is closed, a second one stops the
+    closing at once (``cut_short``). ``settle`` makes the MLflow run's status and the
+    command's exit code agree.
+
+    Args:
+        signum: the signal.
+        journal: the run's journal (its version and MLflow run), None if it had none.
+        cut_short: whether a second signal stopped the closing.
+    """
+
+    def __init__(self, signum: int, journal: RunJournal | None, cut_short: bool) -> None:
+        super().__init__(signum)
+        self.journal, self.cut_short = journal, cut_short
+
+    def settle(self) -> tuple[str, int]:
+        """The line to end the command on and its exit code.
+
+        A closing that was let finish: 0, the MLflow run as the closing left it
+        (FINISHED). One cut short: its MLflow run, unless it had ended, and its nested
+        runs still RUNNING are marked KILLED, and the code is 128 plus the signal's
+        number; 0 if the run had already ended FINISHED.
+        """
+        name = signal.Signals(self.signum).name
+        journal = self.journal
+        version = journal.save_version if journal is not None else "unknown"
+        status = None
+        if journal is not None and journal.mlflow_run_id and journal.mlflow_tracking_uri:
+            try:
+                status = MlflowClient(journal.mlflow_tracking_uri).get_run(journal.mlflow_run_id).info.status
+                if self.cut_short and status not in _ENDED:
+                    kill_active_mlflow_runs()
+                    journal.mark_mlflow_run(RunStatus.KILLED, unless_ended=True)  # and the nested runs
+                    status = KILLED
+            except Exception as error:  # noqa: BLE001 - the outputs are kept whatever MLflow says
+                logger.warning("The MLflow run of %s could not be read or marked: %s", version, error)
+        outputs = f"its outputs (version {version}) are kept"
+        tracked = "" if status is None else f" and its MLflow run is {'marked KILLED' if status == KILLED else status}"
+        if not self.cut_short or status == FINISHED:
+            return f"{name} came after the last node: the run was finished first; {outputs}{tracked}.", 0
+        return f"Run interrupted by {name} while it was being closed, after its last node: {outputs}{tracked}.", self.exit_code
 
 
 def recover_unfinished_runs(folder: Path) -> list[RunJournal]:
