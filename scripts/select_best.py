@@ -50,14 +50,17 @@ CONFIGURATIONS = {
     "recrec_i": "ReCRec-I",
     "wmf": "WMF",
 }
+TEN = tuple(CONFIGURATIONS)
+# Popularity-debiasing methods users compare against: candidates on their own.
+CONFIGURATIONS |= {"pda": "PD (PDA, deconfounded)", "macr": "MACR", "dice": "DICE"}
 SIX = ("mf", "dual_prior4", "dual_l21", "lgcn1", "expomf", "relmf")
 # Candidate -> {configuration: fits}.
 CANDIDATES: dict[str, dict[str, int]] = {
     **{name: {name: 1} for name in CONFIGURATIONS},
     **{f"{name} x{REPLICAS}": {name: REPLICAS} for name in SIX},
-    "ten together": {name: 1 for name in CONFIGURATIONS},
+    "ten together": {name: 1 for name in TEN},
     f"six x{REPLICAS}": {name: REPLICAS for name in SIX},
-    f"ten, six of them x{REPLICAS}": {name: REPLICAS if name in SIX else 1 for name in CONFIGURATIONS},
+    f"ten, six of them x{REPLICAS}": {name: REPLICAS if name in SIX else 1 for name in TEN},
     "debiasing models (ExpoMF, Rel-MF, three dual, ReCRec-I)": {n: 1 for n in ("expomf", "relmf", "dual", "dual_prior4", "dual_l21", "recrec_i")},
     f"two dual variants x{REPLICAS}": {"dual_prior4": REPLICAS, "dual_l21": REPLICAS},
 }

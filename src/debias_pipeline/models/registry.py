@@ -16,6 +16,7 @@ from pydantic import ConfigDict, PrivateAttr
 from debias_pipeline.config.params import BLOCK, Params, build_config
 from debias_pipeline.evaluation.protocols import PROTOCOLS
 from debias_pipeline.models.contract import Recommender
+from debias_pipeline.models.dice import DICE
 from debias_pipeline.models.dual import DualModel
 from debias_pipeline.models.ease import EASE
 from debias_pipeline.models.expomf import ExpoMF
@@ -25,6 +26,7 @@ from debias_pipeline.models.gmf import GMF
 from debias_pipeline.models.graphsage import GraphSAGE
 from debias_pipeline.models.itemknn import ItemKNN
 from debias_pipeline.models.lightgcn import LightGCN
+from debias_pipeline.models.macr import MACR
 from debias_pipeline.models.mf import MF
 from debias_pipeline.models.mlp import MLP
 from debias_pipeline.models.mostpop import MostPop
@@ -32,6 +34,7 @@ from debias_pipeline.models.multdae import MultDAE
 from debias_pipeline.models.multvae import MultVAE
 from debias_pipeline.models.neumf import NeuMF
 from debias_pipeline.models.ngcf import NGCF
+from debias_pipeline.models.pda import PDA
 from debias_pipeline.models.pinsage import PinSage
 from debias_pipeline.models.recrec import ReCRec
 from debias_pipeline.models.relmf import RelMF
@@ -60,6 +63,9 @@ MODELS: dict[str, type[Recommender]] = {
     "graphsage": GraphSAGE,
     "pinsage": PinSage,
     "socialgcn": SocialGCN,
+    "pda": PDA,
+    "macr": MACR,
+    "dice": DICE,
 }
 
 
