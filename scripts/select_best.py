@@ -54,6 +54,8 @@ CONFIGURATIONS = {
     "cause": "CausE",  # trained on half the validation users: a candidate alone, judged on the other half
 }
 TEN = ("mf", "expomf", "relmf", "dual", "dual_prior4", "dual_l21", "lgcn1", "lgcn3", "recrec_i", "wmf")
+# Popularity-debiasing methods users compare against: candidates on their own.
+CONFIGURATIONS |= {"pda": "PD (PDA, deconfounded)", "macr": "MACR", "dice": "DICE"}
 SIX = ("mf", "dual_prior4", "dual_l21", "lgcn1", "expomf", "relmf")
 # Candidate -> {configuration: fits}.
 CANDIDATES: dict[str, dict[str, int]] = {

@@ -57,6 +57,9 @@ MODEL_NAMESPACES = (
     "graphsage",
     "pinsage",
     "socialgcn",
+    "pda",
+    "macr",
+    "dice",
     "best",
 )
 # The configuration chosen on validation as the best on Coat (conf/base/parameters_best.yml):

@@ -93,6 +93,11 @@ SMALL_MODELS |= {
     "pinsage": {"name": "pinsage", **SMALL_GRAPH, "fanouts": [4, 2], "hard_negative_start": 3},
     "socialgcn": {"name": "socialgcn", **SMALL_GRAPH},
 }
+SMALL_MODELS |= {
+    "pda": {"name": "pda", "embedding_dim": 8, "batch_size": 64, "epochs": 10, "lr": 0.01, "patience": 5},
+    "macr": {"name": "macr", "embedding_dim": 8, "epochs": 30, "lr": 0.05, "patience": 10},
+    "dice": {"name": "dice", "embedding_dim": 8, "margin": 1.0, "batch_size": 64, "epochs": 10, "lr": 0.01, "patience": 5},
+}
 # Models trained after others in their own pipeline (train_neumf: GMF and MLP first).
 UPSTREAM = {"neumf": ("gmf", "mlp")}
 

@@ -82,3 +82,13 @@ class TowerConfig(Params):
     def check(self) -> None:
         require(self.embedding_dim >= 1, f"embedding_dim must be >= 1, got {self.embedding_dim}")
         require(self.num_layers >= 0, f"num_layers must be >= 0, got {self.num_layers}")
+
+class TowerTrainingConfig(TrainingConfig, TowerConfig):
+    """A model built on embedding towers of one size and layer count (MF when
+    ``num_layers = 0``, LightGCN propagation otherwise), trained as ``TrainingConfig``
+    says: the shared base of the models that put a debiasing objective on such towers
+    (PDA, MACR, DICE)."""
+
+    def check(self) -> None:
+        super().check()
+        TowerConfig.check(self)  # GradientConfig.check ends the chain above without it

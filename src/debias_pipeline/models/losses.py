@@ -264,6 +264,139 @@ def dual_triple_loss(
     return 2.0 * dual_bce_all_pairs(preference, exposure, targets)
 
 
+def elu_plus_one(x: torch.Tensor) -> torch.Tensor:
+    """ELU'(x) = ELU(x) + 1: e^x for x <= 0, x + 1 for x > 0. Positive and increasing,
+    so PDA can multiply it by a popularity factor (Zhang et al., SIGIR 2021)."""
+    return F.elu(x) + 1.0
+
+
+def pda_bpr_loss(
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    positive_popularity: torch.Tensor,
+    negative_popularity: torch.Tensor,
+    gamma: float,
+) -> torch.Tensor:
+    """PDA's training loss (Zhang et al., SIGIR 2021): BPR on the click scores
+    ``ELU'(f_ui) · m_i^γ``, mean over the triples of
+    ``−log σ(ELU'(f_ui) m_i^γ − ELU'(f_uj) m_j^γ)``. Non-negative.
+
+    Args:
+        positive: (batch,) matching scores f_ui of the observed items.
+        negative: (batch,) f_uj of the sampled negatives.
+        positive_popularity: (batch,) m_i, the items' popularity (>= 0).
+        negative_popularity: (batch,) m_j.
+        gamma: γ >= 0 (γ = 0: BPR on ELU'(f)); an item of popularity 0 scores 0.
+    """
+    positive_score = elu_plus_one(positive) * positive_popularity.pow(gamma)
+    negative_score = elu_plus_one(negative) * negative_popularity.pow(gamma)
+    return bpr_loss(positive_score, negative_score)
+
+
+def macr_loss(
+    matching: torch.Tensor,
+    item_logits: torch.Tensor,
+    user_logits: torch.Tensor,
+    clicks: torch.Tensor,
+    item_weight: float,
+    user_weight: float,
+) -> torch.Tensor:
+    """MACR's multi-task loss (Wei et al., KDD 2021): ``L_O + α L_I + β L_U``.
+
+    ``L_O`` is the mean BCE of σ(ŷ_ui) against the clicks with the fused score
+    ``ŷ_ui = ŷ_k · σ(ŷ_i) · σ(ŷ_u)``; ``L_I`` that of the item module σ(ŷ_i) and ``L_U``
+    that of the user module σ(ŷ_u), each against the same clicks. Non-negative.
+
+    Args:
+        matching: ŷ_k of the pairs, the shape of ``clicks``: (n_users, n_items) for all
+            pairs, (n_pairs,) for sampled ones.
+        item_logits: ŷ_i, broadcastable to it ((1, n_items) or (n_pairs,)).
+        user_logits: ŷ_u, broadcastable to it ((n_users, 1) or (n_pairs,)).
+        clicks: y in {0, 1}.
+        item_weight: α.
+        user_weight: β.
+    """
+    fused = matching * torch.sigmoid(item_logits) * torch.sigmoid(user_logits)
+    loss = F.binary_cross_entropy_with_logits(fused, clicks)
+    loss = loss + item_weight * F.binary_cross_entropy_with_logits(item_logits.expand_as(clicks), clicks)
+    return loss + user_weight * F.binary_cross_entropy_with_logits(user_logits.expand_as(clicks), clicks)
+
+
+def dice_loss(
+    interest_positive: torch.Tensor,
+    interest_negative: torch.Tensor,
+    conformity_positive: torch.Tensor,
+    conformity_negative: torch.Tensor,
+    kinds: torch.Tensor,
+    alpha: float,
+) -> torch.Tensor:
+    """DICE's ranking losses on sampled triples (Zheng et al., WWW 2021):
+    ``L_click + α (L_int + L_con)``, each a BPR term summed over its triples and divided
+    by the batch size.
+
+    - ``L_click``: every triple, on the click score ``s^int + s^con`` (i over j);
+    - O1, j more popular than i (``kinds`` +1): i was clicked despite j's popularity,
+      so interest ranks i over j (``L_int``) and conformity j over i (``L_con``);
+    - O2, j less popular (``kinds`` −1): conformity ranks i over j (``L_con``); the
+      interest order is unknown;
+    - ``kinds`` 0 (within the margin): ``L_click`` only.
+
+    Non-negative.
+
+    Args:
+        interest_positive, interest_negative: (batch,) s^int_ui, s^int_uj.
+        conformity_positive, conformity_negative: (batch,) s^con_ui, s^con_uj.
+        kinds: (batch,) +1 (O1), −1 (O2) or 0.
+        alpha: α.
+    """
+    click = bpr_loss(interest_positive + conformity_positive, interest_negative + conformity_negative)
+    o1 = (kinds > 0).to(interest_positive.dtype)
+    o2 = (kinds < 0).to(interest_positive.dtype)
+    interest = (o1 * F.softplus(interest_negative - interest_positive)).mean()
+    conformity = (o1 * F.softplus(conformity_positive - conformity_negative)).mean()
+    conformity = conformity + (o2 * F.softplus(conformity_negative - conformity_positive)).mean()
+    return click + alpha * (interest + conformity)
+
+
+def _safe_sqrt(x: torch.Tensor, floor: float = 1e-12) -> torch.Tensor:
+    """√x for x >= 0 with a finite gradient: 0 (and no gradient) where x <= ``floor``."""
+    positive = x > floor
+    return torch.where(positive, torch.where(positive, x, 1.0).sqrt(), 0.0)
+
+
+def _centered_distances(x: torch.Tensor) -> torch.Tensor:
+    """Double-centred Euclidean distance matrix of the rows of x: (n, n).
+
+    a_jk = ||x_j − x_k|| from the Gram matrix (no (n, n, d) difference tensor);
+    A_jk = a_jk − mean_j a − mean_k a + mean a.
+    """
+    squared = x.pow(2).sum(dim=1)  # (n,)
+    gram = x @ x.T  # (n, n)
+    distance_sq = (squared[:, None] + squared[None, :] - 2.0 * gram).clamp(min=0.0)
+    off_diagonal = ~torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
+    distance = _safe_sqrt(distance_sq * off_diagonal)  # the diagonal exactly 0, whatever the rounding
+    return distance - distance.mean(dim=0, keepdim=True) - distance.mean(dim=1, keepdim=True) + distance.mean()
+
+
+def distance_correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The sample distance correlation dCor(X, Y) of paired rows (Székely, Rizzo &
+    Bakirov, Ann. Statist. 2007), in [0, 1], 0 when the sample shows no dependence.
+
+    With A and B the double-centred distance matrices of the n rows of x and y,
+    ``dCov²(X, Y) = mean(A ∘ B)`` and
+    ``dCor = √(dCov²(X, Y) / √(dCov²(X, X) · dCov²(Y, Y)))``; 0 when either has no
+    spread. DICE's discrepancy term (Zheng et al., WWW 2021).
+
+    Args:
+        x: (n, d_x) rows.
+        y: (n, d_y) the paired rows.
+    """
+    a, b = _centered_distances(x), _centered_distances(y)
+    covariance = (a * b).mean().clamp(min=0.0)
+    spread = (a * a).mean() * (b * b).mean()
+    return _safe_sqrt(covariance / torch.where(spread > 0, spread, 1.0).sqrt() * (spread > 0))
+
+
 def l2_penalty(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
     """Σ ||E||² over the given embedding tables."""
     return torch.stack([t.pow(2).sum() for t in tensors]).sum()

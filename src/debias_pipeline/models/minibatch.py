@@ -303,13 +303,13 @@ class MiniBatchEpochs:
         stop = n_positives if max_batches is None else min(n_positives, max_batches * self.batch_size)
         for start in range(0, stop, self.batch_size):
             batch = order[start : start + self.batch_size]
-            users = self.users[batch]
-            negatives = self.sampler.sample(users)
+            users, positives = self.users[batch], self.items[batch]
+            negatives = self.sampler.sample_for(users, positives)
             if self.row_step is not None:
-                loss = self.row_step(users, self.items[batch], negatives)
+                loss = self.row_step(users, positives, negatives)
             else:
                 optimizer.zero_grad(set_to_none=True)
-                loss = model.batch_loss(users, self.items[batch], negatives)
+                loss = model.batch_loss(users, positives, negatives)
                 loss.backward()
                 if self.clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.module.parameters(), self.clip)

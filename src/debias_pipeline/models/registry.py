@@ -17,6 +17,7 @@ from debias_pipeline.config.params import BLOCK, Params, build_config
 from debias_pipeline.evaluation.protocols import PROTOCOLS
 from debias_pipeline.models.cause import CausE
 from debias_pipeline.models.contract import Recommender
+from debias_pipeline.models.dice import DICE
 from debias_pipeline.models.dr_jl import DRJL
 from debias_pipeline.models.dual import DualModel
 from debias_pipeline.models.ease import EASE
@@ -27,6 +28,7 @@ from debias_pipeline.models.gmf import GMF
 from debias_pipeline.models.graphsage import GraphSAGE
 from debias_pipeline.models.itemknn import ItemKNN
 from debias_pipeline.models.lightgcn import LightGCN
+from debias_pipeline.models.macr import MACR
 from debias_pipeline.models.mf import MF
 from debias_pipeline.models.mf_ips import MFIPS
 from debias_pipeline.models.mlp import MLP
@@ -35,6 +37,7 @@ from debias_pipeline.models.multdae import MultDAE
 from debias_pipeline.models.multvae import MultVAE
 from debias_pipeline.models.neumf import NeuMF
 from debias_pipeline.models.ngcf import NGCF
+from debias_pipeline.models.pda import PDA
 from debias_pipeline.models.pinsage import PinSage
 from debias_pipeline.models.recrec import ReCRec
 from debias_pipeline.models.relmf import RelMF
@@ -66,6 +69,9 @@ MODELS: dict[str, type[Recommender]] = {
     "graphsage": GraphSAGE,
     "pinsage": PinSage,
     "socialgcn": SocialGCN,
+    "pda": PDA,
+    "macr": MACR,
+    "dice": DICE,
 }
 
 

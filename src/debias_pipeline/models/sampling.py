@@ -10,6 +10,8 @@ users, no host round trip per batch.
   from the popularity distribution (a fixed number of candidates per triple).
 - ``hard``: uniform over the user's ``pool_size`` top-scored non-positives, the pool
   ranked with the current preference scores by ``refresh`` (called once per epoch).
+- ``MarginSampler`` (DICE's): against the triple's positive, from the items more
+  popular, or less popular, than it by a margin.
 """
 
 from __future__ import annotations
@@ -73,6 +75,11 @@ class NegativeSampler(ABC):
     @abstractmethod
     def sample(self, users: torch.Tensor) -> torch.Tensor:
         """(batch,) negative items of the (batch,) users (int64, on the device)."""
+
+    def sample_for(self, users: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+        """(batch,) negatives of the (batch,) triples' users, given their positives;
+        only a sampler that draws against the positive (``MarginSampler``) reads them."""
+        return self.sample(users)
 
     def begin_epoch(self) -> None:
         """Called at the start of every epoch, before ``refresh``."""
@@ -182,6 +189,72 @@ class WarmupHardSampler(HardSampler):
         hard = super().sample(users)
         mixed = torch.rand(users.shape, generator=self.generator, device=self.device) < self.share
         return torch.where(mixed, hard, uniform)
+
+
+class MarginSampler(NegativeSampler):
+    """DICE's popularity-based negative sampling with a margin (Zheng et al., WWW 2021,
+    PNSM): against a positive i of popularity p_i (its train positives), the negative j
+    is drawn, with probability ½ each, from the items more popular than p_i + m (O1) or
+    from those less popular than p_i − m (O2), uniformly within the side and among the
+    user's non-positives; from the other side when one is empty. A triple whose side
+    offers no non-positive among ``POPULARITY_CANDIDATES`` draws (or has no side: the
+    margin exceeds every difference) gets a uniform negative instead, which ``kinds``
+    then places by its own popularity (usually 0: within the margin).
+
+    The margin m decays by ``margin_decay`` every epoch from ``margin`` (the authors'
+    code: 40 and 0.9), ``epoch`` counting the epochs begun. Here the one margin serves
+    both sides; the authors' code takes O2 as the items below p_i / 2, and a side only
+    when it holds at least ``pool`` items.
+    """
+
+    def __init__(
+        self, interactions: sp.spmatrix, generator: torch.Generator, margin: float, margin_decay: float
+    ) -> None:
+        super().__init__(interactions, generator)
+        popularity = np.bincount(self.train.indices, minlength=self.n_items).astype(np.float64)
+        order = np.argsort(popularity, kind="stable")
+        self.popularity = torch.from_numpy(popularity).to(self.device)  # (n_items,)
+        self._order = torch.from_numpy(order).to(self.device)  # (n_items,) ascending popularity
+        self._sorted_popularity = torch.from_numpy(popularity[order]).to(self.device)  # (n_items,)
+        self.initial_margin, self.margin_decay = margin, margin_decay
+        self.epoch = 0
+
+    @property
+    def margin(self) -> float:
+        """m of the current epoch: ``margin · margin_decay^(epoch − 1)``."""
+        return self.initial_margin * self.margin_decay ** max(self.epoch - 1, 0)
+
+    def begin_epoch(self) -> None:
+        self.epoch += 1
+
+    def kinds(self, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """(batch,) +1 where p_j > p_i + m (O1), −1 where p_j < p_i − m (O2), else 0."""
+        difference = self.popularity[negatives] - self.popularity[positives]
+        margin = self.margin
+        return (difference > margin).to(torch.int8) - (difference < -margin).to(torch.int8)
+
+    def sample(self, users: torch.Tensor) -> torch.Tensor:
+        raise TypeError("MarginSampler draws against each positive: call sample_for(users, positives)")
+
+    def sample_for(self, users: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+        pop = self.popularity[positives]  # (batch,)
+        margin = self.margin
+        # The items sorted by popularity: O2 is the prefix [0, low), O1 the suffix [high, n).
+        low = torch.searchsorted(self._sorted_popularity, pop - margin)
+        high = torch.searchsorted(self._sorted_popularity, pop + margin, right=True)
+        n_low, n_high = low, self.n_items - high
+        coin = torch.rand(users.shape, generator=self.generator, device=self.device) < 0.5
+        use_high = (coin & (n_high > 0)) | (n_low == 0)
+        start = torch.where(use_high, high, torch.zeros_like(high))
+        size = torch.where(use_high, n_high, n_low)  # (batch,) 0 when neither side exists
+        shape = (users.numel(), POPULARITY_CANDIDATES)
+        draw = torch.rand(shape, generator=self.generator, device=self.device, dtype=torch.float64)
+        offset = torch.minimum((draw * size[:, None]).long(), (size[:, None] - 1).clamp(min=0))
+        candidates = self._order[(start[:, None] + offset).clamp(max=self.n_items - 1)]
+        accepted = ~self.is_positive(users[:, None], candidates) & (size > 0)[:, None]  # (batch, candidates)
+        first = accepted.to(torch.int8).argmax(dim=1, keepdim=True)
+        chosen = candidates.gather(1, first).squeeze(1)
+        return torch.where(accepted.any(dim=1), chosen, self.uniform_negatives(users))
 
 
 def build_negative_sampler(

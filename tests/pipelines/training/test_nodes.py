@@ -57,6 +57,11 @@ SMALL_BLOCKS |= {
     "pinsage": {"name": "pinsage", **_GRAPH, "fanouts": [3, 2], "hard_negative_start": 4},
     "socialgcn": {"name": "socialgcn", **_GRAPH},
 }
+SMALL_BLOCKS |= {
+    "pda": {"name": "pda", "embedding_dim": 4, "batch_size": 16, "epochs": 12, "lr": 0.05, "patience": 50},
+    "macr": {"name": "macr", "embedding_dim": 4, "epochs": 12, "lr": 0.05, "patience": 50},
+    "dice": {"name": "dice", "embedding_dim": 4, "margin": 1.0, "batch_size": 16, "epochs": 12, "lr": 0.05, "patience": 50},
+}
 SMALL_BLOCKS["ensemble"] = {"name": "ensemble", "members": [SMALL_BLOCKS["mf"], SMALL_BLOCKS["lightgcn"]], "replicas": 2}
 
 
