@@ -222,7 +222,7 @@ def test_train_model_leaves_its_inputs_alone(train_matrix, unbiased_split) -> No
 def test_train_model_names_the_bad_parameter(train_matrix, unbiased_split) -> None:
     with pytest.raises(ValueError, match=r"mf\.model\.embeding_dim"):
         run(train_matrix, unbiased_split, {**SMALL_BLOCKS["mf"], "embeding_dim": 4}, where="mf.model")
-    with pytest.raises(ValueError, match=r"unknown model 'mf_typo'; valid models: dual, ease, ensemble, expomf, gat, gcn, gmf, graphsage, itemknn, lightgcn, mf, mlp, mostpop"):
+    with pytest.raises(ValueError, match=r"unknown model 'mf_typo'; valid models: cause, dice, dr_jl, dual, ease, ensemble, expomf, gat, gcn, gmf, graphsage, itemknn, lightgcn, macr, mf, mf_ips, mlp, mostpop"):
         run(train_matrix, unbiased_split, {**SMALL_BLOCKS["mf"], "name": "mf_typo"})
     # The evaluation block is read by the evaluators now (train_model no longer takes it).
     with pytest.raises(ValueError, match=r"evaluation.*k must be >= 1"):
