@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export KEDRO_DISABLE_TELEMETRY := true
 
-.PHONY: run test viz-build docs mlflow-ui clean
+.PHONY: run test viz-build docs parameters-doc mlflow-ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ viz-build: $(STAMP)
 # --strict: a broken link or anchor, or a page missing from nav, fails the build.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# docs/parameters.md from the config classes and conf/base (tests/test_parameters.py fails when it is stale).
+parameters-doc: $(STAMP)
+	$(BIN)/python scripts/parameters_doc.py
 
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
-import typing
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kedro.config import OmegaConfigLoader
 from kedro.validation.parameter_validator import ParameterValidator
 
 from debias_pipeline.config.params import BLOCK, Params, kedro_validation_message
@@ -22,36 +20,24 @@ from debias_pipeline.models.registry import ModelBlock
 from debias_pipeline.pipeline_registry import register_pipelines
 from tests.conftest import REPO
 
+sys.path.insert(0, str(REPO))
+
+from scripts.parameters_doc import load_parameters, lookup, typed_params_inputs
+
 # Blocks a node checks itself: a mapping of model blocks (each one validated as a
 # ModelBlock by plan_study, which names the block).
 CHECKED_BY_THEIR_NODE = {"study_hypotheses.models"}
 
 
 def project_parameters() -> dict[str, Any]:
-    loader = OmegaConfigLoader(
-        conf_source=str(REPO / "conf"), base_env="base", default_run_env="local", merge_strategy={"parameters": "soft"}
-    )
-    return {k: v for k, v in loader["parameters"].items() if not k.startswith("_")}
+    """The parameters as conf/base writes them (no dataset's defaults, no command line)."""
+    return load_parameters()
 
 
-def lookup(parameters: dict[str, Any], dotted: str) -> Any:
-    value: Any = parameters
-    for part in dotted.split("."):
-        value = value[part]
-    return value
-
-
-def typed_params_inputs() -> list[tuple[str, str, Any]]:
-    """(node name, parameter key, type hint of the argument) of every ``params:`` input."""
-    found = []
-    for pipeline in register_pipelines().values():
-        for node in pipeline.nodes:
-            arguments = list(inspect.signature(node.func).parameters)
-            hints = typing.get_type_hints(node.func)
-            for position, name in enumerate(node.inputs):
-                if name.startswith("params:"):
-                    found.append((node.name, name[len("params:") :], hints.get(arguments[position])))
-    return found
+def run_parameters() -> dict[str, Any]:
+    """The parameters as the hooks of a run see them: each block validated into its model
+    (every default filled in, where the yml keeps only what differs)."""
+    return ParameterValidator(register_pipelines()).validate_raw_params(project_parameters())
 
 
 def test_every_parameter_block_a_node_reads_has_a_params_model() -> None:
@@ -114,7 +100,7 @@ def pipelines() -> list:
 )
 def test_runtime_parameters_someone_reads_pass(pipelines: list, runtime: dict[str, Any]) -> None:
     reads = catalog_runtime_parameters(REPO / "conf")
-    check_runtime_parameters(runtime, project_parameters(), pipelines, reads)
+    check_runtime_parameters(runtime, run_parameters(), pipelines, reads)
 
 
 @pytest.mark.parametrize(
@@ -130,7 +116,7 @@ def test_runtime_parameters_someone_reads_pass(pipelines: list, runtime: dict[st
 def test_runtime_parameters_nobody_reads_are_refused(pipelines: list, runtime: dict[str, Any], message: str) -> None:
     reads = catalog_runtime_parameters(REPO / "conf")
     with pytest.raises(ValueError, match=message):
-        check_runtime_parameters(runtime, project_parameters(), pipelines, reads)
+        check_runtime_parameters(runtime, run_parameters(), pipelines, reads)
 
 
 def test_catalog_runtime_parameters_of_an_empty_conf(tmp_path: Path) -> None:

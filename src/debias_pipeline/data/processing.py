@@ -53,10 +53,9 @@ class PreprocessingConfig(Params):
         duplicates: a (user, item) pair twice in one part: ``error`` (the study's
             datasets), or keep the ``first`` / ``last`` (by timestamp when there is one,
             else by file order); ``None`` takes the dataset's default.
-        min_user_interactions: k-core filter: users with fewer train positives are
-            removed, and
-        min_item_interactions: items with fewer train positives, iterated until both
-            hold (0 = no filter).
+        min_user_interactions, min_item_interactions: k-core filter: users, and items,
+            with fewer train positives than these are removed, iterated until both hold
+            (0 = no filter).
     """
 
     duplicates: Literal["error", "first", "last"] | None = None

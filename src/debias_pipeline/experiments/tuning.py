@@ -96,8 +96,9 @@ class TuneConfig(Params):
             epoch), ``hyperband`` or ``none``.
         warmup_evaluations: validation evaluations before the median pruner may stop a trial.
         workers: trials run at once on a local Dask cluster of this many processes.
-        heartbeat_seconds: a running trial's heartbeat interval; one without a heartbeat
-            for ``grace_seconds`` is marked failed (its worker died) and retried.
+        heartbeat_seconds, grace_seconds: a running trial's heartbeat interval; one
+            without a heartbeat for ``grace_seconds`` is marked failed (its worker died)
+            and retried (at most twice).
         scheduler: an existing Dask scheduler (``tcp://host:8786``) instead of the local
             cluster; every worker needs the project installed and the storage reachable.
         spaces: per namespace, the search space: hyperparameter -> ``Dimension``

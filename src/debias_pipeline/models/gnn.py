@@ -34,6 +34,7 @@ class GNNConfig(TrainingConfig):
     the LightGCN papers': d 64, BPR, batch 2048, Adam 1e-3, λ 1e-4).
 
     Attributes:
+        embedding_dim: d, the size of every layer's node vectors (the LightGCN papers: 64).
         num_layers: message-passing layers (the survey: 2).
         dropout: dropout between layers, in training only (the survey's GCN: 0.5).
         inputs: a node's input vector: ``ids`` (an embedding per node), ``features``

@@ -8,7 +8,11 @@ from debias_pipeline.models.mf import MF, MFConfig
 
 
 class LightGCNConfig(MFConfig):
-    """LightGCN hyperparameters: ``num_layers`` K (the study: 2 best on Yahoo)."""
+    """LightGCN hyperparameters: MF's and the propagation depth.
+
+    Attributes:
+        num_layers: propagation layers K (the study: 2, the best on Yahoo! R3).
+    """
 
     num_layers: int = 2
 

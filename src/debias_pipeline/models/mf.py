@@ -31,7 +31,13 @@ def _compact_indices(matrix: torch.Tensor) -> torch.Tensor:
 class PlateauConfig(Params):
     """``torch.optim.lr_scheduler.ReduceLROnPlateau`` on the validation metric: the
     learning rate times ``factor`` after ``patience`` evaluations without a better one
-    (never below ``min_lr``)."""
+    (never below ``min_lr``).
+
+    Attributes:
+        factor: what the learning rate is multiplied by at each reduction.
+        patience: validation evaluations without a better one before a reduction.
+        min_lr: the floor of the learning rate.
+    """
 
     factor: float = 0.5
     patience: int = 2
@@ -47,9 +53,14 @@ class MFConfig(TrainingConfig):
     """MF hyperparameters: the study uses d = 200, lr = 0.04.
 
     Attributes:
+        embedding_dim: d, the size of the user and item embeddings (the study: 200).
         loss: also ``enhanced_bpr`` (SOURCES.md §A), mini-batches like ``bpr`` with
             ``α · margin BPR + (1 − α) · temperature-scaled BPR`` (``margin`` m,
             ``temperature`` τ, ``alpha`` α; m = 0, α = 1 is BPR).
+        margin: m of ``enhanced_bpr`` (no effect under another loss).
+        temperature: τ of ``enhanced_bpr`` (no effect under another loss).
+        alpha: α of ``enhanced_bpr``, the weight of the margin term (no effect under
+            another loss).
         lr_plateau: reduce the learning rate when the validation metric stalls
             (``null``: a constant rate).
         grad_clip_norm: clip the gradient's norm to this before every mini-batch step

@@ -57,7 +57,13 @@ class AutoencoderConfig(GradientConfig):
 class MultVAEConfig(AutoencoderConfig):
     """Mult-VAE^PR hyperparameters: ``AutoencoderConfig``'s and the KL annealing, β
     rising linearly from 0 by ``1 / total_anneal_steps`` per update, capped at
-    ``anneal_cap`` (the paper: 0.2 over 200,000 updates)."""
+    ``anneal_cap`` (the paper: 0.2 over 200,000 updates).
+
+    Attributes:
+        anneal_cap: the largest β, the weight of the KL term (the paper: 0.2).
+        total_anneal_steps: β grows by ``1 / total_anneal_steps`` per update (the
+            paper: 200,000).
+    """
 
     anneal_cap: float = 0.2
     total_anneal_steps: int = 200_000

@@ -23,9 +23,9 @@ class PinSageConfig(GNNConfig):
             ``top_k`` most visited nodes over ``num_walks`` walks of ``walk_length``
             steps from it (the survey: 10, 5, 10).
         fanouts: neighbours sampled per hop among those (at most ``top_k`` each).
-        hard_negative_share: from ``hard_negative_start`` (an epoch) on, the share of
-            negatives drawn among the user's ``hard_pool_size`` top-scored
-            non-positives instead of uniformly (0: never).
+        hard_negative_share, hard_negative_start: from epoch ``hard_negative_start``
+            on, the share of negatives drawn among the user's ``hard_pool_size``
+            top-scored non-positives instead of uniformly (0: never).
     """
 
     num_walks: int = 10

@@ -123,6 +123,12 @@ class ModelBlock(Params):
         """The model's ``Config``, validated."""
         return self._config
 
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        """``name`` and every hyperparameter of the model, defaults filled in, as YAML
+        writes them (lists): the yml keeps only what differs from the ``Config``, yet
+        what MLflow logs and what tells two fits apart is the whole configuration."""
+        return {"name": self.name, **self._config.model_dump(**{**kwargs, "mode": "json"})}
+
 
 def model_block(params: Mapping[str, Any] | ModelBlock, where: str) -> ModelBlock:
     """The block ``params`` checked as a model block (errors name ``where``)."""

@@ -160,12 +160,11 @@ def test_the_configured_study_plans():
     assert study.config.preset == "coat_like"
     assert {run.sweep for run in study.runs} == set(SWEEP_NAMES)
     assert {run.model for run in study.runs_of("bias_strength")} == {"mf", "dual", "dual_prior"}
-    prior = parameters["models"]["dual_prior"]["exposure"]
-    assert prior["prior"] == "popularity"
+    blocks = {run.model: run.block for run in study.runs_of("models")}  # every default filled in
+    prior = blocks["dual_prior"]["exposure"]
+    assert (prior["prior"], prior["prior_learned"]) == ("popularity", True)
     # the prior model differs from the dual model by its prior alone
-    assert {**prior, "prior": "none", "prior_learned": False} == {
-        **parameters["models"]["dual"]["exposure"], "prior": "none", "prior_learned": False
-    }
+    assert {**blocks["dual_prior"], "exposure": {**prior, "prior": "none", "prior_learned": False}} == blocks["dual"]
 
 
 def test_simulate_worlds_builds_each_world_once():

@@ -71,19 +71,25 @@ class ThesisConfig(Params):
     Attributes:
         seeds: the seeds (``parse_seeds``: also ``"0-9"`` from the command line); one
             seed runs, with the paired tests reported as not available.
+        reference: the row every other row is compared with (paired tests).
+        rows: the table's rows (``ThesisRow``), in order.
         only: run only these rows (labels, or one string of labels joined by ``|``) and
             the reference; ``null``: every row.
         workers: fits at once on a local Dask cluster of this many processes.
         scheduler: an existing Dask scheduler (``tcp://host:8786``) instead.
+        spectra_rows: the rows whose selected models' spectra e_j (first seed) are plotted.
+        exposure_size_row: the row whose ``exposure.embedding_dim`` choices make the
+            exposure-size figure.
+        eigen_grid_row: the row whose eigen grid makes the eigen-penalty figure.
     """
 
-    seeds: tuple[int, ...] = ()
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     reference: str = "MF"
     rows: tuple[ThesisRow, ...] = ()
     only: tuple[str, ...] | None = None
     workers: int = 1
     scheduler: str | None = None
-    spectra_rows: tuple[str, ...] = ()
+    spectra_rows: tuple[str, ...] = ("dual, baseline (MF x MF)", "dual, eigen")
     exposure_size_row: str = "dual, dimension"
     eigen_grid_row: str = "dual, eigen"
 

@@ -139,8 +139,8 @@ def _with_exposure(block: Mapping[str, Any], **changes: Any) -> dict[str, Any]:
 
 
 def _checked_block(block: Any, where: str) -> dict[str, Any]:
-    model_block(block, where)  # raises naming the parameter
-    return dict(block)
+    """The block with every default filled in; raises naming the parameter."""
+    return as_mapping(model_block(block, where))
 
 
 def plan_study(
