@@ -21,15 +21,19 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kedro.io.core import generate_timestamp as kedro_timestamp
-from mlflow.entities import RunStatus
-from mlflow.tracking import MlflowClient
+
+if TYPE_CHECKING:
+    from mlflow.entities import RunStatus
 
 logger = logging.getLogger(__name__)
 
 JOURNAL_FOLDER = Path("data") / ".runs"
-_ENDED = {RunStatus.to_string(RunStatus.FAILED), RunStatus.to_string(RunStatus.KILLED)}
+# RunStatus.to_string of FAILED and KILLED: MLflow (seconds to import, and every `kedro`
+# command imports this module through cli.py) is imported only where a run is marked.
+_ENDED = {"FAILED", "KILLED"}
 
 
 class RunInterrupted(Exception):
@@ -160,6 +164,9 @@ class RunJournal:
         """
         if not self.mlflow_run_id or not self.mlflow_tracking_uri:
             return False
+        from mlflow.entities import RunStatus
+        from mlflow.tracking import MlflowClient
+
         client = MlflowClient(self.mlflow_tracking_uri)
         run = client.get_run(self.mlflow_run_id)
         children = client.search_runs(
@@ -186,6 +193,8 @@ def recover_unfinished_runs(folder: Path) -> list[RunJournal]:
     """
     if not folder.is_dir():
         return []
+    from mlflow.entities import RunStatus
+
     cleared = []
     for path in sorted(folder.glob("*.json")):
         try:
