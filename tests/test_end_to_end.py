@@ -60,6 +60,16 @@ def test_train_dual_logs_params_metrics_curves_and_artifacts(project_copy: Path)
     assert run.info.run_name == (
         "train_dual · synthetic · seed 1 · dual.model.epochs=15 dual.model.patience=5 mf.model.epochs=15 mf.model.patience=5"
     )
+    # The command that repeats the run, in the project's tag and kedro-mlflow's (which
+    # would leave out --params); the runner by its class name, not its repr.
+    command = (
+        "kedro run --pipelines=train_dual "
+        "--params=dual.model.epochs=15,dual.model.patience=5,mf.model.epochs=15,mf.model.patience=5,seed=1"
+    )
+    assert run.data.tags["kedro.command"] == command
+    assert run.data.tags["kedro_command"] == command
+    assert run.data.tags["runner"] == "SequentialRunner"
+
     params = run.data.params
     assert params["dataset"] == "synthetic"
     assert params["seed"] == "1"
