@@ -1,7 +1,12 @@
 """Hooks that check every parameter and the runner before the first node runs: each
 block against its typed config, every ``--params`` key against what the pipelines
 read, what spans blocks (dataset, threshold, protocol, models, tune space), and no
-``ParallelRunner``."""
+``ParallelRunner``.
+
+The checks reach the models (torch), the tuner (optuna) and the study's nodes: each
+imports what it checks when it runs, because settings.py imports this module for every
+`kedro` command (`kedro --version` included), which must not pay seconds for them.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +23,6 @@ from kedro.io import SharedMemoryDataCatalog
 from kedro.pipeline import Pipeline
 
 from debias_pipeline.config.params import as_mapping, build_config, closest, lookup
-
-# The checks below reach the models (torch), the tuner (optuna, dask) and the study's
-# nodes (matplotlib): each imports what it checks when it runs, before the first node,
-# because settings.py imports this module for every `kedro` command (`kedro --version`
-# included), which must not pay seconds for them.
 
 logger = logging.getLogger(__name__)
 
