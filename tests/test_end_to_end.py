@@ -285,5 +285,12 @@ def test_reproduce_thesis_short_run_and_its_notebook(project_copy: Path) -> None
         NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(project_copy)}}).execute()
     finally:
         del os.environ["DEBIAS_PROJECT"]
-    printed = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
+    outputs = [output for cell in notebook.cells for output in cell.get("outputs", [])]
+    printed = "".join(output.get("text", "") for output in outputs)
     assert "6 nested runs, 2 seeds, 3 rows" in printed
+    assert f"parent run {parent.info.run_id} dataset synthetic" in printed
+    # The summary table: every row of the study, mean, std and count over the two seeds.
+    (table,) = [output["data"]["text/html"] for output in outputs if "text/html" in output.get("data", {})]
+    for row in SHORT_THESIS["rows"]:
+        assert row["label"] in table
+    assert table.count("<td>2</td>") == 2 * len(SHORT_THESIS["rows"])  # count of test_recall and of test_ndcg
