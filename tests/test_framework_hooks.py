@@ -129,6 +129,7 @@ def test_the_settings_import_no_heavy_library() -> None:
     assert imported_after("import debias_pipeline.settings") == set()
 
 
+@pytest.mark.slow
 def test_the_registry_leaves_pyg_dask_and_scipy_stats_to_the_nodes_that_use_them() -> None:
     """Building every pipeline imports torch (the models) and matplotlib (the plotting
     nodes' return types, which Kedro's parameter validation resolves), not PyG, dask

@@ -39,6 +39,7 @@ def process(dataset: str, evaluation: dict | None = None, split: dict | None = N
     )
 
 
+@pytest.mark.slow
 def test_gowalla_full_ranking_split_keeps_the_given_test_and_carves_validation_from_train() -> None:
     raw, interactions, id_maps, _, _, _, summary, table, train = process("gowalla")
     assert (summary["n_users"], summary["n_items"]) == (29_858, 40_981)
@@ -55,6 +56,7 @@ def test_gowalla_full_ranking_split_keeps_the_given_test_and_carves_validation_f
     assert (users["index"].to_numpy() == users["original_id"].to_numpy()).all()
 
 
+@pytest.mark.slow
 def test_lastfm_counts_every_play_as_a_positive_and_aligns_the_trust_network() -> None:
     raw, interactions, id_maps, _, _, social, summary, table, train = process("lastfm")
     assert (interactions["label"] == 1).all()
@@ -74,6 +76,7 @@ def test_lastfm_counts_every_play_as_a_positive_and_aligns_the_trust_network() -
     assert data.social.shape == (n_users, n_users) and (data.social != data.social.T).nnz == 0
 
 
+@pytest.mark.slow
 def test_movielens_100k_side_data_and_leave_one_out_candidates() -> None:
     raw, interactions, id_maps, items, users, _, summary, table, train = process(
         "movielens_100k", {"protocol": "leave_one_out"}
@@ -105,6 +108,7 @@ def test_movielens_100k_side_data_and_leave_one_out_candidates() -> None:
     assert evaluators.setup.cutoffs == (10,) and evaluators.test.users.size == len(test) * 101
 
 
+@pytest.mark.slow
 def test_movielens_100k_strong_generalization_holds_out_users() -> None:
     *_, table, train = process("movielens_100k", {"protocol": "strong_generalization"})
     held_users = set(table.loc[table["split"] != "train", "user"])
@@ -112,6 +116,7 @@ def test_movielens_100k_strong_generalization_holds_out_users() -> None:
     assert train[sorted(held_users)].nnz == 0  # nothing of a held-out user is trained on
 
 
+@pytest.mark.slow
 def test_movielens_100k_cold_start_withholds_users_and_falls_back_on_their_features() -> None:
     raw = LOADERS["movielens_100k"](dataset_folder("movielens_100k"), None)
     data = process_dataset(raw, "movielens_100k", seed=0, evaluation={"protocol": "cold_start"})
