@@ -41,6 +41,7 @@ def test_the_command_repeats_the_parameters_and_the_runner_is_its_class_name() -
     assert run_command(RUN_PARAMS) == "kedro run --pipelines=train_dual --params=dataset=coat,dual.model.epochs=15"
     assert runner_name(RUN_PARAMS) == "SequentialRunner"
     assert runner_name({"runner": None}) == "SequentialRunner"
+    assert runner_name({"runner": "None"}) == "SequentialRunner"  # KedroSession.run() without a runner
     assert runner_name({"runner": "ThreadRunner"}) == "ThreadRunner"
 
 
@@ -156,7 +157,7 @@ def test_a_run_with_the_projects_logging_shows_progress_and_results_in_few_lines
         assert left_out not in output
     for ignored in IGNORED:
         assert not re.search(ignored.message.removeprefix(".*"), output), ignored.reason
-    assert re.search(r"INFO\s+\[ ?1/\d+\] ingest_ratings$", output, re.MULTILINE)
+    assert re.search(r"INFO\s+\[ ?1/\d+\] ingest_ratings\s*$", output, re.MULTILINE)  # rich pads lines
     assert re.search(r"\[ ?\d+/\d+\] mostpop\.evaluate_model done in \d+\.\d s", output)
     assert re.search(r"mostpop: test Recall@5 = [\d.]+, NDCG@5 = [\d.]+", output)
     assert re.search(r"MLflow run 'train_mostpop · synthetic · seed 0' \(\w+\)", output)

@@ -81,8 +81,11 @@ def _pipeline_names(run_params: dict[str, Any]) -> list[str]:
 
 def runner_name(run_params: dict[str, Any]) -> str:
     """The runner's class name: Kedro records the runner object's ``str``
-    (``<kedro.runner.sequential_runner.SequentialRunner object at 0x...>``)."""
-    runner = str(run_params.get("runner") or "SequentialRunner")
+    (``<kedro.runner.sequential_runner.SequentialRunner object at 0x...>``), or ``"None"``
+    for a session run without one, which then runs with a ``SequentialRunner``."""
+    runner = str(run_params.get("runner"))
+    if runner in ("None", ""):
+        return "SequentialRunner"
     found = re.fullmatch(r"<(?:[\w.]+\.)?(\w+) object at 0x[0-9a-fA-F]+>", runner)
     return found.group(1) if found else runner
 
