@@ -1,6 +1,7 @@
-# Quick start: `make run` (main job on the built-in dataset), `make test` (the test suite);
-# `make docs` builds the documentation site (docs/, mkdocs.yml) into site/.
-# Each creates the virtual environment in .venv on first use.
+# Quick start: `make run` (main job on the built-in dataset), `make test` (the test suite;
+# `make test-fast` leaves out the slow tests); `make docs` builds the documentation site
+# (docs/, mkdocs.yml) into site/; `make viz` shows the pipelines; `make notebook` opens the
+# notebooks. Each creates the virtual environment in .venv on first use.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export KEDRO_DISABLE_TELEMETRY := true
 
-.PHONY: run test viz-build docs parameters-doc mlflow-ui clean
+.PHONY: run test test-fast viz viz-build docs parameters-doc mlflow-ui notebook notebook-html clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +22,15 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Without the tests marked slow: whole-pipeline runs, kedro in a child process, real data.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+# One pipeline at a time (VIZ_PIPELINE; the whole project is 81 nodes); Ctrl-C stops it.
+VIZ_PIPELINE ?= train_dual
+viz: $(STAMP)
+	$(BIN)/kedro viz run --pipeline=$(VIZ_PIPELINE)
 
 viz-build: $(STAMP)
 	$(BIN)/kedro viz build
@@ -35,6 +45,21 @@ parameters-doc: $(STAMP)
 
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+# The notebooks (notebooks/): JupyterLab on them, or the comparison notebook executed into
+# build/notebooks/ as HTML. They read the MLflow store: run the pipeline they show first.
+NOTEBOOK_STAMP := $(VENV)/.notebook-stamp
+NOTEBOOK ?= notebooks/reproduce_thesis_comparison.ipynb
+
+$(NOTEBOOK_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,notebooks]'
+	touch $(NOTEBOOK_STAMP)
+
+notebook: $(NOTEBOOK_STAMP)
+	$(BIN)/jupyter lab notebooks
+
+notebook-html: $(NOTEBOOK_STAMP)
+	$(BIN)/jupyter nbconvert --to html --execute $(NOTEBOOK) --output-dir build/notebooks
 
 clean:
 	rm -rf $(VENV) build site .pytest_cache

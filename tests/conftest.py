@@ -1,4 +1,4 @@
-"""Shared fixtures: a throw-away copy of the project, the Coat data location, and
+"""Shared fixtures: a throw-away copy of the project, where the real datasets are, and
 ``kedro run`` in a child process."""
 
 from __future__ import annotations
@@ -18,18 +18,52 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The other names a dataset's folder goes by: GroupLens' archive unpacks as ml-100k, the
+# pipeline reads data/01_raw/movielens_100k.
+FOLDER_ALIASES = {"movielens_100k": ("ml-100k",), "ml-100k": ("movielens_100k",)}
+COAT_FILES = ("train.ascii", "test.ascii")
 
-def coat_source() -> Path:
-    """Where Coat's train.ascii / test.ascii are: $DEBIAS_COAT_DIR or ../shared/data/coat."""
-    return Path(os.environ.get("DEBIAS_COAT_DIR", REPO.parent / "shared" / "data" / "coat"))
+
+def data_roots() -> list[Path]:
+    """Where the tests look for a dataset's folder, in order: ``$DEBIAS_DATA_DIR``, the
+    project's data/01_raw (where the README puts a dataset), ../shared/data."""
+    roots = [Path(os.environ["DEBIAS_DATA_DIR"])] if os.environ.get("DEBIAS_DATA_DIR") else []
+    return [*roots, REPO / "data" / "01_raw", REPO.parent / "shared" / "data"]
+
+
+def find_dataset(name: str, roots: list[Path], files: tuple[str, ...] = ()) -> Path | None:
+    """The first ``<root>/<name>`` (or ``<root>/<alias>``) folder that holds a file (each
+    of ``files`` when given), or None."""
+    for root in roots:
+        for folder in (root / name, *(root / alias for alias in FOLDER_ALIASES.get(name, ()))):
+            if files and all((folder / file).is_file() for file in files):
+                return folder
+            if not files and folder.is_dir() and any(path.is_file() for path in folder.iterdir()):
+                return folder
+    return None
+
+
+def searched(name: str, roots: list[Path]) -> str:
+    names = "/".join((name, *FOLDER_ALIASES.get(name, ())))
+    return f"dataset folder {names} not found in {', '.join(str(root) for root in roots)}"
+
+
+def coat_source() -> Path | None:
+    """Coat's train.ascii / test.ascii: ``$DEBIAS_COAT_DIR``, else a ``coat`` folder of
+    ``data_roots()``."""
+    if os.environ.get("DEBIAS_COAT_DIR"):
+        folder = Path(os.environ["DEBIAS_COAT_DIR"])
+        return folder if all((folder / file).is_file() for file in COAT_FILES) else None
+    return find_dataset("coat", data_roots(), COAT_FILES)
 
 
 @pytest.fixture
 def coat_dir() -> Path:
     """The Coat files; skipped when absent, failed when DEBIAS_REQUIRE_COAT=1."""
     source = coat_source()
-    if not all((source / name).is_file() for name in ("train.ascii", "test.ascii")):
-        missing_data(f"Coat data not found at {source} (set DEBIAS_COAT_DIR)", "DEBIAS_REQUIRE_COAT")
+    if source is None:
+        where = os.environ.get("DEBIAS_COAT_DIR") or searched("coat", data_roots())
+        missing_data(f"Coat data ({', '.join(COAT_FILES)}) not found: {where} (set DEBIAS_COAT_DIR)", "DEBIAS_REQUIRE_COAT")
     return source
 
 
@@ -72,19 +106,19 @@ def make_project(project: Path) -> Path:
     return project
 
 
-def shared_data_folder(name: str) -> Path:
-    """``../shared/data/<name>`` (or ``$DEBIAS_DATA_DIR/<name>``): skipped when absent,
-    failed when DEBIAS_REQUIRE_DATA=1 (as in CI)."""
-    folder = Path(os.environ.get("DEBIAS_DATA_DIR", REPO.parent / "shared" / "data")) / name
-    if not folder.is_dir():
-        missing_data(f"dataset folder {folder} not found", "DEBIAS_REQUIRE_DATA")
+def dataset_folder(name: str) -> Path:
+    """The folder of dataset ``name`` (``movielens_100k`` or ``ml-100k``, ...) in
+    ``data_roots()``: skipped when absent, failed when DEBIAS_REQUIRE_DATA=1 (as in CI)."""
+    folder = find_dataset(name, data_roots())
+    if folder is None:
+        missing_data(f"{searched(name, data_roots())} (set DEBIAS_DATA_DIR)", "DEBIAS_REQUIRE_DATA")
     return folder
 
 
 @pytest.fixture
 def shared_dataset():  # noqa: ANN201 (a factory fixture)
-    """Locate a dataset of ../shared/data by name (see ``shared_data_folder``)."""
-    return shared_data_folder
+    """Locate a real dataset's folder by name (see ``dataset_folder``)."""
+    return dataset_folder
 
 
 @pytest.fixture

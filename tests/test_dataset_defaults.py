@@ -19,6 +19,7 @@ def parameters(project: Path, **runtime: object) -> dict:
         return as_mapping(session.load_context().params)
 
 
+@pytest.mark.slow
 def test_lastfm_gets_the_lightgcn_papers_settings_and_the_command_line_still_wins(project_copy: Path) -> None:
     coat = parameters(project_copy, dataset="coat")["lightgcn"]["model"]
     assert (coat["loss"] if "loss" in coat else "bce", coat["embedding_dim"], coat["lr"]) == ("bce", 200, 0.04)

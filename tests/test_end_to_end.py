@@ -60,6 +60,16 @@ def test_train_dual_logs_params_metrics_curves_and_artifacts(project_copy: Path)
     assert run.info.run_name == (
         "train_dual · synthetic · seed 1 · dual.model.epochs=15 dual.model.patience=5 mf.model.epochs=15 mf.model.patience=5"
     )
+    # The command that repeats the run, in the project's tag and kedro-mlflow's (which
+    # would leave out --params); the runner by its class name, not its repr.
+    command = (
+        "kedro run --pipelines=train_dual "
+        "--params=dual.model.epochs=15,dual.model.patience=5,mf.model.epochs=15,mf.model.patience=5,seed=1"
+    )
+    assert run.data.tags["kedro.command"] == command
+    assert run.data.tags["kedro_command"] == command
+    assert run.data.tags["runner"] == "SequentialRunner"
+
     params = run.data.params
     assert params["dataset"] == "synthetic"
     assert params["seed"] == "1"
@@ -275,5 +285,12 @@ def test_reproduce_thesis_short_run_and_its_notebook(project_copy: Path) -> None
         NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(project_copy)}}).execute()
     finally:
         del os.environ["DEBIAS_PROJECT"]
-    printed = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
+    outputs = [output for cell in notebook.cells for output in cell.get("outputs", [])]
+    printed = "".join(output.get("text", "") for output in outputs)
     assert "6 nested runs, 2 seeds, 3 rows" in printed
+    assert f"parent run {parent.info.run_id} dataset synthetic" in printed
+    # The summary table: every row of the study, mean, std and count over the two seeds.
+    (table,) = [output["data"]["text/html"] for output in outputs if "text/html" in output.get("data", {})]
+    for row in SHORT_THESIS["rows"]:
+        assert row["label"] in table
+    assert table.count("<td>2</td>") == 2 * len(SHORT_THESIS["rows"])  # count of test_recall and of test_ndcg

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import peers  # noqa: E402
@@ -31,6 +33,7 @@ def test_contest_rotates_the_order_and_the_table_divides_medians_by_the_projects
     assert table[3] == "|  | theirs (does more) | 9.000 | 4.50x | 2 | 9.000 | 4.50x | 1.00x |"
 
 
+@pytest.mark.slow
 def test_every_installed_contender_runs_on_a_small_graph(capsys) -> None:
     assert peers.main(["--graph", "small", "--quick"]) == 0
     out = capsys.readouterr().out

@@ -1,6 +1,8 @@
-"""The real datasets of ../shared/data through the data-processing nodes and the
-protocols, and one short run of each protocol end to end. These tests fail instead of
-skipping when DEBIAS_REQUIRE_DATA=1 (CI) and the data is missing."""
+"""The real datasets through the data-processing nodes and the protocols, and one short
+run of each protocol end to end. A dataset's folder is looked for in $DEBIAS_DATA_DIR,
+the project's data/01_raw (where the README puts it) and ../shared/data, under its
+name or an alias (``movielens_100k`` or ``ml-100k``). These tests are skipped without
+the data, and fail instead when DEBIAS_REQUIRE_DATA=1 (CI)."""
 
 from __future__ import annotations
 
@@ -17,14 +19,12 @@ from debias_pipeline.data.loaders.parsing import RawData
 from debias_pipeline.data.processing import build_normalized_adjacency
 from debias_pipeline.models.registry import build_model
 from debias_pipeline.training.inputs import build_evaluators, build_train_data, process_dataset
-from tests.conftest import shared_data_folder
+from tests.conftest import FOLDER_ALIASES, dataset_folder, find_dataset
 from tests.test_end_to_end import latest_run, run_pipeline
-
-FOLDERS = {"gowalla": "gowalla", "lastfm": "lastfm", "movielens_100k": "ml-100k"}
 
 
 def process(dataset: str, evaluation: dict | None = None, split: dict | None = None, seed: int = 0):
-    raw = LOADERS[dataset](shared_data_folder(FOLDERS[dataset]), None)
+    raw = LOADERS[dataset](dataset_folder(dataset), None)
     data = process_dataset(raw, dataset, seed=seed, evaluation=evaluation, split=split)
     return (
         raw,
@@ -39,6 +39,7 @@ def process(dataset: str, evaluation: dict | None = None, split: dict | None = N
     )
 
 
+@pytest.mark.slow
 def test_gowalla_full_ranking_split_keeps_the_given_test_and_carves_validation_from_train() -> None:
     raw, interactions, id_maps, _, _, _, summary, table, train = process("gowalla")
     assert (summary["n_users"], summary["n_items"]) == (29_858, 40_981)
@@ -55,6 +56,7 @@ def test_gowalla_full_ranking_split_keeps_the_given_test_and_carves_validation_f
     assert (users["index"].to_numpy() == users["original_id"].to_numpy()).all()
 
 
+@pytest.mark.slow
 def test_lastfm_counts_every_play_as_a_positive_and_aligns_the_trust_network() -> None:
     raw, interactions, id_maps, _, _, social, summary, table, train = process("lastfm")
     assert (interactions["label"] == 1).all()
@@ -74,6 +76,7 @@ def test_lastfm_counts_every_play_as_a_positive_and_aligns_the_trust_network() -
     assert data.social.shape == (n_users, n_users) and (data.social != data.social.T).nnz == 0
 
 
+@pytest.mark.slow
 def test_movielens_100k_side_data_and_leave_one_out_candidates() -> None:
     raw, interactions, id_maps, items, users, _, summary, table, train = process(
         "movielens_100k", {"protocol": "leave_one_out"}
@@ -105,6 +108,7 @@ def test_movielens_100k_side_data_and_leave_one_out_candidates() -> None:
     assert evaluators.setup.cutoffs == (10,) and evaluators.test.users.size == len(test) * 101
 
 
+@pytest.mark.slow
 def test_movielens_100k_strong_generalization_holds_out_users() -> None:
     *_, table, train = process("movielens_100k", {"protocol": "strong_generalization"})
     held_users = set(table.loc[table["split"] != "train", "user"])
@@ -112,8 +116,9 @@ def test_movielens_100k_strong_generalization_holds_out_users() -> None:
     assert train[sorted(held_users)].nnz == 0  # nothing of a held-out user is trained on
 
 
+@pytest.mark.slow
 def test_movielens_100k_cold_start_withholds_users_and_falls_back_on_their_features() -> None:
-    raw = LOADERS["movielens_100k"](shared_data_folder(FOLDERS["movielens_100k"]), None)
+    raw = LOADERS["movielens_100k"](dataset_folder("movielens_100k"), None)
     data = process_dataset(raw, "movielens_100k", seed=0, evaluation={"protocol": "cold_start"})
     table, train = data.interaction_split, data.train_matrix
     withheld = sorted(set(table.loc[table["split"] != "train", "user"]))
@@ -132,7 +137,7 @@ def test_movielens_100k_cold_start_withholds_users_and_falls_back_on_their_featu
 def _copy_dataset(project: Path, dataset: str) -> None:
     target = project / "data" / "01_raw" / dataset
     target.mkdir(parents=True)
-    for path in shared_data_folder(FOLDERS[dataset]).iterdir():
+    for path in dataset_folder(dataset).iterdir():
         if path.is_file() and path.name not in ("NOTICE.md", "README"):
             shutil.copy(path, target / path.name)
 
@@ -215,3 +220,41 @@ def test_movielens_100k_graphsage_on_features_and_ids_and_multvae_folding_in(pro
     )
     metrics = _metrics(project_copy, "multvae", version)
     assert metrics["protocol"] == "strong_generalization" and 0 < metrics["test_recall_at_20"] <= 1
+
+
+def test_a_dataset_is_found_where_the_readme_puts_it_under_either_name(tmp_path: Path) -> None:
+    readme_place, shared = tmp_path / "project" / "data" / "01_raw", tmp_path / "shared" / "data"
+    (readme_place / "ml-100k").mkdir(parents=True)
+    (readme_place / "ml-100k" / "u.data").write_text("1\t1\t5\t881250949\n")
+    (readme_place / "lastfm").mkdir()  # an empty folder is no dataset: the next root has it
+    (shared / "lastfm").mkdir(parents=True)
+    (shared / "lastfm" / "data1.txt").write_text("")
+    (readme_place / "coat").mkdir()
+    (readme_place / "coat" / "train.ascii").write_text("")  # test.ascii missing
+    roots = [readme_place, shared]
+    assert FOLDER_ALIASES["movielens_100k"] == ("ml-100k",)
+    assert find_dataset("movielens_100k", roots) == readme_place / "ml-100k"
+    assert find_dataset("ml-100k", roots) == readme_place / "ml-100k"
+    assert find_dataset("lastfm", roots) == shared / "lastfm"
+    assert find_dataset("gowalla", roots) is None
+    assert find_dataset("coat", roots, ("train.ascii", "test.ascii")) is None
+
+
+def test_the_data_roots_put_the_environment_first_then_the_project(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tests.conftest import REPO, data_roots
+
+    monkeypatch.delenv("DEBIAS_DATA_DIR", raising=False)
+    assert data_roots() == [REPO / "data" / "01_raw", REPO.parent / "shared" / "data"]
+    monkeypatch.setenv("DEBIAS_DATA_DIR", str(tmp_path))
+    assert data_roots()[:2] == [tmp_path, REPO / "data" / "01_raw"]
+
+
+def test_missing_coat_fails_when_required(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DEBIAS_COAT_DIR", str(tmp_path))  # no train.ascii / test.ascii there
+    monkeypatch.setenv("DEBIAS_REQUIRE_COAT", "1")
+    with pytest.raises(pytest.fail.Exception, match="DEBIAS_REQUIRE_COAT=1"):
+        request.getfixturevalue("coat_dir")

@@ -389,6 +389,7 @@ def test_socialgcn_refuses_a_dataset_without_ties() -> None:
         run(register_pipelines()["train_socialgcn"], catalog_for(synthetic_raw(), dataset="synthetic"))
 
 
+@pytest.mark.slow
 def test_cause_is_stopped_and_reported_on_the_validation_users_it_did_not_train_on() -> None:
     catalog = run(register_pipelines()["train_cause"], catalog_for(synthetic_raw(), dataset="synthetic", keep=("evaluators", "cause.metrics")))
     metrics, users = catalog.load("cause.metrics"), np.unique(catalog.load("evaluators").validation.users).size
@@ -396,6 +397,7 @@ def test_cause_is_stopped_and_reported_on_the_validation_users_it_did_not_train_
     assert 0.0 <= metrics["validation_ndcg_at_5"] <= 1.0 and 0.0 <= metrics["test_ndcg_at_5"] <= 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", GENERAL_NAMESPACES)
 def test_every_model_pipeline_reports_metrics(model: str) -> None:
     catalog = default_run()
@@ -424,6 +426,7 @@ def test_every_model_pipeline_reports_metrics(model: str) -> None:
     assert isinstance(catalog.load(f"{model}.learning_curve_plot"), matplotlib.figure.Figure)
 
 
+@pytest.mark.slow
 def test_the_models_train_on_the_shared_matrix() -> None:
     catalog = default_run()
     n_users, n_items = catalog.load("train_matrix").shape
@@ -447,6 +450,7 @@ def test_the_models_train_on_the_shared_matrix() -> None:
         assert item_tables and all(t.shape[0] == n_items for t in item_tables)
 
 
+@pytest.mark.slow
 def test_train_dual_is_deterministic_on_cpu() -> None:
     first, again = train_dual(seed=0), train_dual(seed=0)
     assert first.load("dual.metrics") == again.load("dual.metrics")
@@ -455,12 +459,14 @@ def test_train_dual_is_deterministic_on_cpu() -> None:
         assert torch.equal(tensor, again.load("dual.model_weights")["weights"][name]), name
 
 
+@pytest.mark.slow
 def test_train_dual_depends_on_the_seed() -> None:
     first, other = train_dual(seed=0), train_dual(seed=1)
     # The seed draws the simulator, the split and the initialization: the rows themselves differ.
     assert not first.load("dual.predictions")[["user", "item"]].equals(other.load("dual.predictions")[["user", "item"]])
 
 
+@pytest.mark.slow
 def test_train_dual_matches_the_default_run() -> None:
     # The same model block under __default__ and under train_dual gives the same model.
     np.testing.assert_array_equal(

@@ -21,7 +21,6 @@ from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
-from scipy import stats
 
 from debias_pipeline.data.simulation import CHUNK_PAIRS, GroundTruth, Kind
 from debias_pipeline.evaluation.metrics import RankingMetrics, per_user_metrics
@@ -140,6 +139,8 @@ def spearman(scores: np.ndarray, values: np.ndarray) -> float:
     v = np.asarray(values, dtype=np.float64).ravel()
     if s.size < 2 or np.ptp(s) == 0 or np.ptp(v) == 0:
         return float("nan")
+    from scipy import stats  # scipy.stats takes ~0.7 s to import: only when needed
+
     return float(stats.spearmanr(s, v).statistic)
 
 

@@ -13,12 +13,9 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-import mlflow
-import mlflow.data
 from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset, Version
 from kedro.pipeline import Pipeline
-from mlflow.entities import RunStatus
 
 from debias_pipeline.framework.runs import (
     JOURNAL_FOLDER,
@@ -99,6 +96,8 @@ class RunJournalHook:
         self._folder = Path(run_params["project_path"]) / JOURNAL_FOLDER
         recover_unfinished_runs(self._folder)
         save_version = run_params["run_id"]
+        import mlflow  # here, not at the top: settings.py imports this module for every `kedro` command
+
         active = mlflow.active_run()
         journal = RunJournal.for_this_process(
             save_version,
@@ -171,6 +170,8 @@ class RunJournalHook:
             for directory in self._journal.remove_directories():
                 logger.warning("%s: removed its partial artifact %s", ended, directory)
             if isinstance(error, RunInterrupted):
+                from mlflow.entities import RunStatus
+
                 try:
                     if self._journal.mark_mlflow_run(RunStatus.KILLED):
                         logger.warning("%s: its MLflow run %s marked KILLED", ended, self._journal.mlflow_run_id)

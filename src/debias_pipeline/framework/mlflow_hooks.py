@@ -1,24 +1,25 @@
 """Hooks around MLflow: the store set up under a file lock, plain parameters for
 kedro-mlflow, every saved artifact logged to the run, and the run's name and
-command-line tag."""
+command-line tags.
+
+MLflow takes seconds to import and settings.py imports this module for every `kedro`
+command (`kedro --version` included): each hook imports it when it runs.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 from pathlib import Path
 from typing import Any
 
-import mlflow
-import mlflow.data
 from filelock import FileLock
 from kedro.config import MissingConfigException
 from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Pipeline
-from kedro_mlflow.config.kedro_mlflow_config import KedroMlflowConfig
-from sqlalchemy.engine import make_url
 
 from debias_pipeline.config.params import as_mapping
 from debias_pipeline.framework.journal import _versioned
@@ -54,6 +55,8 @@ class MlflowArtifactHook:
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:
+        import mlflow
+
         if self._catalog is None or mlflow.active_run() is None:
             return
         dataset = _versioned(self._catalog, dataset_name)
@@ -68,18 +71,54 @@ class MlflowArtifactHook:
         # kedro-mlflow re-enters the run before every node and ends it once, so the
         # run stays on mlflow's stack: a second run in the same process would
         # otherwise log into this one.
+        import mlflow
+
         while mlflow.active_run() is not None:
             mlflow.end_run()
 
 def _pipeline_names(run_params: dict[str, Any]) -> list[str]:
     return list(run_params.get("pipeline_names") or ([run_params["pipeline_name"]] if run_params.get("pipeline_name") else []))
 
+def runner_name(run_params: dict[str, Any]) -> str:
+    """The runner's class name: Kedro records the runner object's ``str``
+    (``<kedro.runner.sequential_runner.SequentialRunner object at 0x...>``), or ``"None"``
+    for a session run without one, which then runs with a ``SequentialRunner``."""
+    runner = str(run_params.get("runner"))
+    if runner in ("None", ""):
+        return "SequentialRunner"
+    found = re.fullmatch(r"<(?:[\w.]+\.)?(\w+) object at 0x[0-9a-fA-F]+>", runner)
+    return found.group(1) if found else runner
+
+# `kedro run` options of the run parameters that select what runs, in Kedro's order.
+_SELECTION_OPTIONS = (
+    ("from_inputs", "--from-inputs"),
+    ("to_outputs", "--to-outputs"),
+    ("from_nodes", "--from-nodes"),
+    ("to_nodes", "--to-nodes"),
+    ("node_names", "--nodes"),
+    ("tags", "--tags"),
+    ("namespaces", "--namespaces"),
+)
+
 def run_command(run_params: dict[str, Any]) -> str:
-    """The ``kedro run`` command line of a run (also for one started from Python)."""
+    """The ``kedro run`` command line that repeats a run (also one started from Python):
+    pipelines, environment, node selection, runner, load versions and every
+    ``--params`` override."""
     words = ["kedro", "run"]
     pipelines = _pipeline_names(run_params)
     if pipelines:
         words.append(f"--pipelines={','.join(pipelines)}")
+    if run_params.get("env"):
+        words.append(f"--env={run_params['env']}")
+    for key, option in _SELECTION_OPTIONS:
+        if run_params.get(key):
+            words.append(f"{option}={','.join(run_params[key])}")
+    if run_params.get("only_missing_outputs"):
+        words.append("--only-missing-outputs")
+    if runner_name(run_params) != "SequentialRunner":
+        words.append(f"--runner={runner_name(run_params)}")
+    if run_params.get("load_versions"):
+        words.append("--load-versions=" + ",".join(f"{name}:{version}" for name, version in run_params["load_versions"].items()))
     runtime = _flat(run_params.get("runtime_params"))
     if runtime:
         words.append("--params=" + ",".join(f"{key}={value}" for key, value in runtime.items()))
@@ -101,7 +140,13 @@ def run_name(run_params: dict[str, Any], parameters: dict[str, Any]) -> str:
 class MlflowRunLabelHook:
     """Tell MLflow runs apart: the run name says pipeline, dataset, seed and overrides;
     the ``kedro run`` command line is a tag; the ingested ratings are the run's dataset
-    input (name, source folder, digest); the experiment is a model-training one."""
+    input (name, source folder, digest); the experiment is a model-training one.
+
+    kedro-mlflow tags the run too, before this hook: ``kedro_command`` without the
+    ``--params`` (run again, it would train on the default dataset) and ``runner``, the
+    runner object's ``repr``. Both are overwritten: ``kedro_command`` with the same
+    command as ``kedro.command``, ``runner`` with the runner's class name.
+    """
 
     def __init__(self) -> None:
         self._source = "data/01_raw"
@@ -110,18 +155,29 @@ class MlflowRunLabelHook:
     def after_context_created(self, context: KedroContext) -> None:
         self._source = str(Path(context.project_path) / "data" / "01_raw")
 
-    @hook_impl
+    @hook_impl(trylast=True)  # after kedro-mlflow has started the run and set its own tags
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
+        import mlflow
+
         run = mlflow.active_run()
         if run is None:
             return
         parameters = catalog.load("parameters")
-        mlflow.set_tags({"mlflow.runName": run_name(run_params, parameters), "kedro.command": run_command(run_params)})
+        name, command = run_name(run_params, parameters), run_command(run_params)
+        mlflow.set_tags(
+            {"mlflow.runName": name, "kedro.command": command, "kedro_command": command, "runner": runner_name(run_params)}
+        )
         mlflow.MlflowClient().set_experiment_tag(run.info.experiment_id, "mlflow.experimentKind", "custom_model_development")
+        logger.info("MLflow run '%s' (%s), tracking at %s", name, run.info.run_id, mlflow.get_tracking_uri())
 
     @hook_impl
     def after_node_run(self, node: Any, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
-        if node.name != "ingest_ratings" or mlflow.active_run() is None:
+        if node.name != "ingest_ratings":
+            return
+        import mlflow
+        import mlflow.data
+
+        if mlflow.active_run() is None:
             return
         dataset = inputs.get("params:dataset")
         ratings = outputs.get("ratings")
@@ -135,6 +191,8 @@ def _sqlite_database(uri: str) -> Path | None:
     """The file of a ``sqlite:///`` tracking URI (relative to the working directory, as sqlite opens it)."""
     if not uri.startswith("sqlite:"):
         return None
+    from sqlalchemy.engine import make_url
+
     database = make_url(uri).database
     return Path(database) if database and database != ":memory:" else None
 
@@ -151,6 +209,9 @@ class MlflowStoreLockHook:
 
     @hook_impl(tryfirst=True)
     def after_context_created(self, context: KedroContext) -> None:
+        import mlflow
+        from kedro_mlflow.config.kedro_mlflow_config import KedroMlflowConfig
+
         if mlflow.active_run() is not None:
             return  # kedro-mlflow then ignores mlflow.yml and uses that run's store
         context.config_loader.config_patterns.setdefault("mlflow", ["mlflow*", "mlflow*/**", "**/mlflow*"])

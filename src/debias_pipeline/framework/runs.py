@@ -24,17 +24,20 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import mlflow
 from kedro.io.core import generate_timestamp as kedro_timestamp
-from mlflow.entities import RunStatus
-from mlflow.tracking import MlflowClient
+
+if TYPE_CHECKING:
+    from mlflow.entities import RunStatus
 
 logger = logging.getLogger(__name__)
 
 JOURNAL_FOLDER = Path("data") / ".runs"
-FINISHED, KILLED = RunStatus.to_string(RunStatus.FINISHED), RunStatus.to_string(RunStatus.KILLED)
-_ENDED = {FINISHED, RunStatus.to_string(RunStatus.FAILED), KILLED}
+# RunStatus.to_string of FINISHED, FAILED and KILLED: MLflow (seconds to import, and every
+# `kedro` command imports this module through cli.py) is imported only where a run is marked.
+FINISHED, KILLED = "FINISHED", "KILLED"
+_ENDED = {FINISHED, "FAILED", KILLED}
 
 
 class RunInterrupted(Exception):
@@ -165,6 +168,9 @@ class RunJournal:
         """
         if not self.mlflow_run_id or not self.mlflow_tracking_uri:
             return False
+        from mlflow.entities import RunStatus
+        from mlflow.tracking import MlflowClient
+
         client = MlflowClient(self.mlflow_tracking_uri)
         run = client.get_run(self.mlflow_run_id)
         children = client.search_runs(
@@ -182,6 +188,8 @@ class RunJournal:
 def kill_active_mlflow_runs() -> None:
     """End the MLflow runs still active in this process KILLED: mlflow's exit handler
     would end them FINISHED."""
+    import mlflow
+
     while mlflow.active_run() is not None:
         mlflow.end_run(KILLED)
 
@@ -245,6 +253,8 @@ def recover_unfinished_runs(folder: Path) -> list[RunJournal]:
     """
     if not folder.is_dir():
         return []
+    from mlflow.entities import RunStatus
+
     cleared = []
     for path in sorted(folder.glob("*.json")):
         try:

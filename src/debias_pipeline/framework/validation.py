@@ -1,7 +1,12 @@
 """Hooks that check every parameter and the runner before the first node runs: each
 block against its typed config, every ``--params`` key against what the pipelines
 read, what spans blocks (dataset, threshold, protocol, models, tune space), and no
-``ParallelRunner``."""
+``ParallelRunner``.
+
+The checks reach the models (torch), the tuner (optuna) and the study's nodes: each
+imports what it checks when it runs, because settings.py imports this module for every
+`kedro` command (`kedro --version` included), which must not pay seconds for them.
+"""
 
 from __future__ import annotations
 
@@ -18,18 +23,13 @@ from kedro.io import SharedMemoryDataCatalog
 from kedro.pipeline import Pipeline
 
 from debias_pipeline.config.params import as_mapping, build_config, closest, lookup
-from debias_pipeline.data.processing import resolve_threshold
-from debias_pipeline.data.registry import dataset_spec
-from debias_pipeline.evaluation.protocols import evaluation_setup
-from debias_pipeline.experiments.tuning import TuneConfig, check_space
-from debias_pipeline.models.neumf import check_pretrained_sizes
-from debias_pipeline.models.registry import check_model_fits_protocol, model_block
-from debias_pipeline.pipelines.reproduce_thesis.nodes import candidate_blocks, thesis_config
-from debias_pipeline.training.device import resolve_device
 
 logger = logging.getLogger(__name__)
 
 def _validate_thesis_rows(parameters: dict[str, Any]) -> None:
+    from debias_pipeline.models.registry import model_block
+    from debias_pipeline.pipelines.reproduce_thesis.nodes import candidate_blocks, thesis_config
+
     for row in thesis_config(parameters["reproduce_thesis"]).rows:
         for _, block in candidate_blocks(row, parameters):
             checked = model_block(block, f"reproduce_thesis row '{row.label}'")
@@ -43,6 +43,9 @@ def _validate_pretraining(parameters: dict[str, Any], used: set[str]) -> None:
     """NeuMF with ``pretrain`` has the sizes of the GMF and MLP it starts from."""
     if not {"neumf.model", "gmf.model", "mlp.model"} <= used:
         return
+    from debias_pipeline.models.neumf import check_pretrained_sizes
+    from debias_pipeline.models.registry import model_block
+
     configs = {name: model_block(lookup(parameters, f"{name}.model"), f"{name}.model").config for name in ("neumf", "gmf", "mlp")}
     check_pretrained_sizes(configs["neumf"], configs["gmf"], configs["mlp"])
 
@@ -104,6 +107,12 @@ def validate_parameters(parameters: dict[str, Any], pipeline: Pipeline) -> None:
     Raises:
         ValueError: Naming the first bad parameter.
     """
+    from debias_pipeline.data.processing import resolve_threshold
+    from debias_pipeline.data.registry import dataset_spec
+    from debias_pipeline.evaluation.protocols import evaluation_setup
+    from debias_pipeline.models.registry import check_model_fits_protocol, model_block
+    from debias_pipeline.training.device import resolve_device
+
     used = {name[len("params:") :] for name in pipeline.inputs() if name.startswith("params:")}
     protocol = None
     if "dataset" in used:
@@ -122,6 +131,8 @@ def validate_parameters(parameters: dict[str, Any], pipeline: Pipeline) -> None:
         _validate_thesis_rows(parameters)
     _validate_pretraining(parameters, used)
     if "tune" in used:
+        from debias_pipeline.experiments.tuning import TuneConfig, check_space
+
         check_space(build_config(TuneConfig, parameters.get("tune"), "tune"), parameters)
     for name in sorted(used):
         if name.endswith(".model") or name == "model":

@@ -14,7 +14,6 @@ import collections
 import math
 
 import numpy as np
-from scipy import stats
 
 
 class EarlyStopping:
@@ -83,4 +82,6 @@ def rank_correlation(signal: np.ndarray, target: np.ndarray) -> float:
     signal, target = np.asarray(signal, dtype=np.float64), np.asarray(target, dtype=np.float64)
     if np.ptp(signal) == 0 or np.ptp(target) == 0:
         return math.nan
+    from scipy import stats  # scipy.stats takes ~0.7 s to import: only when needed
+
     return float(stats.spearmanr(signal, target).statistic)

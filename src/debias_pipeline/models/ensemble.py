@@ -8,7 +8,6 @@ from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import torch
-from scipy import stats
 
 from debias_pipeline.config.params import BLOCK, Params, require
 from debias_pipeline.models.contract import EpochRecord, Recommender, TrainData, Validator
@@ -85,6 +84,8 @@ def normalized(scores: np.ndarray, how: str) -> np.ndarray:
     """``scores`` (n_users, n_items) on one scale per row (see ``EnsembleConfig``), float64."""
     scores = np.asarray(scores, dtype=np.float64)
     if how == "rank":
+        from scipy import stats  # scipy.stats takes ~0.7 s to import: only when needed
+
         return stats.rankdata(scores, axis=1) / scores.shape[1]
     spread = scores.std(axis=1, keepdims=True)
     return (scores - scores.mean(axis=1, keepdims=True)) / np.where(spread > 0, spread, 1.0)

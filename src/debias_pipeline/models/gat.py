@@ -4,7 +4,6 @@ neighbourhoods."""
 from __future__ import annotations
 
 from torch import nn
-from torch_geometric.nn import GATConv
 
 from debias_pipeline.config.params import require
 from debias_pipeline.models.gnn import GNNConfig, GraphRecommender
@@ -41,6 +40,8 @@ class GAT(GraphRecommender):
     Config = GATConfig
 
     def make_layers(self, config: GATConfig) -> list[nn.Module]:
+        from torch_geometric.nn import GATConv  # PyG loads in seconds: only when a GAT is built
+
         d, heads = config.embedding_dim, config.heads
         hidden = [GATConv(d, d // heads, heads=heads, concat=True, negative_slope=0.2) for _ in range(config.num_layers - 1)]
         return [*hidden, GATConv(d, d, heads=heads, concat=False, negative_slope=0.2)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Literal
 
 from torch import nn
-from torch_geometric.nn import SAGEConv
 
 from debias_pipeline.models.gnn import GNNConfig, GraphRecommender
 
@@ -36,6 +35,8 @@ class GraphSAGE(GraphRecommender):
     Config = GraphSAGEConfig
 
     def make_layers(self, config: GraphSAGEConfig) -> list[nn.Module]:
+        from torch_geometric.nn import SAGEConv  # PyG loads in seconds: only when a GraphSAGE is built
+
         d = config.embedding_dim
         project = config.aggregator == "max"
         return [

@@ -6,7 +6,6 @@ from __future__ import annotations
 import scipy.sparse as sp
 import torch
 from torch import nn
-from torch_geometric.nn import GraphConv
 
 from debias_pipeline.config.params import require
 from debias_pipeline.models.contract import TrainData
@@ -54,6 +53,8 @@ class PinSage(GraphRecommender):
     weighted = True
 
     def make_layers(self, config: PinSageConfig) -> list[nn.Module]:
+        from torch_geometric.nn import GraphConv  # PyG loads in seconds: only when a PinSage is built
+
         d = config.embedding_dim
         return [GraphConv(d, d, aggr="add") for _ in range(config.num_layers)]
 

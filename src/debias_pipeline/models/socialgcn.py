@@ -10,7 +10,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
-from torch_geometric.nn import SimpleConv
 
 from debias_pipeline.config.params import require
 from debias_pipeline.models.contract import TrainData
@@ -56,6 +55,8 @@ class SocialLayer(nn.Module):
     ties (a user without friends adds 0), one linear map."""
 
     def __init__(self, dim: int, social_edges: torch.Tensor) -> None:
+        from torch_geometric.nn import SimpleConv  # PyG loads in seconds: only when a social GCN is built
+
         super().__init__()
         self.mean = SimpleConv(aggr="mean")
         self.linear = nn.Linear(dim, dim)

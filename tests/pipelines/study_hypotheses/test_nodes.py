@@ -307,6 +307,7 @@ def tiny_run() -> DataCatalog:
     return catalog
 
 
+@pytest.mark.slow
 def test_sweeps_share_identical_fits_and_two_workers_give_the_same_numbers():
     study = plan()
     worlds, _ = simulate_worlds(study, {"threshold": 4}, {"validation_fraction": 0.25}, EVALUATION)
@@ -342,6 +343,7 @@ def test_pipeline_reads_only_its_block_and_the_shared_parameters():
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sweep", "rows"),
     [("models", 6), ("exposure_rank", 4), ("exposure_layers", 4), ("spectra", 6), ("bias_strength", 12)],
@@ -357,6 +359,7 @@ def test_every_fit_is_measured(sweep, rows):
     assert (runs["best_epoch"] <= runs["epochs_run"]).all()
 
 
+@pytest.mark.slow
 def test_spectra_table_holds_towers_and_truth():
     spectra = tiny_run().load("study_hypotheses.spectra")
     fits = spectra[spectra["model"] != "truth"].groupby(["setting", "model", "tower"])["j"].max().to_dict()
@@ -374,6 +377,7 @@ def test_spectra_table_holds_towers_and_truth():
         assert (np.diff(group.sort_values("j")["value"].to_numpy()) <= 1e-12).all()  # descending
 
 
+@pytest.mark.slow
 def test_figures_report_and_metrics():
     catalog = tiny_run()
     for figure in FIGURES:
