@@ -226,6 +226,9 @@ class InterruptedWhileClosing(RunInterrupted):
         version = journal.save_version if journal is not None else "unknown"
         status = None
         if journal is not None and journal.mlflow_run_id and journal.mlflow_tracking_uri:
+            from mlflow.entities import RunStatus
+            from mlflow.tracking import MlflowClient
+
             try:
                 status = MlflowClient(journal.mlflow_tracking_uri).get_run(journal.mlflow_run_id).info.status
                 if self.cut_short and status not in _ENDED:
