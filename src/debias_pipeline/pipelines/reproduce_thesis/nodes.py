@@ -3,9 +3,8 @@
 Each row of ``reproduce_thesis.rows`` names a base model block (``<base>.model``),
 fixed changes (``set``) and, optionally, hyperparameters the study tuned (``select``:
 every combination is trained, the one with the best validation NDCG@k is kept, per
-seed). For every seed the unbiased split is drawn anew (the seed sets the split and the initialization),
-every candidate is trained with early stopping on validation, and validation and test metrics are
-recorded. Selection never looks at test.
+seed). Each seed draws the split and the initialization anew; every candidate is trained with
+early stopping on validation, validation and test metrics are recorded, and selection never looks at test.
 """
 
 from __future__ import annotations
