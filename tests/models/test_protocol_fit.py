@@ -62,6 +62,10 @@ def test_every_model_under_every_protocol(name: str, protocol: str) -> None:
         with pytest.raises(ValueError, match=f"model '{name}'.*cannot score a user it was not trained on"):
             train_model(data, evaluators, block(name), 0, torch.device("cpu"))
         return
+    if name == "cause" and protocol != "thesis":  # its treatment set is the thesis protocol's unbiased sample
+        with pytest.raises(ValueError, match=f"only the 'thesis' protocol has.*got evaluation.protocol '{protocol}'"):
+            train_model(data, evaluators, block(name), 0, torch.device("cpu"))
+        return
     model, _, curves, history = train_model(data, evaluators, block(name), 0, torch.device("cpu"))
     metrics, _, predictions = evaluate_model(model, evaluators)
     assert metrics["protocol"] == protocol
