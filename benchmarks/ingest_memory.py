@@ -2,6 +2,7 @@
 
     python benchmarks/ingest_memory.py                       # 10, 50, 200 MB; custom CSV and Yahoo! R3
     python benchmarks/ingest_memory.py --sizes 10 50 200 1000 --formats custom_csv
+    python benchmarks/ingest_memory.py --stage index   # through the nodes up to id_maps
 
 For each format and size a synthetic file of about that many megabytes is written
 under ``--directory`` (default: a temporary folder, removed afterwards unless
@@ -13,16 +14,20 @@ under ``--directory`` (default: a temporary folder, removed afterwards unless
 - ``yahoo_r3``: the biased file at that size (``user<TAB>item<TAB>rating``) and a
   small unbiased one, read by ``load_yahoo_r3``.
 
+With ``--stage index`` the child then runs ``ingest_ratings``, ``binarize_ratings`` and
+``index_interactions`` (``duplicates: last``: random pairs repeat) on what it loaded,
+the nodes a ``kedro run`` takes up to ``id_maps``, with the raw data still held.
+
 Each load runs in a fresh interpreter, so the import of pandas and pyarrow is part of
-every figure (about 100-150 MB). The peak resident set size is the child's own
-``VmHWM`` (``/proc/self/status``), which it prints as it ends. Not ``ru_maxrss``
-(``resource.getrusage(RUSAGE_CHILDREN)``, or ``os.wait4`` for the one child): Linux
-carries a process's peak across fork and exec into the child's, so that figure is at
-least this script's own peak (some hundred MB after writing the files), which hides the
-small loads; both are printed. The table gives the peak, the peak over the file size,
-the wall and CPU seconds, and the least-squares slope of peak against size over all
-the sizes of a format: the memory each further megabyte of file costs, with the
-interpreter's fixed cost taken out by the intercept.
+every figure (about 100-150 MB; MB are 10^6 bytes throughout). The peak resident set
+size is the child's own ``VmHWM`` (``/proc/self/status``), which it prints as it ends.
+Not ``ru_maxrss`` (``resource.getrusage(RUSAGE_CHILDREN)``, or ``os.wait4`` for the one
+child): Linux carries a process's peak across fork and exec into the child's, so that
+figure is at least this script's own peak (some hundred MB after writing the files),
+which can hide the small loads; both are printed. The table gives the peak, the peak
+over the file size, the wall and CPU seconds, and the least-squares slope of peak
+against size over all the sizes of a format: the memory each further megabyte of file
+costs, with the interpreter's fixed cost taken out by the intercept.
 """
 
 from __future__ import annotations
@@ -48,16 +53,24 @@ ROWS_PER_WRITE = 1_000_000
 YAHOO_TRAIN, YAHOO_TEST = "ydata-ymusic-rating-study-v1_0-train.txt", "ydata-ymusic-rating-study-v1_0-test.txt"
 FORMATS = ("custom_csv", "custom_tsv", "yahoo_r3")
 
-# The child: load one dataset, print the rows it got and its own peak (VmHWM, kB).
+# The child: load one dataset (and with "index", run the data-processing nodes up to
+# id_maps on it), print the rows it got and its own peak (VmHWM, kB).
 CHILD = """
 import json, sys
 from pathlib import Path
 from debias_pipeline.data.loaders import LOADERS
-name, directory, options = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+name, directory, options, stage = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
 raw = LOADERS[name](directory, options or None)
+rows = len(raw.interactions)
+if stage == "index":
+    from debias_pipeline.data.processing import binarize_ratings, index_interactions, ingest_ratings
+    ratings, truth = ingest_ratings(raw, name, {}, 0)
+    labeled = binarize_ratings(ratings, {}, name)
+    del ratings
+    index_interactions(labeled, raw, truth, {"duplicates": "last"}, name)  # random pairs repeat
 with open("/proc/self/status") as status:
     peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
-print(len(raw.interactions), peak)
+print(rows, peak)
 """
 
 
@@ -113,13 +126,13 @@ def prepare(fmt: str, directory: Path, megabytes: float, seed: int) -> tuple[str
     return "yahoo_r3", {}, path
 
 
-def measure(loader: str, directory: Path, options: dict) -> tuple[float, float, float, float, int]:
+def measure(loader: str, directory: Path, options: dict, stage: str) -> tuple[float, float, float, float, int]:
     """(peak RSS in MB, ru_maxrss in MB, wall seconds, CPU seconds, rows) of one load in a
     fresh interpreter. CPU seconds (user + system) are the figure to compare on a busy machine."""
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     start = time.perf_counter()
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, loader, str(directory), json.dumps(options)],
+        [sys.executable, "-c", CHILD, loader, str(directory), json.dumps(options), stage],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
@@ -134,7 +147,7 @@ def measure(loader: str, directory: Path, options: dict) -> tuple[float, float, 
         raise RuntimeError(f"{loader} failed: {tail[0]}")
     cpu = usage.ru_utime + usage.ru_stime
     rows, peak = map(int, out.split()[-2:])
-    return peak / 1024, usage.ru_maxrss / 1024, seconds, cpu, rows  # both in KiB on Linux
+    return peak * 1024 / MB, usage.ru_maxrss * 1024 / MB, seconds, cpu, rows  # both in KiB on Linux
 
 
 def main() -> None:
@@ -144,6 +157,13 @@ def main() -> None:
     parser.add_argument("--directory", type=Path, default=None, help="where to write the files (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--stage",
+        choices=["load", "index"],
+        default="load",
+        help="load: the loader alone (the raw_data dataset); index: then ingest_ratings, "
+        "binarize_ratings and index_interactions, as `kedro run` does up to id_maps",
+    )
     args = parser.parse_args()
 
     root = args.directory or Path(tempfile.mkdtemp(prefix="ingest_memory_"))
@@ -158,7 +178,7 @@ def main() -> None:
                 directory = root / f"{fmt}_{megabytes:g}"
                 loader, options, path = prepare(fmt, directory, megabytes, args.seed)
                 size = path.stat().st_size / MB
-                peak, maxrss, seconds, cpu, rows = measure(loader, directory, options)
+                peak, maxrss, seconds, cpu, rows = measure(loader, directory, options, args.stage)
                 sizes.append(size)
                 peaks.append(peak)
                 print(

@@ -132,16 +132,20 @@ def ingest_ratings(
         ratings = data.ratings.assign(rating=data.ratings["rating"].astype(np.float64), timestamp=np.nan)
         return ratings[RATING_COLUMNS], data.truth
     _check_ratings(raw_data, spec)
-    table = raw_data.interactions
+    table = raw_data.interactions.reset_index(drop=True)
+    # The parsed columns themselves, not copies (copy-on-write keeps raw_data as it is
+    # should either be written to); text stays Arrow text: an object array would make
+    # one Python string per row, several times the table's size on a big log.
     ratings = pd.DataFrame(
         {
-            "user": table["user"].to_numpy(),
-            "item": table["item"].to_numpy(),
-            "rating": table["rating"].to_numpy(np.float64),
-            "timestamp": table["timestamp"].to_numpy(np.float64),
-            "source": table["part"].to_numpy(object),
-            "line": table["line"].to_numpy(np.int64),
-        }
+            "user": table["user"],
+            "item": table["item"],
+            "rating": table["rating"].astype(np.float64),
+            "timestamp": table["timestamp"].astype(np.float64),
+            "source": table["part"],
+            "line": table["line"].astype(np.int64),
+        },
+        copy=False,
     )
     return ratings, {"preference": np.zeros((0, 0)), "exposure": np.zeros((0, 0))}
 
@@ -187,8 +191,23 @@ def binarize_ratings(ratings: pd.DataFrame, binarization: BinarizationConfig, da
             return ratings.assign(label=label)[~unrated].reset_index(drop=True)
     return ratings.assign(label=label)
 
+def _pair_keys(table: pd.DataFrame) -> np.ndarray:
+    """One int64 per row, equal exactly for rows of equal (source, user, item).
+
+    Built from each column's codes (``pd.factorize``: Arrow's dictionary encoding for
+    text) rather than by hashing the rows, which turns text ids into one Python string
+    per row; re-factorized after each column so the codes stay below the row count and
+    their products cannot overflow.
+    """
+    keys = np.zeros(len(table), dtype=np.int64)
+    for column in ("source", "user", "item"):
+        codes, uniques = pd.factorize(table[column])
+        keys = pd.factorize(keys * len(uniques) + codes)[0].astype(np.int64)
+    return keys
+
 def _deduplicate(table: pd.DataFrame, policy: str, files: dict[str, str]) -> tuple[pd.DataFrame, int]:
-    duplicated = table.duplicated(["source", "user", "item"], keep=False).to_numpy()
+    keys = _pair_keys(table)
+    duplicated = pd.Series(keys).duplicated(keep=False).to_numpy()
     if not duplicated.any():
         return table, 0
     if policy == "error":
@@ -200,10 +219,13 @@ def _deduplicate(table: pd.DataFrame, policy: str, files: dict[str, str]) -> tup
             f"item {printable(rows['item'].iat[0])}) is rated twice in one set; set preprocessing.duplicates to "
             "'first' or 'last' to keep one of them"
         )
-    order = ["timestamp", "line"] if table["timestamp"].notna().all() else ["line"]
-    ordered = table.sort_values(order, kind="stable")
-    kept = ordered.drop_duplicates(["source", "user", "item"], keep=policy).sort_index()
-    return kept, int(len(table) - len(kept))
+    # The row positions in time order (by timestamp when every row has one, then by
+    # file order), the first or last of each pair kept, back in table order.
+    line = table["line"].to_numpy()
+    timestamp = table["timestamp"].to_numpy(np.float64)
+    order = np.lexsort((line, timestamp)) if not np.isnan(timestamp).any() else np.argsort(line, kind="stable")
+    kept = order[~pd.Series(keys[order]).duplicated(keep=policy).to_numpy()]
+    return table.iloc[np.sort(kept)], int(len(table) - len(kept))
 
 def _k_core(table: pd.DataFrame, min_user: int, min_item: int) -> pd.DataFrame:
     """Rows of the users and items that keep >= the thresholds of train positives."""
@@ -229,8 +251,8 @@ def _k_core(table: pd.DataFrame, min_user: int, min_item: int) -> pd.DataFrame:
         )
     return table[keep]
 
-def _sorted_ids(values: pd.Series | np.ndarray) -> np.ndarray:
-    ids = pd.unique(np.asarray(values))
+def _sorted_ids(values: pd.Series) -> np.ndarray:
+    ids = values.unique()  # of the column's own type: no Python string per row
     if ids.dtype.kind in "iu":
         return np.sort(ids)
     return np.array(sorted(ids, key=str), dtype=object)
@@ -283,9 +305,14 @@ def entity_ids(id_maps: pd.DataFrame, entity: str) -> np.ndarray:
     values[integer] = [int(value) for value in values[integer]]
     return values
 
-def _position(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Index of each value in ``ids`` (every value is present)."""
-    return pd.Index(ids).get_indexer(values).astype(np.int64)
+def _position(ids: np.ndarray, values: pd.Series) -> np.ndarray:
+    """Index of each value in ``ids`` (every value is present).
+
+    Looked up once per distinct value (``pd.factorize``), not once per row: the rows of
+    a text column would each become a Python string.
+    """
+    codes, uniques = pd.factorize(values)
+    return pd.Index(ids).get_indexer(uniques).astype(np.int64)[codes]
 
 def index_interactions(
     labeled_ratings: pd.DataFrame,
@@ -337,11 +364,11 @@ def index_interactions(
         users, items = _sorted_ids(table["user"]), _sorted_ids(table["item"])
     interactions = pd.DataFrame(
         {
-            "user": _position(users, table["user"].to_numpy()),
-            "item": _position(items, table["item"].to_numpy()),
+            "user": _position(users, table["user"]),
+            "item": _position(items, table["item"]),
             "rating": table["rating"].to_numpy(np.float64),
             "timestamp": table["timestamp"].to_numpy(np.float64),
-            "source": table["source"].to_numpy(object),
+            "source": table["source"].array,
             "label": table["label"].to_numpy(np.int8),
         }
     )

@@ -18,6 +18,7 @@ from debias_pipeline.data.loaders.custom import load_custom
 from debias_pipeline.data.loaders.parsing import RawData
 from debias_pipeline.data.loaders.side_data import load_anime
 from debias_pipeline.data.processing import (
+    _deduplicate,
     binarize_ratings,
     build_id_maps,
     build_normalized_adjacency,
@@ -113,6 +114,27 @@ def test_duplicated_pairs_error_or_keep_one() -> None:
     assert kept.loc[kept["user"] == 0, "timestamp"].item() == 5  # the latest by timestamp
     first, *_ = indexed(raw, preprocessing={"duplicates": "first"})
     assert first.loc[first["user"] == 0, "timestamp"].item() == 1
+
+
+@pytest.mark.parametrize("policy", ["first", "last"])
+@pytest.mark.parametrize("timestamps", [True, False])
+def test_duplicates_keep_the_rows_a_sort_and_drop_duplicates_would(policy: str, timestamps: bool) -> None:
+    # The pairs are found through integer codes, not by hashing the rows; the rows kept
+    # must be those of the plain pandas formulation, ties in time broken by file order.
+    rng = np.random.default_rng(3)
+    n = 400
+    stamps = rng.integers(0, 5, n).astype(float)
+    if not timestamps:
+        stamps[7] = np.nan  # one missing timestamp: file order alone
+    raw = raw_log(
+        rng.choice(["a", "b", "c"], n), rng.integers(0, 4, n), timestamps=stamps, part=rng.choice(["train", "all"], n)
+    )
+    table = raw.interactions.rename(columns={"part": "source"})
+    kept, dropped = _deduplicate(table, policy, raw.files)
+    order = ["timestamp", "line"] if timestamps else ["line"]
+    expected = table.sort_values(order, kind="stable").drop_duplicates(["source", "user", "item"], keep=policy)
+    pd.testing.assert_frame_equal(kept, expected.sort_index())
+    assert dropped == n - len(expected) > 0
 
 
 def test_ids_with_control_characters_are_escaped_in_the_messages() -> None:

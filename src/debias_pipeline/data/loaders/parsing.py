@@ -19,9 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from debias_pipeline.data.loaders.interactions import INTERACTION_COLUMNS, Interactions
-
-__all__ = ["INTERACTION_COLUMNS", "RawData", "RawDataError", "printable"]
+# INTERACTION_COLUMNS is re-exported: RawData's readers find it next to RawData.
+from debias_pipeline.data.loaders.interactions import INTERACTION_COLUMNS, Interactions  # noqa: F401
 
 
 def printable(value: object) -> str:
