@@ -126,3 +126,38 @@ def test_save_is_refused(tmp_path: Path) -> None:
 def test_describe_names_dataset_and_root(tmp_path: Path) -> None:
     text = str(RawDataset("yahoo_r3", root=str(tmp_path)))
     assert "yahoo_r3" in text and str(tmp_path) in text
+
+
+def test_a_file_over_max_file_mb_is_refused_before_it_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = _yahoo(tmp_path)  # train: 19 bytes, test: 12 bytes
+    monkeypatch.setattr("debias_pipeline.datasets.raw.LOADERS", {})  # nothing may be parsed
+    with pytest.raises(DatasetError, match=r"ydata-ymusic-rating-study-v1_0-train.txt: 0.0 MB \(19 bytes\) is over the "
+                       r"limit of 1.5e-05 MB \(raw_data's max_file_mb\).*--params=raw_data.max_file_mb=") as error:
+        RawDataset("yahoo_r3", root=str(tmp_path), max_file_mb=15e-6).load()
+    assert isinstance(error.value.__cause__, RawDataError)
+    assert str(paths["biased"]) in str(error.value)
+
+
+def test_files_within_max_file_mb_load(tmp_path: Path) -> None:
+    _yahoo(tmp_path)
+    assert len(RawDataset("yahoo_r3", root=str(tmp_path), max_file_mb=19e-6).load().interactions) == 5
+    assert len(RawDataset("yahoo_r3", root=str(tmp_path), max_file_mb=None).load().interactions) == 5
+
+
+def test_max_file_mb_checks_the_custom_files_too(tmp_path: Path) -> None:
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    (folder / "clicks.csv").write_text("user,item\n1,2\n")
+    (folder / "items.csv").write_text("item,title\n" + "2,a long title\n" * 10)
+    options = {"interactions": "clicks.csv", "items": "items.csv"}
+    with pytest.raises(DatasetError, match=r"items.csv: .* over the limit of 0.0001 MB"):
+        RawDataset("custom", root=str(tmp_path), custom=options, max_file_mb=100e-6).load()
+    # A missing file is left to the parser, which names every missing file.
+    with pytest.raises(DatasetError, match=r"missing for dataset 'custom'.*users.csv"):
+        RawDataset("custom", root=str(tmp_path), custom={**options, "users": "users.csv"}, max_file_mb=1).load()
+
+
+@pytest.mark.parametrize("limit", [0, -1, "10", True])
+def test_max_file_mb_must_be_a_positive_number(tmp_path: Path, limit: object) -> None:
+    with pytest.raises(DatasetError, match="max_file_mb must be a positive number of MB or null"):
+        RawDataset("coat", root=str(tmp_path), max_file_mb=limit)  # type: ignore[arg-type]

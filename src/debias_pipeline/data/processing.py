@@ -15,7 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from debias_pipeline.config.params import Params, build_config, require
-from debias_pipeline.data.loaders.parsing import RawData
+from debias_pipeline.data.loaders.parsing import RawData, printable
 from debias_pipeline.data.registry import DatasetSpec, dataset_spec
 from debias_pipeline.data.simulation import GroundTruth, SyntheticConfig, generate_synthetic
 
@@ -96,7 +96,7 @@ def _check_ratings(raw: RawData, spec: DatasetSpec) -> None:
         )
         raise ValueError(
             f"{raw.files.get(row['part'], row['part'])} row {row['line']}: rating {float(row['rating']):g} "
-            f"(user {row['user']}, item {row['item']}) {problem}"
+            f"(user {printable(row['user'])}, item {printable(row['item'])}) {problem}"
         )
 
 def ingest_ratings(
@@ -131,16 +131,20 @@ def ingest_ratings(
         ratings = data.ratings.assign(rating=data.ratings["rating"].astype(np.float64), timestamp=np.nan)
         return ratings[RATING_COLUMNS], data.truth
     _check_ratings(raw_data, spec)
-    table = raw_data.interactions
+    table = raw_data.interactions.reset_index(drop=True)
+    # The parsed columns themselves, not copies (copy-on-write keeps raw_data as it is
+    # should either be written to); text stays Arrow text: an object array would make
+    # one Python string per row, several times the table's size on a big log.
     ratings = pd.DataFrame(
         {
-            "user": table["user"].to_numpy(),
-            "item": table["item"].to_numpy(),
-            "rating": table["rating"].to_numpy(np.float64),
-            "timestamp": table["timestamp"].to_numpy(np.float64),
-            "source": table["part"].to_numpy(object),
-            "line": table["line"].to_numpy(np.int64),
-        }
+            "user": table["user"],
+            "item": table["item"],
+            "rating": table["rating"].astype(np.float64),
+            "timestamp": table["timestamp"].astype(np.float64),
+            "source": table["part"],
+            "line": table["line"].astype(np.int64),
+        },
+        copy=False,
     )
     return ratings, {"preference": np.zeros((0, 0)), "exposure": np.zeros((0, 0))}
 
@@ -186,8 +190,23 @@ def binarize_ratings(ratings: pd.DataFrame, binarization: BinarizationConfig, da
             return ratings.assign(label=label)[~unrated].reset_index(drop=True)
     return ratings.assign(label=label)
 
+def _pair_keys(table: pd.DataFrame) -> np.ndarray:
+    """One int64 per row, equal exactly for rows of equal (source, user, item).
+
+    Built from each column's codes (``pd.factorize``: Arrow's dictionary encoding for
+    text) rather than by hashing the rows, which turns text ids into one Python string
+    per row; re-factorized after each column so the codes stay below the row count and
+    their products cannot overflow.
+    """
+    keys = np.zeros(len(table), dtype=np.int64)
+    for column in ("source", "user", "item"):
+        codes, uniques = pd.factorize(table[column])
+        keys = pd.factorize(keys * len(uniques) + codes)[0].astype(np.int64)
+    return keys
+
 def _deduplicate(table: pd.DataFrame, policy: str, files: dict[str, str]) -> tuple[pd.DataFrame, int]:
-    duplicated = table.duplicated(["source", "user", "item"], keep=False).to_numpy()
+    keys = _pair_keys(table)
+    duplicated = pd.Series(keys).duplicated(keep=False).to_numpy()
     if not duplicated.any():
         return table, 0
     if policy == "error":
@@ -195,14 +214,17 @@ def _deduplicate(table: pd.DataFrame, policy: str, files: dict[str, str]) -> tup
         first, second = rows["line"].tolist()
         source = rows["source"].iat[0]
         raise ValueError(
-            f"{files.get(source, source)} rows {first} and {second}: (user {rows['user'].iat[0]}, "
-            f"item {rows['item'].iat[0]}) is rated twice in one set; set preprocessing.duplicates to "
+            f"{files.get(source, source)} rows {first} and {second}: (user {printable(rows['user'].iat[0])}, "
+            f"item {printable(rows['item'].iat[0])}) is rated twice in one set; set preprocessing.duplicates to "
             "'first' or 'last' to keep one of them"
         )
-    order = ["timestamp", "line"] if table["timestamp"].notna().all() else ["line"]
-    ordered = table.sort_values(order, kind="stable")
-    kept = ordered.drop_duplicates(["source", "user", "item"], keep=policy).sort_index()
-    return kept, int(len(table) - len(kept))
+    # The row positions in time order (by timestamp when every row has one, then by
+    # file order), the first or last of each pair kept, back in table order.
+    line = table["line"].to_numpy()
+    timestamp = table["timestamp"].to_numpy(np.float64)
+    order = np.lexsort((line, timestamp)) if not np.isnan(timestamp).any() else np.argsort(line, kind="stable")
+    kept = order[~pd.Series(keys[order]).duplicated(keep=policy).to_numpy()]
+    return table.iloc[np.sort(kept)], int(len(table) - len(kept))
 
 def _k_core(table: pd.DataFrame, min_user: int, min_item: int) -> pd.DataFrame:
     """Rows of the users and items that keep >= the thresholds of train positives."""
@@ -228,18 +250,68 @@ def _k_core(table: pd.DataFrame, min_user: int, min_item: int) -> pd.DataFrame:
         )
     return table[keep]
 
-def _sorted_ids(values: pd.Series | np.ndarray) -> np.ndarray:
-    ids = pd.unique(np.asarray(values))
+def _sorted_ids(values: pd.Series) -> np.ndarray:
+    ids = values.unique()  # of the column's own type: no Python string per row
     if ids.dtype.kind in "iu":
         return np.sort(ids)
     return np.array(sorted(ids, key=str), dtype=object)
 
-def _id_map(entity: str, ids: np.ndarray) -> pd.DataFrame:
-    return pd.DataFrame({"entity": entity, "index": np.arange(ids.size, dtype=np.int64), "original_id": ids})
+def _id_kinds(ids: np.ndarray) -> np.ndarray:
+    """``"int"`` or ``"str"`` for each id."""
+    if ids.dtype.kind in "iu":
+        return np.full(ids.size, "int", dtype=object)
+    is_int = np.fromiter((isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids), bool, ids.size)
+    return np.where(is_int, "int", "str").astype(object)
 
-def _position(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Index of each value in ``ids`` (every value is present)."""
-    return pd.Index(ids).get_indexer(values).astype(np.int64)
+def build_id_maps(users: np.ndarray, items: np.ndarray) -> pd.DataFrame:
+    """The id maps: ``entity`` (user / item), ``index`` (0-based), ``original_id`` and
+    ``kind`` (``int`` or ``str``: the original id's own type).
+
+    ``original_id`` is int64 when every user and item id is an integer, else text for
+    all of them (an integer as its decimal digits). One column holds one type, which is
+    what Parquet stores: a custom log with numeric users and text items (or the reverse)
+    would otherwise give a column of ints and strings that the catalog cannot save.
+    ``kind`` gives each id its type back (:func:`entity_ids`).
+    """
+    kinds = np.concatenate([_id_kinds(users), _id_kinds(items)])
+    if users.dtype.kind in "iu" and items.dtype.kind in "iu":
+        original = np.concatenate([users.astype(np.int64), items.astype(np.int64)])
+    else:
+        original = pd.array([str(i) for ids in (users, items) for i in ids.tolist()], dtype=str)
+    return pd.DataFrame(
+        {
+            "entity": np.repeat(np.array(["user", "item"], dtype=object), [users.size, items.size]),
+            "index": np.concatenate([np.arange(users.size), np.arange(items.size)]).astype(np.int64),
+            "original_id": original,
+            "kind": kinds,
+        }
+    )
+
+def entity_ids(id_maps: pd.DataFrame, entity: str) -> np.ndarray:
+    """The original ids of ``entity`` (``user`` or ``item``) by 0-based index, each of its
+    own type: int64 when all are integers, else objects (str, and int where ``kind`` says).
+
+    Reads id maps as saved and loaded by the catalog (text ``original_id`` when the two
+    entities' kinds differ) as well as those without a ``kind`` column.
+    """
+    rows = id_maps[id_maps["entity"] == entity].sort_values("index")
+    if "kind" not in rows:
+        return rows["original_id"].to_numpy()
+    integer = (rows["kind"] == "int").to_numpy(bool)
+    if integer.all():
+        return rows["original_id"].astype(np.int64).to_numpy()
+    values = rows["original_id"].astype(str).to_numpy(dtype=object)
+    values[integer] = [int(value) for value in values[integer]]
+    return values
+
+def _position(ids: np.ndarray, values: pd.Series) -> np.ndarray:
+    """Index of each value in ``ids`` (every value is present).
+
+    Looked up once per distinct value (``pd.factorize``), not once per row: the rows of
+    a text column would each become a Python string.
+    """
+    codes, uniques = pd.factorize(values)
+    return pd.Index(ids).get_indexer(uniques).astype(np.int64)[codes]
 
 def index_interactions(
     labeled_ratings: pd.DataFrame,
@@ -258,7 +330,7 @@ def index_interactions(
 
     Returns:
         ``interactions`` (user, item, rating, timestamp, source, label; 0-based ids),
-        ``id_maps`` (entity, index, original_id), ``item_metadata`` (index,
+        ``id_maps`` (entity, index, original_id, kind: :func:`build_id_maps`), ``item_metadata`` (index,
         original_id, title, genres, what else the dataset has), ``user_features``
         (index, original_id, features), ``social_edges`` (user, friend; 0-based, each
         tie once with user < friend) and ``dataset_summary`` (counts, and the rows
@@ -291,11 +363,11 @@ def index_interactions(
         users, items = _sorted_ids(table["user"]), _sorted_ids(table["item"])
     interactions = pd.DataFrame(
         {
-            "user": _position(users, table["user"].to_numpy()),
-            "item": _position(items, table["item"].to_numpy()),
+            "user": _position(users, table["user"]),
+            "item": _position(items, table["item"]),
             "rating": table["rating"].to_numpy(np.float64),
             "timestamp": table["timestamp"].to_numpy(np.float64),
-            "source": table["source"].to_numpy(object),
+            "source": table["source"].array,
             "label": table["label"].to_numpy(np.int8),
         }
     )
@@ -307,7 +379,7 @@ def index_interactions(
             f"the train set of dataset {dataset!r} ({parts}) has no positive row (binarization.threshold, "
             "preprocessing): a model cannot learn from it"
         )
-    id_maps = pd.concat([_id_map("user", users), _id_map("item", items)], ignore_index=True)
+    id_maps = build_id_maps(users, items)
     item_metadata = _aligned_side_table(raw_data.items, "item", items)
     if "title" not in item_metadata:
         item_metadata = item_metadata.assign(title="", genres="")

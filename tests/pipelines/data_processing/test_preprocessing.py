@@ -8,16 +8,30 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
+import torch
+import yaml
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
 
 from debias_pipeline.data.loaders.custom import load_custom
 from debias_pipeline.data.loaders.parsing import RawData
 from debias_pipeline.data.loaders.side_data import load_anime
 from debias_pipeline.data.processing import (
+    _deduplicate,
     binarize_ratings,
+    build_id_maps,
+    build_normalized_adjacency,
     build_train_matrix,
+    entity_ids,
     index_interactions,
     ingest_ratings,
 )
+from debias_pipeline.datasets.raw import RawDataset
+from debias_pipeline.models.contract import TrainData
+from debias_pipeline.models.registry import build_model
+from debias_pipeline.pipelines.data_processing import pipeline as data_processing
+from debias_pipeline.serving.recommender import build_recommender
 from debias_pipeline.training.inputs import build_train_data, split_interactions
 
 
@@ -102,6 +116,38 @@ def test_duplicated_pairs_error_or_keep_one() -> None:
     assert first.loc[first["user"] == 0, "timestamp"].item() == 1
 
 
+@pytest.mark.parametrize("policy", ["first", "last"])
+@pytest.mark.parametrize("timestamps", [True, False])
+def test_duplicates_keep_the_rows_a_sort_and_drop_duplicates_would(policy: str, timestamps: bool) -> None:
+    # The pairs are found through integer codes, not by hashing the rows; the rows kept
+    # must be those of the plain pandas formulation, ties in time broken by file order.
+    rng = np.random.default_rng(3)
+    n = 400
+    stamps = rng.integers(0, 5, n).astype(float)
+    if not timestamps:
+        stamps[7] = np.nan  # one missing timestamp: file order alone
+    raw = raw_log(
+        rng.choice(["a", "b", "c"], n), rng.integers(0, 4, n), timestamps=stamps, part=rng.choice(["train", "all"], n)
+    )
+    table = raw.interactions.rename(columns={"part": "source"})
+    kept, dropped = _deduplicate(table, policy, raw.files)
+    order = ["timestamp", "line"] if timestamps else ["line"]
+    expected = table.sort_values(order, kind="stable").drop_duplicates(["source", "user", "item"], keep=policy)
+    pd.testing.assert_frame_equal(kept, expected.sort_index())
+    assert dropped == n - len(expected) > 0
+
+
+def test_ids_with_control_characters_are_escaped_in_the_messages() -> None:
+    raw = raw_log(["ann\x1b[31m", "ann\x1b[31m"], ["i\r", "i\r"])
+    with pytest.raises(ValueError) as error:
+        indexed(raw, preprocessing={"duplicates": "error"})
+    assert "(user ann\\x1b[31m, item i\\r) is rated twice" in str(error.value)
+    assert "\x1b" not in str(error.value) and "\r" not in str(error.value)
+    raw = RawData(name="movielens_100k", interactions=raw_log(["\x1b[2J"], ["i"], ratings=[9]).interactions, files={})
+    with pytest.raises(ValueError, match=r"rating 9 \(user \\x1b\[2J, item i\) is outside 1..5"):
+        indexed(raw, "movielens_100k")
+
+
 def test_test_rows_with_ids_never_seen_in_train_are_dropped_and_counted() -> None:
     raw = raw_log([0, 0, 1, 1, 2], [0, 1, 0, 5, 0], part=["train", "train", "train", "test", "test"])
     raw = RawData(name="gowalla", interactions=raw.interactions, files=raw.files)
@@ -151,3 +197,66 @@ def test_split_of_a_custom_log_is_seeded() -> None:
     two = split_interactions(interactions, {}, {}, "custom", 7)
     pd.testing.assert_frame_equal(one, two)
     assert set(one["split"]) == {"train", "validation", "test"}
+
+
+# --------------------------------------------------------------------------- ids of two kinds, saved
+
+
+CATALOG = Path(__file__).resolve().parents[3] / "conf" / "base" / "catalog.yml"
+INDEXED = ("ratings", "id_maps", "item_metadata", "user_features", "social_edges")
+
+
+def _saved_catalog(tmp_path: Path, raw_dataset: RawDataset) -> DataCatalog:
+    """The project's own entries for what indexing writes (Parquet, versioned), saving under tmp_path."""
+    entries = yaml.safe_load(CATALOG.read_text())
+    config = {
+        name: {**entries[name], "filepath": str(tmp_path / Path(entries[name]["filepath"]).name)} for name in INDEXED
+    }
+    catalog = DataCatalog.from_config(config)
+    catalog["raw_data"] = raw_dataset
+    for name, value in {"dataset": "custom", "synthetic": {}, "seed": 0, "binarization": {}, "preprocessing": {}}.items():
+        catalog[f"params:{name}"] = MemoryDataset(value)
+    return catalog
+
+
+@pytest.mark.parametrize(
+    ("clicks", "users", "items"),
+    [
+        ("user,item\n1,i0\n2,i1\n1,i1\n", [1, 2], ["i0", "i1"]),  # numeric users, text items
+        ("user,item\nu0,7\nu1,30\nu0,30\n", ["u0", "u1"], [7, 30]),  # the reverse
+    ],
+)
+def test_ids_of_two_kinds_round_trip_through_the_saved_id_maps(
+    tmp_path: Path, clicks: str, users: list, items: list
+) -> None:
+    (tmp_path / "custom").mkdir()
+    (tmp_path / "custom" / "clicks.csv").write_text(clicks)
+    raw_dataset = RawDataset("custom", root=str(tmp_path), custom={"interactions": "clicks.csv"})
+    catalog = _saved_catalog(tmp_path, raw_dataset)
+    pipeline = data_processing.create_pipeline().to_outputs("id_maps")
+    SequentialRunner().run(pipeline, catalog)  # saving id_maps used to fail: ints and str in one column
+
+    id_maps = catalog.load("id_maps")  # read back from the Parquet file
+    assert entity_ids(id_maps, "user").tolist() == users  # 1 != "1": each id of its own type
+    assert entity_ids(id_maps, "item").tolist() == items
+    assert id_maps["kind"].tolist() == ["int" if isinstance(i, int) else "str" for i in users + items]
+
+    # The serving side reads the saved maps as it reads those in memory: ids as the file writes them.
+    in_memory = indexed(raw_dataset.load())[1]
+    train = sp.csr_matrix(np.ones((2, 2), dtype=np.float32))
+    model = build_model({"name": "mostpop"}, "test.model", seed=0, device=torch.device("cpu"))
+    model.fit(TrainData(train, build_normalized_adjacency(train)))
+    for maps in (id_maps, in_memory):
+        recommender = build_recommender("custom", model, maps, pd.DataFrame({"index": [0, 1]}), train)
+        assert recommender.user_ids.tolist() == [str(u) for u in users]
+        assert recommender.item_ids.tolist() == [str(i) for i in items]
+
+
+def test_id_maps_of_one_kind_keep_their_dtype() -> None:
+    maps = build_id_maps(np.array([10, 20]), np.array([5]))
+    assert maps["original_id"].dtype == np.int64 and maps["kind"].tolist() == ["int"] * 3
+    maps = build_id_maps(np.array(["a", "b"], dtype=object), np.array(["x"], dtype=object))
+    assert maps["original_id"].tolist() == ["a", "b", "x"] and maps["kind"].tolist() == ["str"] * 3
+    maps = build_id_maps(np.array([3, 10]), np.array(["x"], dtype=object))
+    assert maps["original_id"].tolist() == ["3", "10", "x"]  # one column, one type: text
+    assert entity_ids(maps, "user").tolist() == [3, 10] and entity_ids(maps, "item").tolist() == ["x"]

@@ -20,8 +20,10 @@ Formats (``directory`` is ``data/01_raw/<dataset>/``):
 
 Big files are read with pandas' C parser in chunks of :data:`CHUNK_ROWS` rows, every
 field as a string, and validated with vectorised regular expressions before being
-cast by pyarrow, so ids never pass through floating point and memory stays bounded
-by one chunk of text plus the typed result. Line numbers are the true 1-based lines
+cast by pyarrow, so ids never pass through floating point. Each chunk is typed at
+once and written into the columns of the result (``interactions.Interactions``), so
+memory stays bounded by one chunk of text plus the typed result, for the custom files
+as for the fixed formats (docs/datasets.md, "Memory"). Line numbers are the true 1-based lines
 of the file (blank lines are skipped but counted); a quoted CSV field spanning several
 lines would shift them, which none of the fixed formats has.
 """

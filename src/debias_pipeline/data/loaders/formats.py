@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
+from debias_pipeline.data.loaders.interactions import Interactions, line_bound
 from debias_pipeline.data.loaders.parsing import (
     _INT64_MAX_TEXT,
     _NUMBER,
@@ -19,11 +19,9 @@ from debias_pipeline.data.loaders.parsing import (
     REQUIRED_FILES,
     RawData,
     RawDataError,
-    _concat,
     _empty,
     _first_bad_utf8,
     _Layout,
-    _log,
     _read_log,
     _require,
     _social,
@@ -94,14 +92,14 @@ def load_coat(directory: Path, options: Mapping[str, Any] | None = None) -> RawD
     """
     paths = {"biased": Path(directory) / "train.ascii", "unbiased": Path(directory) / "test.ascii"}
     _require("coat", paths.values())
-    frames = []
+    log = Interactions()
     for part, path in paths.items():
         matrix = _read_matrix(path)
         rows, cols = np.nonzero(matrix)
-        frames.append(_log(rows.astype(np.int64), cols.astype(np.int64), part, rows + 1, rating=matrix[rows, cols]))
+        log.add(rows.astype(np.int64), cols.astype(np.int64), part, rows + 1, rating=matrix[rows, cols])
     return RawData(
         name="coat",
-        interactions=_concat(frames),
+        interactions=log.frame(),
         files={part: str(path) for part, path in paths.items()},
         shape=COAT_SHAPE,
     )
@@ -124,10 +122,10 @@ def load_yahoo_r3(directory: Path, options: Mapping[str, Any] | None = None) -> 
     names = dict(zip(("biased", "unbiased"), REQUIRED_FILES["yahoo_r3"], strict=True))
     paths = {part: Path(directory) / name for part, name in names.items()}
     _require("yahoo_r3", paths.values())
-    frames = [
-        _read_log(_Layout(path, ("user", "item", "rating")), part, rating="rating") for part, path in paths.items()
-    ]
-    return RawData(name="yahoo_r3", interactions=_concat(frames), files={p: str(path) for p, path in paths.items()})
+    log = Interactions(line_bound(paths.values()))
+    for part, path in paths.items():
+        _read_log(_Layout(path, ("user", "item", "rating")), part, log, rating="rating")
+    return RawData(name="yahoo_r3", interactions=log.frame(), files={p: str(path) for p, path in paths.items()})
 
 _BLOCK_BYTES = 1 << 22  # 4 MiB of text per numpy pass: about 40 MiB of masks and indices
 
@@ -200,9 +198,8 @@ def _integer_tokens(path: Path, block: bytes, lines_before: int) -> tuple[np.nda
         values[token] = value
     return values, lines
 
-def _read_adjacency(path: Path, part: str) -> pd.DataFrame:
-    """Parse ``user item item ...`` lines (a user with no item gives no row)."""
-    frames = []
+def _read_adjacency(path: Path, part: str, log: Interactions) -> None:
+    """Parse ``user item item ...`` lines into ``log`` (a user with no item gives no row)."""
     tokens = 0
     for block, lines_before in _line_blocks(path):
         values, lines = _integer_tokens(path, block, lines_before)
@@ -212,12 +209,9 @@ def _read_adjacency(path: Path, part: str) -> pd.DataFrame:
         head = np.concatenate(([True], lines[1:] != lines[:-1]))  # first token of a line = the user
         owner = np.maximum.accumulate(np.where(head, np.arange(len(values)), 0))
         items = ~head
-        frames.append(_log(values[owner[items]], values[items], part, lines[items]))
+        log.add(values[owner[items]], values[items], part, lines[items])
     if tokens == 0:
         raise _empty(path)
-    if not frames:
-        return _log(np.zeros(0, np.int64), np.zeros(0, np.int64), part, np.zeros(0, np.int64))
-    return _concat(frames)
 
 def load_gowalla(directory: Path, options: Mapping[str, Any] | None = None) -> RawData:
     """Parse Gowalla (the LightGCN split): one ``user item item ...`` line per user.
@@ -235,8 +229,10 @@ def load_gowalla(directory: Path, options: Mapping[str, Any] | None = None) -> R
     """
     paths = {"train": Path(directory) / "train.txt", "test": Path(directory) / "test.txt"}
     _require("gowalla", paths.values())
-    frames = [_read_adjacency(path, part) for part, path in paths.items()]
-    return RawData(name="gowalla", interactions=_concat(frames), files={p: str(path) for p, path in paths.items()})
+    log = Interactions()
+    for part, path in paths.items():
+        _read_adjacency(path, part, log)
+    return RawData(name="gowalla", interactions=log.frame(), files={p: str(path) for p, path in paths.items()})
 
 def load_lastfm(directory: Path, options: Mapping[str, Any] | None = None) -> RawData:
     """Parse LastFM (hetrec2011, LightGCN form): listening counts plus the friendship network.
@@ -257,12 +253,12 @@ def load_lastfm(directory: Path, options: Mapping[str, Any] | None = None) -> Ra
     paths = {"train": directory / "data1.txt", "test": directory / "test1.txt"}
     social_path = directory / "trustnetwork.txt"
     _require("lastfm", [*paths.values(), social_path])
-    frames = [
-        _read_log(_Layout(path, ("user", "item", "count")), part, rating="count") for part, path in paths.items()
-    ]
+    log = Interactions(line_bound(paths.values()))
+    for part, path in paths.items():
+        _read_log(_Layout(path, ("user", "item", "count")), part, log, rating="count")
     return RawData(
         name="lastfm",
-        interactions=_concat(frames),
+        interactions=log.frame(),
         files={**{p: str(path) for p, path in paths.items()}, "social": str(social_path)},
         social=_social(_Layout(social_path, ("user", "friend"))),
     )

@@ -9,19 +9,41 @@ import codecs
 import csv
 import itertools
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+# INTERACTION_COLUMNS is re-exported: RawData's readers find it next to RawData.
+from debias_pipeline.data.loaders.interactions import INTERACTION_COLUMNS, Interactions  # noqa: F401
+
+
+def printable(value: object) -> str:
+    """Text from a file as a message may show it: every non-printable character escaped as
+    ``repr`` escapes it (``\\x1b``, ``\\r``, ``\\t``, ``\\u202e``), the rest unchanged.
+
+    A header or value echoed raw could recolour the terminal (``\\x1b[31m``), return the
+    cursor and overwrite the message (``\\r``) or fake a line of its own (``\\n``).
+    """
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 class RawDataError(ValueError):
-    """A raw file is missing or malformed; the message names the file and the 1-based line."""
+    """A raw file is missing or malformed; the message names the file and the 1-based line.
+
+    The message passes through :func:`printable`, so whatever file content it quotes
+    (values, header names, a parser's own message) reaches the terminal escaped.
+    """
+
+    def __init__(self, message: object) -> None:
+        super().__init__(printable(message))
 
 class _NotUtf8Error(RawDataError):
     """A file is not valid UTF-8 (lets the Latin-1 formats retry with another encoding)."""
@@ -60,8 +82,6 @@ class RawData:
     social: pd.DataFrame | None = None
     shape: tuple[int, int] | None = None
     dropped: dict[str, int] = field(default_factory=dict)
-
-INTERACTION_COLUMNS = ("user", "item", "rating", "timestamp", "part", "line")
 
 CHUNK_ROWS = 1_000_000
 
@@ -383,62 +403,30 @@ def _floats(
         at = int(np.argmin(ok))
     fail(int(values.index[at]), f"{what} {values.iat[at]!r} is not a (finite) number")
 
-def _log(
-    user: Any,
-    item: Any,
-    part: str,
-    line: np.ndarray,
-    rating: np.ndarray | None = None,
-    timestamp: np.ndarray | None = None,
-) -> pd.DataFrame:
-    """An interactions frame with the exact columns and dtypes of :class:`RawData`."""
-    count = len(line)
-    frame = pd.DataFrame(
-        {
-            "user": user,
-            "item": item,
-            "rating": np.full(count, np.nan) if rating is None else np.asarray(rating, dtype=np.float64),
-            "timestamp": np.full(count, np.nan) if timestamp is None else np.asarray(timestamp, dtype=np.float64),
-            "line": np.asarray(line, dtype=np.int64),
-        }
-    )
-    frame["part"] = part
-    frame["part"] = frame["part"].astype(str)
-    return frame[list(INTERACTION_COLUMNS)]
-
-def _concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    return pd.concat(frames, ignore_index=True)
-
 def _read_log(
     layout: _Layout,
     part: str,
+    log: Interactions,
     *,
     user: str = "user",
     item: str = "item",
     rating: str | None = None,
     timestamp: str | None = None,
-) -> pd.DataFrame:
-    """Parse a one-interaction-per-row file into an interactions frame."""
+) -> None:
+    """Parse a one-interaction-per-row file into ``log``, one typed chunk at a time."""
 
     def what(name: str) -> str:
         return name if name.lower().endswith("id") else f"{name} id"
 
-    frames = []
     for chunk in _read(layout):
-        lines = chunk.index.to_numpy(np.int64)
-        frames.append(
-            _log(
-                _ints(chunk[layout.column(user)], what(user), layout.fail),
-                _ints(chunk[layout.column(item)], what(item), layout.fail),
-                part,
-                lines,
-                rating=None if rating is None else _floats(chunk[layout.column(rating)], rating, layout.fail),
-                timestamp=(
-                    None if timestamp is None else _floats(chunk[layout.column(timestamp)], timestamp, layout.fail)
-                ),
-            )
+        log.add(
+            _ints(chunk[layout.column(user)], what(user), layout.fail),
+            _ints(chunk[layout.column(item)], what(item), layout.fail),
+            part,
+            chunk.index.to_numpy(np.int64),
+            rating=None if rating is None else _floats(chunk[layout.column(rating)], rating, layout.fail),
+            timestamp=None if timestamp is None else _floats(chunk[layout.column(timestamp)], timestamp, layout.fail),
         )
-    return _concat(frames)
 
 def _unique(ids: np.ndarray | pd.Series, lines: np.ndarray, path: Path, what: str, unit: str = "line") -> None:
     """A key that repeats in an item/user table would make joins ambiguous."""
@@ -451,18 +439,12 @@ def _unique(ids: np.ndarray | pd.Series, lines: np.ndarray, path: Path, what: st
         raise RawDataError(f"{path} {unit} {lines[at]}: {what} {value!r} already appears on {unit} {lines[first]}")
 
 def _social(layout: _Layout, user: str = "user", friend: str = "friend") -> pd.DataFrame:
-    frames = []
+    columns: dict[str, list[np.ndarray]] = {"user": [], "friend": [], "line": []}
     for chunk in _read(layout):
-        frames.append(
-            pd.DataFrame(
-                {
-                    "user": _ints(chunk[layout.column(user)], "user id", layout.fail),
-                    "friend": _ints(chunk[layout.column(friend)], "friend id", layout.fail),
-                    "line": chunk.index.to_numpy(np.int64),
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
+        columns["user"].append(_ints(chunk[layout.column(user)], "user id", layout.fail))
+        columns["friend"].append(_ints(chunk[layout.column(friend)], "friend id", layout.fail))
+        columns["line"].append(chunk.index.to_numpy(np.int64))
+    return pd.DataFrame({name: np.concatenate(pieces) for name, pieces in columns.items()}, copy=False)
 
 def _with_latin1_fallback(read: Callable[[str], pd.DataFrame]) -> pd.DataFrame:
     """Read as UTF-8, else as Latin-1 (MovieLens title files come in either)."""

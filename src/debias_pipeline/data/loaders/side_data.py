@@ -11,18 +11,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from debias_pipeline.data.loaders.interactions import Interactions, line_bound
 from debias_pipeline.data.loaders.parsing import (
     MOVIELENS_100K_GENRES,
     REQUIRED_FILES,
     RawData,
     RawDataError,
-    _concat,
     _floats,
     _genres_text,
     _header_layout,
     _ints,
     _Layout,
-    _log,
     _read,
     _read_all,
     _read_log,
@@ -109,12 +108,11 @@ def load_movielens_100k(directory: Path, options: Mapping[str, Any] | None = Non
     genre_path = directory / "u.genre"
     _require("movielens_100k", [data, item_path, user_path])
     genres = _movielens_genres(genre_path) if genre_path.is_file() else MOVIELENS_100K_GENRES
-    interactions = _read_log(
-        _Layout(data, ("user", "item", "rating", "timestamp")), "all", rating="rating", timestamp="timestamp"
-    )
+    log = Interactions(line_bound([data]))
+    _read_log(_Layout(data, ("user", "item", "rating", "timestamp")), "all", log, rating="rating", timestamp="timestamp")
     return RawData(
         name="movielens_100k",
-        interactions=interactions,
+        interactions=log.frame(),
         files={"all": str(data), "items": str(item_path), "users": str(user_path)},
         items=_movielens_100k_items(item_path, genres),
         users=_movielens_100k_users(user_path),
@@ -179,10 +177,11 @@ def load_movielens_1m(directory: Path, options: Mapping[str, Any] | None = None)
     ratings, movies, users = (directory / name for name in REQUIRED_FILES["movielens_1m"])
     _require("movielens_1m", [ratings, movies, users])
     layout = _Layout(ratings, ("UserID", "MovieID", "Rating", "Timestamp"), sep=":", double_colon=True)
-    interactions = _read_log(layout, "all", user="UserID", item="MovieID", rating="Rating", timestamp="Timestamp")
+    log = Interactions(line_bound([ratings]))
+    _read_log(layout, "all", log, user="UserID", item="MovieID", rating="Rating", timestamp="Timestamp")
     return RawData(
         name="movielens_1m",
-        interactions=interactions,
+        interactions=log.frame(),
         files={"all": str(ratings), "items": str(movies), "users": str(users)},
         items=_movielens_1m_items(movies),
         users=_movielens_1m_users(users),
@@ -251,22 +250,18 @@ def load_anime(directory: Path, options: Mapping[str, Any] | None = None) -> Raw
     layout = _header_layout(ratings, ",", csv.QUOTE_NONE)
     _check_header(layout, _RATING_COLUMNS)
     known = np.sort(items["item"].to_numpy())
-    frames = []
+    log = Interactions(line_bound([ratings]))
     dropped = 0
     for chunk in _read(layout):
-        log = _log(
-            _ints(chunk[layout.column("user_id")], "user_id", layout.fail),
-            _ints(chunk[layout.column("anime_id")], "anime_id", layout.fail),
-            "all",
-            chunk.index.to_numpy(np.int64),
-            rating=_floats(chunk[layout.column("rating")], "rating", layout.fail),
-        )
-        keep = np.isin(log["item"].to_numpy(), known, assume_unique=False)
+        user = _ints(chunk[layout.column("user_id")], "user_id", layout.fail)
+        item = _ints(chunk[layout.column("anime_id")], "anime_id", layout.fail)
+        rating = _floats(chunk[layout.column("rating")], "rating", layout.fail)
+        keep = np.isin(item, known, assume_unique=False)
         dropped += int((~keep).sum())
-        frames.append(log[keep])
+        log.add(user[keep], item[keep], "all", chunk.index.to_numpy(np.int64)[keep], rating=rating[keep])
     return RawData(
         name="anime",
-        interactions=_concat(frames),
+        interactions=log.frame(),
         files={"all": str(ratings), "items": str(anime)},
         items=items,
         dropped={_UNKNOWN_ANIME: dropped},
