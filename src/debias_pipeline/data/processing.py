@@ -432,14 +432,20 @@ def build_train_matrix(interaction_split: pd.DataFrame, id_maps: pd.DataFrame) -
     """Y (n_users, n_items): 1 for a positive train row, 0 everywhere else."""
     return train_positive_matrix(interaction_split, count_entities(id_maps))
 
-def train_positive_matrix(interaction_split: pd.DataFrame, shape: tuple[int, int]) -> sp.csr_matrix:
-    """The positive train rows of a split as a (n_users, n_items) 0/1 CSR matrix."""
-    positives = interaction_split[(interaction_split["split"] == "train") & (interaction_split["label"] == 1)]
-    data = np.ones(len(positives), dtype=np.float32)
-    matrix = sp.csr_matrix((data, (positives["user"].to_numpy(), positives["item"].to_numpy())), shape=shape)
+def pair_matrix(rows: pd.DataFrame, shape: tuple[int, int], dtype: type = np.float32) -> sp.csr_matrix:
+    """The (user, item) pairs of ``rows`` as a (n_users, n_items) 0/1 CSR matrix (a pair
+    listed twice counts once)."""
+    matrix = sp.csr_matrix(
+        (np.ones(len(rows), dtype=dtype), (rows["user"].to_numpy(np.int64), rows["item"].to_numpy(np.int64))), shape=shape
+    )
     matrix.sum_duplicates()
     matrix.data[:] = 1.0
     return matrix
+
+
+def train_positive_matrix(interaction_split: pd.DataFrame, shape: tuple[int, int]) -> sp.csr_matrix:
+    """The positive train rows of a split as a (n_users, n_items) 0/1 CSR matrix."""
+    return pair_matrix(interaction_split[(interaction_split["split"] == "train") & (interaction_split["label"] == 1)], shape)
 
 def build_normalized_adjacency(train_matrix: sp.csr_matrix) -> sp.csr_matrix:
     """Â = D^-1/2 A D^-1/2 with A = [[0, R], [Rᵀ, 0]] (PROTOCOL.md §2.4).

@@ -25,19 +25,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from debias_pipeline.data.processing import pair_matrix
 from debias_pipeline.evaluation import offpolicy
 from debias_pipeline.evaluation.propensity import RELMF_ETA, popularity
 from debias_pipeline.evaluation.protocols import OffPolicyConfig
-
-
-def _matrix(rows: pd.DataFrame, shape: tuple[int, int]) -> sp.csr_matrix:
-    matrix = sp.csr_matrix(
-        (np.ones(len(rows), dtype=np.float64), (rows["user"].to_numpy(np.int64), rows["item"].to_numpy(np.int64))),
-        shape=shape,
-    )
-    matrix.sum_duplicates()
-    matrix.data[:] = 1.0
-    return matrix
 
 
 @dataclass(frozen=True)
@@ -64,8 +55,8 @@ class OffPolicyLog:
     def build(cls, interaction_split: pd.DataFrame, shape: tuple[int, int], config: OffPolicyConfig) -> OffPolicyLog:
         train = interaction_split[interaction_split["split"] == "train"]
         test = interaction_split[interaction_split["split"] == "test"]
-        train_clicks = _matrix(train[train["label"] == 1], shape)
-        train_rated = _matrix(train, shape)
+        train_clicks = pair_matrix(train[train["label"] == 1], shape, np.float64)
+        train_rated = pair_matrix(train, shape, np.float64)
         rated = train_rated.nnz > train_clicks.nnz  # the log rates pairs it does not click
         fitted = popularity(
             train_clicks,
@@ -75,13 +66,13 @@ class OffPolicyLog:
         )
         share = len(test) / max(len(train), 1)
         theta = np.minimum(fitted.item_propensity * share, 1.0)
-        exposed = _matrix(test, shape) if rated else None
+        exposed = pair_matrix(test, shape, np.float64) if rated else None
         imputed = None
         if rated:
             rated_count = np.asarray(train_rated.sum(axis=0)).ravel()
             click_count = np.asarray(train_clicks.sum(axis=0)).ravel()
             imputed = np.divide(click_count, rated_count, out=np.zeros(shape[1]), where=rated_count > 0)
-        return cls(_matrix(test[test["label"] == 1], shape), exposed, theta, imputed, fitted.eta, fitted.scale)
+        return cls(pair_matrix(test[test["label"] == 1], shape, np.float64), exposed, theta, imputed, fitted.eta, fitted.scale)
 
     def report(
         self, ranked: np.ndarray, users: np.ndarray, mask: sp.csr_matrix, cutoffs: tuple[int, ...], config: OffPolicyConfig, seed: int

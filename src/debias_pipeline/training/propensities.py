@@ -35,6 +35,7 @@ import scipy.sparse as sp
 import torch
 
 from debias_pipeline.config.params import Params, build_config, require
+from debias_pipeline.data.processing import pair_matrix
 from debias_pipeline.data.simulation import GroundTruth
 from debias_pipeline.evaluation import propensity as estimators
 from debias_pipeline.evaluation.evaluators import Evaluators
@@ -85,16 +86,6 @@ class PropensityConfig(Params):
         require(self.negative_ratio > 0, f"negative_ratio must be > 0, got {self.negative_ratio}")
         block = model_block(self.exposure_model, "propensity.exposure_model")
         require(block.name == "dual", f"exposure_model must be a dual model block, got name {block.name!r}")
-
-
-def _pairs_of(table: pd.DataFrame, shape: tuple[int, int]) -> sp.csr_matrix:
-    matrix = sp.csr_matrix(
-        (np.ones(len(table), dtype=np.float64), (table["user"].to_numpy(np.int64), table["item"].to_numpy(np.int64))),
-        shape=shape,
-    )
-    matrix.sum_duplicates()
-    matrix.data[:] = 1.0
-    return matrix
 
 
 def _train_rows(interaction_split: pd.DataFrame) -> pd.DataFrame:
@@ -159,7 +150,7 @@ def estimate_propensities(
     report: dict[str, Any] = {"estimator": config.estimator, "clip": config.clip, "n_positives": int(users.size)}
     if config.estimator == "none":
         return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in zip(COLUMNS, ("int64", "int64", "float64"))}), report
-    rated = _pairs_of(_train_rows(interaction_split), shape)
+    rated = pair_matrix(_train_rows(interaction_split), shape, np.float64)
     has_unclicked = rated.nnz > train_data.interactions.nnz
     on_pairs = None  # the estimate as a function of (users, items), where it has one
     if config.estimator == "popularity":
