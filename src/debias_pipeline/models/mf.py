@@ -11,6 +11,7 @@ import torch
 from debias_pipeline.config.params import Params, require
 from debias_pipeline.models.configs import TrainingConfig
 from debias_pipeline.models.contract import TrainData
+from debias_pipeline.models.distributed import RowGradients
 from debias_pipeline.models.losses import bce_all_pairs, l2_penalty
 from debias_pipeline.models.minibatch import RowAdam, bpr_batch_loss, row_triple_scores, triple_loss
 from debias_pipeline.models.towers import EmbeddingTower
@@ -139,20 +140,32 @@ class MF(FullBatchRecommender):
     def batch_loss(self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         return bpr_batch_loss(self.module, users, positives, negatives, self.config.weight_decay, self.config.enhanced)
 
-    def row_stepper(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    def row_gradients(
+        self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``batch_loss``'s value from the built module's gathered rows, and its gradient
+        with respect to those rows only: the users' (batch, d) and the positives' then
+        the negatives' (2 batch, d)."""
+        tower = self.module
+        user_rows = tower.user_embedding.detach().index_select(0, users).requires_grad_()  # (batch, d)
+        item_rows = tower.item_embedding.detach().index_select(0, torch.cat([positives, negatives])).requires_grad_()
+        loss = triple_loss(row_triple_scores(user_rows, item_rows), self.config.weight_decay, self.config.enhanced)
+        user_grad, item_grad = torch.autograd.grad(loss, [user_rows, item_rows])
+        return loss.detach(), user_grad, item_grad
+
+    def row_stepper(
+        self, gradients: RowGradients | None = None
+    ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
         """The ``optimizer: sparse_adam`` step of the built module: per batch, the loss
-        from the gathered rows (``batch_loss``'s value), its gradient with respect to
-        those rows only, and ``RowAdam`` on them; the step returns the loss."""
+        and its row gradients (``row_gradients``, or ``gradients``: those reduced over
+        data-parallel replicas) and ``RowAdam`` on those rows; the step returns the loss."""
         tower = self.module
         adam = RowAdam([tower.user_embedding.data, tower.item_embedding.data], self.config.lr)
+        gradients = gradients or self.row_gradients
 
         def step(users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-            items = torch.cat([positives, negatives])
-            user_rows = tower.user_embedding.detach().index_select(0, users).requires_grad_()  # (batch, d)
-            item_rows = tower.item_embedding.detach().index_select(0, items).requires_grad_()  # (2 batch, d)
-            loss = triple_loss(row_triple_scores(user_rows, item_rows), self.config.weight_decay, self.config.enhanced)
-            user_grad, item_grad = torch.autograd.grad(loss, [user_rows, item_rows])
-            adam.step([(users, user_grad), (items, item_grad)])
-            return loss.detach()
+            loss, user_grad, item_grad = gradients(users, positives, negatives)
+            adam.step([(users, user_grad), (torch.cat([positives, negatives]), item_grad)])
+            return loss
 
         return step

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from debias_pipeline.models.configs import TrainingConfig
 from debias_pipeline.models.contract import EpochRecord, Recommender, TrainData, Validator
+from debias_pipeline.models.distributed import Replicas
 from debias_pipeline.models.early_stopping import EarlyStopping
 from debias_pipeline.models.minibatch import MiniBatchEpochs
 
@@ -92,6 +93,8 @@ class FullBatchRecommender(ModuleRecommender):
         super().__init__(config, seed=seed, device=device)
         self._user_emb: torch.Tensor | None = None  # (n_users, d) preference, cached after fit
         self._item_emb: torch.Tensor | None = None  # (n_items, d)
+        # A data-parallel fit's replicas (``training.distributed``): None trains in this process alone.
+        self.replicas: Replicas | None = None
 
     @abstractmethod
     def loss(self, targets: torch.Tensor) -> torch.Tensor:
@@ -114,13 +117,20 @@ class FullBatchRecommender(ModuleRecommender):
         config: TrainingConfig = self.config
         generator = torch.Generator().manual_seed(self.seed)
         self.module = self.build_module(data, generator).to(self.device)
+        replicas = self.replicas
         if config.loss in ("bpr", "enhanced_bpr"):
             if getattr(config, "optimizer", "adam") == "sparse_adam":  # MF: only the batch's rows
                 optimizer = None
-                run_epoch = MiniBatchEpochs(self, data, None, self.row_stepper())
+                reduced = None if replicas is None else replicas.row_gradients(self.row_gradients, config.embedding_dim)
+                run_epoch = MiniBatchEpochs(self, data, None, self.row_stepper(reduced))
             else:  # hundreds of steps per epoch: Adam's single fused kernel per parameter pays
                 optimizer = torch.optim.Adam(self.module.parameters(), lr=config.lr, fused=True)
-                run_epoch = MiniBatchEpochs(self, data, optimizer)
+                step = None if replicas is None else replicas.batch_step(self, optimizer)
+                run_epoch = MiniBatchEpochs(self, data, optimizer, step)
+        elif replicas is not None:
+            raise ValueError(
+                f"{self.name}: a data-parallel fit needs mini-batches (loss: bpr), got loss {config.loss!r}"
+            )
         else:
             optimizer = torch.optim.Adam(self.module.parameters(), lr=config.lr)
             run_epoch = self._full_batch_epochs(data, optimizer)
@@ -130,9 +140,8 @@ class FullBatchRecommender(ModuleRecommender):
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer, mode="max", factor=plateau.factor, patience=plateau.patience, min_lr=plateau.min_lr
             )
-        run_with_early_stopping(
-            self, lambda: float(run_epoch()), validation, on_epoch, None if scheduler is None else scheduler.step
-        )
+        epoch_loss = (lambda: float(run_epoch())) if replicas is None else (lambda: replicas.epoch_loss(run_epoch()))
+        run_with_early_stopping(self, epoch_loss, validation, on_epoch, None if scheduler is None else scheduler.step)
         return self
 
     def _full_batch_epochs(self, data: TrainData, optimizer: torch.optim.Optimizer) -> Callable[[], torch.Tensor]:
