@@ -98,11 +98,12 @@ def fit_replicated(
     return model
 
 
-def load_parameters(
+def load_conf(
     conf: Path, runtime_params: Mapping[str, Any], env: str = "local"
-) -> tuple[dict[str, Any], DataCatalog]:
+) -> tuple[dict[str, Any], DataCatalog, dict[str, Any]]:
     """The run's parameters (``kedro run``'s: the blocks, the dataset's defaults, then
-    ``runtime_params``) and a catalog of the ``raw_data`` entry alone."""
+    ``runtime_params``), a catalog of the ``raw_data`` entry alone, and the MLflow
+    settings (``mlflow.yml``)."""
     from kedro.io import DataCatalog  # the launcher's imports, not fit_replicated's (tests spawn replicas)
 
     loader = DatasetDefaultsConfigLoader(
@@ -111,8 +112,10 @@ def load_parameters(
         default_run_env=env,
         runtime_params=dict(runtime_params),
         merge_strategy={"parameters": "soft"},
+        config_patterns={"mlflow": ["mlflow*", "mlflow*/**"]},  # as kedro-mlflow reads it
     )
-    return loader["parameters"], DataCatalog.from_config({"raw_data": loader["catalog"]["raw_data"]})
+    catalog = DataCatalog.from_config({"raw_data": loader["catalog"]["raw_data"]})
+    return loader["parameters"], catalog, loader["mlflow"]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -140,16 +143,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     runtime = OmegaConf.to_container(OmegaConf.from_dotlist(list(args.params))) if args.params else {}
     if args.dataset:
         runtime["dataset"] = args.dataset
-    params, catalog = load_parameters(args.conf, runtime, args.env)
+    params, catalog, mlflow_settings = load_conf(args.conf, runtime, args.env)
     replicas = start_replicas(str(params.get("device", "auto")))
     try:
-        return _fit_and_report(args, params, catalog, replicas)
+        return _fit_and_report(args, params, catalog, replicas, mlflow_settings)
     finally:
         dist.destroy_process_group()
 
 
 def _fit_and_report(
-    args: argparse.Namespace, params: dict[str, Any], catalog: DataCatalog, replicas: Replicas
+    args: argparse.Namespace,
+    params: dict[str, Any],
+    catalog: DataCatalog,
+    replicas: Replicas,
+    mlflow_settings: dict[str, Any],
 ) -> dict[str, Any] | None:
     from debias_pipeline.models.registry import build_model
     from debias_pipeline.training.inputs import process_dataset
@@ -175,27 +182,33 @@ def _fit_and_report(
     if args.metrics is not None:
         args.metrics.write_text(json.dumps(report, indent=2, default=float))
     if args.mlflow:
-        _log_to_mlflow(args, params, model, f"validation_{data.evaluators.validation.metric}", report)
+        _log_to_mlflow(
+            mlflow_settings, args.model, params, model, f"validation_{data.evaluators.validation.metric}", report
+        )
     print(json.dumps(report, default=float))
     return report
 
 
 def _log_to_mlflow(
-    args: argparse.Namespace, params: dict[str, Any], model: FullBatchRecommender, metric: str, report: dict[str, Any]
+    settings: dict[str, Any],
+    block: str,
+    params: dict[str, Any],
+    model: FullBatchRecommender,
+    metric: str,
+    report: dict[str, Any],
 ) -> None:
-    """One MLflow run (conf's tracking URI and experiment): the block, the curves, the metrics."""
+    """One MLflow run (``mlflow.yml``'s tracking URI and experiment): the parameter
+    block, the learning curves and the test metrics."""
     import mlflow  # only rank 0 with --mlflow pays for the import
 
     from debias_pipeline.training.tracking import flat_params, learning_curves
 
-    loader = DatasetDefaultsConfigLoader(conf_source=str(args.conf), base_env="base", default_run_env=args.env)
-    settings = loader["mlflow"]
     mlflow.set_tracking_uri(settings["server"]["mlflow_tracking_uri"])
     mlflow.set_experiment(settings["tracking"]["experiment"]["name"])
-    with mlflow.start_run(run_name=f"distributed_{args.model}"):
+    with mlflow.start_run(run_name=f"distributed_{block}"):
         mlflow.log_params(
             {
-                **flat_params(params[args.model]["model"], f"{args.model}.model"),
+                **flat_params(params[block]["model"], f"{block}.model"),
                 "dataset": params["dataset"],
                 "seed": params["seed"],
             }
