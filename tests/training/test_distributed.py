@@ -124,3 +124,18 @@ def test_two_gloo_replicas_reproduce_one_process(tmp_path: Path) -> None:
         assert ranks[0][name]["calls"] == 4 and ranks[1][name]["calls"] == 0, name
         for key in expected["weights"]:  # the replicas end bit for bit alike
             assert torch.equal(ranks[0][name]["weights"][key], ranks[1][name]["weights"][key]), (name, key)
+
+
+@pytest.mark.parametrize(
+    ("block", "reason"),
+    [
+        ({"name": "mf", "embedding_dim": 4, "loss": "bce"}, "mini-batch models"),
+        ({"name": "dice", "embedding_dim": 4, **TRAINING}, "train it in one process$"),
+        ({"name": "gcn", "embedding_dim": 4, "num_layers": 2, "fanouts": [2, 2], **TRAINING}, "or with fanouts: null"),
+    ],
+)
+def test_a_fit_whose_batch_loss_does_not_split_over_slices_is_refused(block, reason) -> None:
+    model = build_model(block, "model", seed=0, device="cpu")
+    alone = Replicas(rank=0, world_size=1, device=torch.device("cpu"))
+    with pytest.raises(ValueError, match=reason):  # before any collective: no process group needed
+        fit_replicated(model, _data(), ScriptedValidation(), alone)

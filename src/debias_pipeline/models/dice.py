@@ -146,6 +146,11 @@ class DICE(MF):
         epoch = 1 if self._sampler is None else max(self._sampler.epoch, 1)
         return self.config.alpha * self.config.alpha_decay ** (epoch - 1)
 
+    def batch_loss_splits(self) -> bool:
+        # The discrepancy is the distance correlation of the batch's distinct rows, a
+        # statistic of the whole batch, not a sum over its triples.
+        return False
+
     def batch_loss(self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         # Each tower's rows once per distinct user and item: the scores gather from them,
         # the discrepancy compares them.

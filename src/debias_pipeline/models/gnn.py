@@ -295,6 +295,10 @@ class GraphRecommender(FullBatchRecommender):
     def loss(self, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{self.name} trains on mini-batches only (loss: bpr)")
 
+    def batch_loss_splits(self) -> bool:
+        # With fanouts each batch samples its own subgraph, which a slice's seeds would not.
+        return self.config.fanouts is None
+
     def batch_loss(self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         """BPR of the triples + ``weight_decay`` x the mean over the batch of the
         triple's input rows' squared norms; the vectors come from the batch's sampled

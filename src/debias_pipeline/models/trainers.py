@@ -104,6 +104,12 @@ class FullBatchRecommender(ModuleRecommender):
     def preference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final user (n_users, d) and item (n_items, d) preference embeddings."""
 
+    def batch_loss_splits(self) -> bool:
+        """Whether ``batch_loss`` is a mean over the batch's triples plus terms that do not
+        depend on them, so that data-parallel replicas, each on a slice of the batch,
+        reproduce its gradient exactly (``models.distributed``)."""
+        return True
+
     def batch_loss(self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         """Loss of a batch of sampled triples (``loss: bpr``); (batch,) ids on the device."""
         raise NotImplementedError(f"{self.name} has no mini-batch loss; train it with loss: bce")

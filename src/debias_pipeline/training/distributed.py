@@ -82,12 +82,19 @@ def fit_replicated(
     rank 0 only. Every replica ends with the same weights, those of the best epoch.
 
     Raises:
-        ValueError: For a model that is not trained in mini-batches (``loss: bpr``).
+        ValueError: For a model that is not trained in mini-batches (``loss: bpr``), or
+            whose batch loss is not a mean over the triples (``batch_loss_splits``).
     """
     if not isinstance(model, FullBatchRecommender) or model.config.loss not in ("bpr", "enhanced_bpr"):
         raise ValueError(
             f"{model.name}: a data-parallel fit is for the mini-batch models (loss: bpr or enhanced_bpr), "
             f"got {type(model).__name__} with loss {getattr(model.config, 'loss', None)!r}"
+        )
+    if not model.batch_loss_splits():
+        raise ValueError(
+            f"{model.name}: its batch loss is not a mean over the batch's triples (DICE's discrepancy, a graph "
+            f"model's sampled subgraph with fanouts), so replicas on slices would not reproduce it; train it in "
+            f"one process{' or with fanouts: null' if hasattr(model.config, 'fanouts') else ''}"
         )
     shared = None if validation is None else SharedValidator(validation, replicas)
     model.replicas = replicas
