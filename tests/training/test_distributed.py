@@ -5,6 +5,7 @@ global batch (the weights, the loss curve, the epoch early stopping ends on), fo
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from debias_pipeline.data.processing import build_normalized_adjacency
 from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.distributed import Replicas
 from debias_pipeline.models.registry import build_model
-from debias_pipeline.training.distributed import fit_replicated, start_replicas
+from debias_pipeline.training.distributed import fit_replicated, main, start_replicas
 
 # 12 users x 10 items, 49 positives: batches of 16 are 16, 16, 16 and 1, so two replicas
 # take slices of 8 and 8, then 0 and 1 (an empty slice).
@@ -139,3 +140,16 @@ def test_a_fit_whose_batch_loss_does_not_split_over_slices_is_refused(block, rea
     alone = Replicas(rank=0, world_size=1, device=torch.device("cpu"))
     with pytest.raises(ValueError, match=reason):  # before any collective: no process group needed
         fit_replicated(model, _data(), ScriptedValidation(), alone)
+
+
+def test_the_entry_point_fits_a_block_of_the_project_conf_alone(tmp_path: Path, monkeypatch) -> None:
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    args = ["--model", "mf", "--dataset", "synthetic", "--conf", str(conf), "--output", str(tmp_path / "mf.pt")]
+    params = ["device=cpu", "mf.model.loss=bpr", "mf.model.epochs=2", "mf.model.embedding_dim=4"]
+    report = main([*args, "--metrics", str(tmp_path / "metrics.json"), "--params", *params])
+    assert report["world_size"] == 1 and report["epochs"] == 2 and 0 <= report["test_ndcg_at_5"] <= 1
+    assert json.loads((tmp_path / "metrics.json").read_text()) == pytest.approx(report)
+    weights = torch.load(tmp_path / "mf.pt", weights_only=False)["weights"]
+    assert weights["user_embedding"].shape[1] == 4 and not dist.is_initialized()

@@ -22,6 +22,7 @@ import argparse
 import json
 import logging
 import os
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,7 @@ def start_replicas(device: str = "auto", init_method: str = "env://") -> Replica
 
     The rank, world size and local rank come from the environment ``torchrun`` sets
     (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``; a lone process without them is rank 0 of
-    1). ``device`` is the ``device`` parameter: where it resolves to CUDA
+    1, on a free local port). ``device`` is the ``device`` parameter: where it resolves to CUDA
     (``training.device.resolve_device``), each process takes ``cuda:LOCAL_RANK`` and
     the replicas talk over NCCL; on the CPU, over gloo.
 
@@ -57,6 +58,9 @@ def start_replicas(device: str = "auto", init_method: str = "env://") -> Replica
         init_method: how the processes find each other (``env://``: ``MASTER_ADDR`` and
             ``MASTER_PORT``, as torchrun sets them; a ``file://`` path in tests).
     """
+    if "WORLD_SIZE" not in os.environ and init_method == "env://":  # a lone process, not started by torchrun
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     resolved = resolve_device(device)
     if resolved.type == "cuda":
@@ -66,6 +70,12 @@ def start_replicas(device: str = "auto", init_method: str = "env://") -> Replica
         backend = "nccl" if resolved.type == "cuda" else "gloo"
         dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
     return Replicas(rank=dist.get_rank(), world_size=dist.get_world_size(), device=resolved)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def fit_replicated(
