@@ -30,6 +30,7 @@ from debias_pipeline.pipeline_registry import (
     CHOSEN_NAMESPACES,
     MODEL_NAMESPACES,
     SIDE_DATA_NAMESPACES,
+    VARIANT_NAMESPACES,
     register_pipelines,
 )
 from debias_pipeline.pipelines.data_processing import pipeline as data_processing
@@ -302,7 +303,7 @@ def test_registered_pipelines() -> None:
         trained = (model, *UPSTREAM.get(model, ()))
         assert names == DATA_NODES | SETUP_NODES | {f"{m}.{node}" for m in trained for node in MODEL_NODES}
     default = {n.name for n in pipelines["__default__"].nodes}
-    general = expected_models - set(SIDE_DATA_NAMESPACES) - set(CHOSEN_NAMESPACES)
+    general = expected_models - set(SIDE_DATA_NAMESPACES) - set(CHOSEN_NAMESPACES) - set(VARIANT_NAMESPACES)
     model_nodes = {f"{m}.{n}" for m in general for n in MODEL_NODES}
     assert default == DATA_NODES | SETUP_NODES | model_nodes
     baselines = {n.name for n in pipelines["train_baselines"].nodes}
@@ -380,7 +381,9 @@ def train_dual(seed: int) -> DataCatalog:
     return run(register_pipelines()["train_dual"], catalog)
 
 
-GENERAL_NAMESPACES = [m for m in MODEL_NAMESPACES if m not in SIDE_DATA_NAMESPACES + CHOSEN_NAMESPACES]
+GENERAL_NAMESPACES = [
+    m for m in MODEL_NAMESPACES if m not in SIDE_DATA_NAMESPACES + CHOSEN_NAMESPACES + VARIANT_NAMESPACES
+]
 
 
 def test_socialgcn_refuses_a_dataset_without_ties() -> None:
