@@ -47,6 +47,9 @@ MF = {"name": "mf", "weight_decay": 1e-5}  # parameters_training.yml's mf.model
 DUAL = {"name": "dual"}
 CAUSE = {"name": "cause", "weight_decay": 1e-5}  # parameters_debias.yml's cause.model: the same unbiased rows, no dual
 PRIOR = {"prior": "popularity"}
+# A control: the plain dual model, early-stopped on the same half of the validation users
+# as the supervised variant and CausE, to tell the supervision from the halved stopping set.
+HALF_STOP = "dual_halfstop"
 
 # Each variant's grid: the one or two hyperparameters tuned on validation.
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -86,10 +89,15 @@ class TruthCurve:
         return self.inner.score(model)
 
 
-def fit(block: dict[str, Any], data: ProcessedData, seed: int, track_truth: bool = False) -> tuple[Recommender, dict[str, Any]]:
+def fit(
+    block: dict[str, Any], data: ProcessedData, seed: int, track_truth: bool = False, half_stop: bool = False
+) -> tuple[Recommender, dict[str, Any]]:
     """Fit one block as a training run does (CausE and the supervised dual model on half the
-    validation users, stopped on the other half); its validation and test metrics."""
+    validation users, stopped on the other half; ``half_stop``: any model stopped so); its
+    validation and test metrics."""
     model = build_model(block, "dual_identification", seed=seed, device=CPU)
+    if half_stop:
+        model.needs_treatment = True  # the dual model with λ_s = 0 ignores the treatment rows it is handed
     train, evaluators = treatment_inputs(model, data.train_data, data.evaluators)
     validation = TruthCurve(evaluators.validation, data) if track_truth else evaluators.validation
     started = time.perf_counter()
@@ -215,12 +223,15 @@ def tune(where: str, seeds: list[int], strengths: list[float], raw_root: str) ->
     return pd.DataFrame(rows)
 
 
-def report(where: str, seeds: list[int], strengths: list[float], raw_root: str, chosen: dict[str, str]) -> pd.DataFrame:
-    models = {"mf": MF, "dual": DUAL, **{v: VARIANTS[v][s] for v, s in chosen.items()}, "cause": CAUSE}
+def report(
+    where: str, seeds: list[int], strengths: list[float], raw_root: str, chosen: dict[str, str], only: list[str]
+) -> pd.DataFrame:
+    models = {"mf": MF, "dual": DUAL, **{v: VARIANTS[v][s] for v, s in chosen.items()}, "cause": CAUSE, HALF_STOP: DUAL}
+    models = {name: block for name, block in models.items() if name in only or (not only and name != HALF_STOP)}
     rows = []
     for strength, seed, data in worlds(where, seeds, strengths, raw_root):
         for name, block in models.items():
-            model, row = fit(block, data, seed)
+            model, row = fit(block, data, seed, half_stop=name == HALF_STOP)
             if where == "simulator":
                 row.update(truth_row(model, data, seed))
             rows.append({"model": name, "bias_strength": strength, "seed": seed, **row})
@@ -256,6 +267,7 @@ def main() -> None:
     parser.add_argument("--bias-strengths", default="0,1,2", help="simulator β (diagnose: 1,2)")
     parser.add_argument("--raw-root", default=str(PROJECT / "data" / "01_raw"), help="folder of the raw coat/ folder")
     parser.add_argument("--set", nargs="*", default=[], help="report: variant=setting, a setting name of VARIANTS")
+    parser.add_argument("--models", nargs="*", default=[], help=f"report: only these (mf first; {HALF_STOP}: a control)")
     parser.add_argument("--out", default=None, help="write every row as JSON lines here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -278,7 +290,7 @@ def main() -> None:
             print(f"  {variant}={group['validation_ndcg'].idxmax()[1]}")
     else:
         chosen = dict(item.split("=", 1) for item in args.set)
-        frame = report(args.where, seeds, strengths, args.raw_root, chosen)
+        frame = report(args.where, seeds, strengths, args.raw_root, chosen, args.models)
         columns = ["truth_ndcg", "truth_spearman"] if args.where == "simulator" else ["test_recall", "test_ndcg"]
         print(paired_table(frame, columns))
         extra = ["validation_ndcg", "best_epoch", "fit_seconds"] + (["exposure_auc", "exposure_spearman"] if args.where == "simulator" else [])
