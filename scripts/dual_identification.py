@@ -54,7 +54,10 @@ HALF_STOP = "dual_halfstop"
 # Each variant's grid: the one or two hyperparameters tuned on validation.
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "dual_prior": {
-        f"learned={learned},d={d}": {"name": "dual", "exposure": {**PRIOR, "prior_learned": learned, "embedding_dim": d}}
+        f"learned={learned},d={d}": {
+            "name": "dual",
+            "exposure": {**PRIOR, "prior_learned": learned, "embedding_dim": d},
+        }
         for learned in (True, False)
         for d in (4, 200)
     },
@@ -72,7 +75,9 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
 def synthetic_data(bias_strength: float, seed: int) -> ProcessedData:
     """One coat_like world, processed as the study processes it (every other block at its default)."""
     raw = RawData(name="synthetic", interactions=pd.DataFrame(), files={})
-    return process_dataset(raw, "synthetic", seed=seed, synthetic={"preset": "coat_like", "bias_strength": bias_strength})
+    return process_dataset(
+        raw, "synthetic", seed=seed, synthetic={"preset": "coat_like", "bias_strength": bias_strength}
+    )
 
 
 class TruthCurve:
@@ -168,9 +173,15 @@ def reference_row(data: ProcessedData) -> dict[str, float]:
     truth, train = data.ground_truth, data.train_matrix
     popularity = np.asarray(train.sum(axis=0)).ravel()
     click = truth_ranking_metrics(
-        lambda users: truth.probabilities("preference", users) * truth.probabilities("exposure", users), truth, train, K, TOP_N
+        lambda users: truth.probabilities("preference", users) * truth.probabilities("exposure", users),
+        truth,
+        train,
+        K,
+        TOP_N,
     )
-    popular = truth_ranking_metrics(lambda users: np.broadcast_to(popularity, (len(users), popularity.size)), truth, train, K, TOP_N)
+    popular = truth_ranking_metrics(
+        lambda users: np.broadcast_to(popularity, (len(users), popularity.size)), truth, train, K, TOP_N
+    )
     return {"click_oracle_truth_ndcg": click.ndcg, "popularity_truth_ndcg": popular.ndcg}
 
 
@@ -200,7 +211,9 @@ def coat_data(raw_root: str) -> Callable[[int], ProcessedData]:
     return lambda seed: process_dataset(raw, "coat", seed=seed)
 
 
-def worlds(where: str, seeds: list[int], strengths: list[float], raw_root: str) -> Iterator[tuple[float, int, ProcessedData]]:
+def worlds(
+    where: str, seeds: list[int], strengths: list[float], raw_root: str
+) -> Iterator[tuple[float, int, ProcessedData]]:
     if where == "coat":
         load = coat_data(raw_root)
         for seed in seeds:
@@ -217,8 +230,17 @@ def tune(where: str, seeds: list[int], strengths: list[float], raw_root: str) ->
         for variant, grid in VARIANTS.items():
             for setting, block in grid.items():
                 _, row = fit(block, data, seed)
-                rows.append({"variant": variant, "setting": setting, "bias_strength": strength, "seed": seed,
-                             "validation_ndcg": row["validation_ndcg"], "best_epoch": row["best_epoch"], "fit_seconds": row["fit_seconds"]})
+                rows.append(
+                    {
+                        "variant": variant,
+                        "setting": setting,
+                        "bias_strength": strength,
+                        "seed": seed,
+                        "validation_ndcg": row["validation_ndcg"],
+                        "best_epoch": row["best_epoch"],
+                        "fit_seconds": row["fit_seconds"],
+                    }
+                )
         print(f"{where} β {strength:g} seed {seed}: done", flush=True)
     return pd.DataFrame(rows)
 
@@ -263,17 +285,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["diagnose", "tune", "report"])
     parser.add_argument("--where", choices=["simulator", "coat"], default="simulator")
-    parser.add_argument("--seeds", default=None, help="diagnose: 0-4; tune: 100-102; report: 0-4 (simulator), 0-9 (coat)")
+    parser.add_argument(
+        "--seeds", default=None, help="diagnose: 0-4; tune: 100-102; report: 0-4 (simulator), 0-9 (coat)"
+    )
     parser.add_argument("--bias-strengths", default="0,1,2", help="simulator β (diagnose: 1,2)")
     parser.add_argument("--raw-root", default=str(PROJECT / "data" / "01_raw"), help="folder of the raw coat/ folder")
     parser.add_argument("--set", nargs="*", default=[], help="report: variant=setting, a setting name of VARIANTS")
-    parser.add_argument("--models", nargs="*", default=[], help=f"report: only these (mf first; {HALF_STOP}: a control)")
+    parser.add_argument(
+        "--models", nargs="*", default=[], help=f"report: only these (mf first; {HALF_STOP}: a control)"
+    )
     parser.add_argument("--out", default=None, help="write every row as JSON lines here")
     args = parser.parse_args()
     torch.set_num_threads(1)
     default_seeds = {"diagnose": "0-4", "tune": "100-102", "report": "0-4" if args.where == "simulator" else "0-9"}
     seeds = list(parse_seeds(args.seeds or default_seeds[args.command]))
-    strengths = [float(b) for b in ("1,2" if args.command == "diagnose" and args.bias_strengths == "0,1,2" else args.bias_strengths).split(",")]
+    strengths = [
+        float(b)
+        for b in (
+            "1,2" if args.command == "diagnose" and args.bias_strengths == "0,1,2" else args.bias_strengths
+        ).split(",")
+    ]
     started = time.perf_counter()
     if args.command == "diagnose":
         frame = diagnose(seeds, strengths)
@@ -282,7 +313,9 @@ def main() -> None:
     elif args.command == "tune":
         frame = tune(args.where, seeds, strengths, args.raw_root)
         summary = frame.groupby(["variant", "setting"], sort=False).agg(
-            validation_ndcg=("validation_ndcg", "mean"), std=("validation_ndcg", "std"), best_epoch=("best_epoch", "mean")
+            validation_ndcg=("validation_ndcg", "mean"),
+            std=("validation_ndcg", "std"),
+            best_epoch=("best_epoch", "mean"),
         )
         print(summary.to_string(float_format="%.4f"))
         print("\nchosen (highest mean validation NDCG@5):")
@@ -293,8 +326,14 @@ def main() -> None:
         frame = report(args.where, seeds, strengths, args.raw_root, chosen, args.models)
         columns = ["truth_ndcg", "truth_spearman"] if args.where == "simulator" else ["test_recall", "test_ndcg"]
         print(paired_table(frame, columns))
-        extra = ["validation_ndcg", "best_epoch", "fit_seconds"] + (["exposure_auc", "exposure_spearman"] if args.where == "simulator" else [])
-        print(frame.groupby(["bias_strength", "model"], sort=False, dropna=False)[extra].mean().to_string(float_format="%.4f"))
+        extra = ["validation_ndcg", "best_epoch", "fit_seconds"] + (
+            ["exposure_auc", "exposure_spearman"] if args.where == "simulator" else []
+        )
+        print(
+            frame.groupby(["bias_strength", "model"], sort=False, dropna=False)[extra]
+            .mean()
+            .to_string(float_format="%.4f")
+        )
     if args.out:
         Path(args.out).write_text("\n".join(json.dumps(row, default=float) for row in frame.to_dict("records")) + "\n")
     print(f"\n{args.command} {args.where}: {time.perf_counter() - started:.0f} s")

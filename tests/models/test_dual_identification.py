@@ -60,7 +60,9 @@ def test_centered_tie_penalty_by_hand() -> None:
     # x centred is [-1, 0, 1], t is constant: mean of squares 2/3.
     assert centered_tie_penalty(torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3)).item() == pytest.approx(2 / 3)
     # A shared level is free: x − t constant costs nothing.
-    assert centered_tie_penalty(torch.tensor([1.0, 2.0, 5.0]), torch.tensor([-2.0, -1.0, 2.0])).item() == pytest.approx(0.0, abs=1e-12)
+    assert centered_tie_penalty(torch.tensor([1.0, 2.0, 5.0]), torch.tensor([-2.0, -1.0, 2.0])).item() == pytest.approx(
+        0.0, abs=1e-12
+    )
 
 
 @pytest.mark.parametrize("loss", ["bce", "bpr"])
@@ -91,7 +93,12 @@ def test_the_tie_counts_the_prior_item_part() -> None:
     # With the prior (a = 2), m gains 2 log p = [0, 0, -2 log 2]; against a target of
     # slope 2 the centred gap is then that of the tower alone against 0:
     # m centred [0, -2.5, 2.5], mean of squares 12.5 / 3.
-    exposure = {"prior": "popularity", "prior_item_weight": 2.0, "popularity_tie_weight": 1.0, "popularity_tie_slope": 2.0}
+    exposure = {
+        "prior": "popularity",
+        "prior_item_weight": 2.0,
+        "popularity_tie_weight": 1.0,
+        "popularity_tie_slope": 2.0,
+    }
     model = dual_at_state(exposure)
     plain = dual_at_state({"prior": "popularity", "prior_item_weight": 2.0})
     gap = model.loss(torch.tensor(Y2)).item() - plain.loss(torch.tensor(Y2)).item()
@@ -132,7 +139,12 @@ def test_supervised_fit_runs_and_scores() -> None:
     rng = np.random.default_rng(0)
     clicks = sp.csr_matrix((rng.random((12, 9)) < 0.3).astype(np.float32))
     treatment = LabelledPairs(users=np.arange(6), items=np.arange(6), labels=np.array([1.0, 0, 1, 0, 1, 0]))
-    params = {"name": "dual", "preference": {"embedding_dim": 4}, "exposure": {"embedding_dim": 4, "supervision_weight": 1.0, "popularity_tie_weight": 1.0}, "epochs": 5}
+    params = {
+        "name": "dual",
+        "preference": {"embedding_dim": 4},
+        "exposure": {"embedding_dim": 4, "supervision_weight": 1.0, "popularity_tie_weight": 1.0},
+        "epochs": 5,
+    }
     model = build_model(params, WHERE, seed=0, device=CPU).fit(TrainData(clicks, treatment=treatment))
     assert model.score().shape == (12, 9) and np.isfinite(model.score()).all()
 
