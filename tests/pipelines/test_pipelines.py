@@ -68,6 +68,14 @@ SMALL_MODELS: dict[str, dict[str, Any]] = {
         "lr": 0.05,
         "patience": 10,
     },
+    **{
+        f"dual_{variant}": {"name": "dual", "preference": {"embedding_dim": 8}, "exposure": {"embedding_dim": 4, **exposure}, "epochs": 30, "lr": 0.05, "patience": 10}
+        for variant, exposure in (
+            ("prior", {"prior": "popularity", "prior_learned": True}),
+            ("supervised", {"supervision_weight": 0.3}),
+            ("popconstraint", {"popularity_tie_weight": 0.01, "popularity_tie_slope": 1.0}),
+        )
+    },
     "ngcf": {"name": "ngcf", "embedding_dim": 8, "num_layers": 2, "epochs": 30, "lr": 0.05, "patience": 10},
     "wmf": {"name": "wmf", "embedding_dim": 8, "epochs": 10, "patience": 5},
     "expomf": {"name": "expomf", "embedding_dim": 8, "epochs": 10, "patience": 5},
@@ -393,9 +401,11 @@ def test_socialgcn_refuses_a_dataset_without_ties() -> None:
 
 
 @pytest.mark.slow
-def test_cause_is_stopped_and_reported_on_the_validation_users_it_did_not_train_on() -> None:
-    catalog = run(register_pipelines()["train_cause"], catalog_for(synthetic_raw(), dataset="synthetic", keep=("evaluators", "cause.metrics")))
-    metrics, users = catalog.load("cause.metrics"), np.unique(catalog.load("evaluators").validation.users).size
+@pytest.mark.parametrize("model", ["cause", "dual_supervised"])
+def test_cause_is_stopped_and_reported_on_the_validation_users_it_did_not_train_on(model: str) -> None:
+    # The supervised dual model fits σ(r̂) on the same treatment set and is stopped like CausE.
+    catalog = run(register_pipelines()[f"train_{model}"], catalog_for(synthetic_raw(), dataset="synthetic", keep=("evaluators", f"{model}.metrics")))
+    metrics, users = catalog.load(f"{model}.metrics"), np.unique(catalog.load("evaluators").validation.users).size
     assert metrics["validation_users_evaluated"] + metrics["validation_users_skipped"] == users - users // 2
     assert 0.0 <= metrics["validation_ndcg_at_5"] <= 1.0 and 0.0 <= metrics["test_ndcg_at_5"] <= 1.0
 
