@@ -35,6 +35,9 @@ MODEL_NAMESPACES = (
     "mf",
     "lightgcn",
     "dual",
+    "dual_prior",
+    "dual_supervised",
+    "dual_popconstraint",
     "mostpop",
     "itemknn",
     "ease",
@@ -66,6 +69,10 @@ MODEL_NAMESPACES = (
 # it repeats one of the models above, so only in its own train_best.
 CHOSEN_NAMESPACES = ("best",)
 METHOD_NAMESPACES = ("dual",)  # the study's method; every other model is a baseline
+# The dual model with an identifying device (conf/base/parameters_debias.yml,
+# docs/debiasing.md, "The dual model against the truth"): variants of the method, each only
+# in its own train_<namespace> (dual_supervised also needs the unbiased sample).
+VARIANT_NAMESPACES = ("dual_prior", "dual_supervised", "dual_popconstraint")
 # Models that need data most datasets lack (social ties; CausE's unbiased labelled
 # sample, which only the thesis protocol's datasets have): only in their own
 # train_<namespace>, not in train_baselines or __default__.
@@ -103,7 +110,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     general = {
         namespace: pipeline
         for namespace, pipeline in models.items()
-        if namespace not in SIDE_DATA_NAMESPACES + CHOSEN_NAMESPACES
+        if namespace not in SIDE_DATA_NAMESPACES + CHOSEN_NAMESPACES + VARIANT_NAMESPACES
     }
     baselines = [pipeline for namespace, pipeline in general.items() if namespace not in METHOD_NAMESPACES]
     pipelines["train_baselines"] = shared + sum(baselines, Pipeline([]))

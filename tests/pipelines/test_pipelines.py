@@ -30,6 +30,7 @@ from debias_pipeline.pipeline_registry import (
     CHOSEN_NAMESPACES,
     MODEL_NAMESPACES,
     SIDE_DATA_NAMESPACES,
+    VARIANT_NAMESPACES,
     register_pipelines,
 )
 from debias_pipeline.pipelines.data_processing import pipeline as data_processing
@@ -66,6 +67,14 @@ SMALL_MODELS: dict[str, dict[str, Any]] = {
         "epochs": 30,
         "lr": 0.05,
         "patience": 10,
+    },
+    **{
+        f"dual_{variant}": {"name": "dual", "preference": {"embedding_dim": 8}, "exposure": {"embedding_dim": 4, **exposure}, "epochs": 30, "lr": 0.05, "patience": 10}
+        for variant, exposure in (
+            ("prior", {"prior": "popularity", "prior_learned": True}),
+            ("supervised", {"supervision_weight": 0.3}),
+            ("popconstraint", {"popularity_tie_weight": 0.01, "popularity_tie_slope": 1.0}),
+        )
     },
     "ngcf": {"name": "ngcf", "embedding_dim": 8, "num_layers": 2, "epochs": 30, "lr": 0.05, "patience": 10},
     "wmf": {"name": "wmf", "embedding_dim": 8, "epochs": 10, "patience": 5},
@@ -302,7 +311,7 @@ def test_registered_pipelines() -> None:
         trained = (model, *UPSTREAM.get(model, ()))
         assert names == DATA_NODES | SETUP_NODES | {f"{m}.{node}" for m in trained for node in MODEL_NODES}
     default = {n.name for n in pipelines["__default__"].nodes}
-    general = expected_models - set(SIDE_DATA_NAMESPACES) - set(CHOSEN_NAMESPACES)
+    general = expected_models - set(SIDE_DATA_NAMESPACES) - set(CHOSEN_NAMESPACES) - set(VARIANT_NAMESPACES)
     model_nodes = {f"{m}.{n}" for m in general for n in MODEL_NODES}
     assert default == DATA_NODES | SETUP_NODES | model_nodes
     baselines = {n.name for n in pipelines["train_baselines"].nodes}
@@ -380,7 +389,9 @@ def train_dual(seed: int) -> DataCatalog:
     return run(register_pipelines()["train_dual"], catalog)
 
 
-GENERAL_NAMESPACES = [m for m in MODEL_NAMESPACES if m not in SIDE_DATA_NAMESPACES + CHOSEN_NAMESPACES]
+GENERAL_NAMESPACES = [
+    m for m in MODEL_NAMESPACES if m not in SIDE_DATA_NAMESPACES + CHOSEN_NAMESPACES + VARIANT_NAMESPACES
+]
 
 
 def test_socialgcn_refuses_a_dataset_without_ties() -> None:
@@ -390,9 +401,11 @@ def test_socialgcn_refuses_a_dataset_without_ties() -> None:
 
 
 @pytest.mark.slow
-def test_cause_is_stopped_and_reported_on_the_validation_users_it_did_not_train_on() -> None:
-    catalog = run(register_pipelines()["train_cause"], catalog_for(synthetic_raw(), dataset="synthetic", keep=("evaluators", "cause.metrics")))
-    metrics, users = catalog.load("cause.metrics"), np.unique(catalog.load("evaluators").validation.users).size
+@pytest.mark.parametrize("model", ["cause", "dual_supervised"])
+def test_cause_is_stopped_and_reported_on_the_validation_users_it_did_not_train_on(model: str) -> None:
+    # The supervised dual model fits σ(r̂) on the same treatment set and is stopped like CausE.
+    catalog = run(register_pipelines()[f"train_{model}"], catalog_for(synthetic_raw(), dataset="synthetic", keep=("evaluators", f"{model}.metrics")))
+    metrics, users = catalog.load(f"{model}.metrics"), np.unique(catalog.load("evaluators").validation.users).size
     assert metrics["validation_users_evaluated"] + metrics["validation_users_skipped"] == users - users // 2
     assert 0.0 <= metrics["validation_ndcg_at_5"] <= 1.0 and 0.0 <= metrics["test_ndcg_at_5"] <= 1.0
 

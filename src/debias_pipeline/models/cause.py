@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Self
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -128,11 +127,7 @@ class CausE(FullBatchRecommender):
                 "(TrainData.treatment), and this train data has none: the training run cuts them from the "
                 "validation split of a dataset with one (thesis protocol)"
             )
-        self._treatment = (
-            torch.as_tensor(np.asarray(sample.users, dtype=np.int64), device=self.device),
-            torch.as_tensor(np.asarray(sample.items, dtype=np.int64), device=self.device),
-            torch.as_tensor(np.asarray(sample.labels, dtype=np.float32), device=self.device),
-        )
+        self._treatment = sample.tensors(self.device)
         return super().fit(data, validation, on_epoch)
 
     def build_module(self, data: TrainData, generator: torch.Generator) -> CausEEmbeddings:

@@ -38,6 +38,14 @@ class LabelledPairs:
     def __len__(self) -> int:
         return int(self.users.size)
 
+    def tensors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Users, items (int64) and labels (float32), each (n,), on ``device``."""
+        return (
+            torch.as_tensor(np.asarray(self.users, dtype=np.int64), device=device),
+            torch.as_tensor(np.asarray(self.items, dtype=np.int64), device=device),
+            torch.as_tensor(np.asarray(self.labels, dtype=np.float32), device=device),
+        )
+
 
 @dataclass(frozen=True)
 class TrainData:
@@ -142,7 +150,8 @@ class Recommender(ABC):
     ``history`` holds one record per fitted hyperparameter candidate and its seed
     changes nothing. A model that gives every user the same scores (MostPop) clears
     ``personalized``. A model that also fits on a labelled unbiased sample (CausE)
-    sets ``needs_treatment``: the run then hands it ``TrainData.treatment``, cut from
+    sets ``needs_treatment`` (a model whose config decides it, the dual model, sets it
+    on the instance): the run then hands it ``TrainData.treatment``, cut from
     the validation split, and early-stops it on the rest of that split only.
     """
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import typing
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, Self
 
 import numpy as np
 import torch
@@ -13,8 +14,8 @@ from torch import nn
 
 from debias_pipeline.config.params import Params, require
 from debias_pipeline.models.configs import TowerConfig, TrainingConfig
-from debias_pipeline.models.contract import TrainData
-from debias_pipeline.models.losses import dual_bce_all_pairs, l2_penalty
+from debias_pipeline.models.contract import EpochRecord, TrainData, Validator
+from debias_pipeline.models.losses import centered_tie_penalty, dual_bce_all_pairs, l2_penalty, sampled_bce_loss
 from debias_pipeline.models.minibatch import dual_batch_loss
 from debias_pipeline.models.spectra import column_spectrum, required_dimensions, spectral_penalty
 from debias_pipeline.models.towers import EmbeddingTower, PopularityPrior, log_popularity
@@ -81,6 +82,22 @@ class ExposureConfig(TowerConfig):
         prior_user_weight: b.
         prior_offset: c (0: the most active user meets the most popular item with
             exposure logit 0, σ = ½, before the tower's part).
+        supervision_weight: λ_s of the unbiased-sample term (0: none). On a sample where
+            items were shown at random and rated (the thesis protocol's validation
+            split), exposure is known, o_ui = 1, so the dual likelihood of a label l_ui
+            is that of σ(r̂_ui) alone: the term ``λ_s · mean BCE(σ(r̂_ui), l_ui)`` over
+            the treatment set (the rows of half of the validation users, as CausE's,
+            ``training.inputs.treatment_split``) anchors the preference tower where
+            the click likelihood cannot tell it from exposure. The model then
+            early-stops on the other half only.
+        popularity_tie_weight: λ_c of the popularity tie (0: none): ``λ_c · (1/|I|)
+            Σ_i ((m_i − m̄) − s (log p_i − mean log p))²``, m_i = mean_u ô_ui the mean
+            exposure logit of item i (the prior included), p_i the train popularity of
+            ``towers.log_popularity`` (``losses.centered_tie_penalty``): each item's
+            exposure is tied to its popularity propensity p_i^s (Rel-MF's θ_i for
+            s = ½), up to one shared level, the constraint-based identification of
+            exposure from popularity; users' exposure stays free.
+        popularity_tie_slope: s, the exponent of the popularity propensity p_i^s.
     """
 
     prior: ExposurePrior = "none"
@@ -88,9 +105,20 @@ class ExposureConfig(TowerConfig):
     prior_item_weight: float = 0.5
     prior_user_weight: float = 0.5
     prior_offset: float = 0.0
+    supervision_weight: float = 0.0
+    popularity_tie_weight: float = 0.0
+    popularity_tie_slope: float = 0.5
 
     def check(self) -> None:
         super().check()
+        for name in ("supervision_weight", "popularity_tie_weight"):
+            weight = getattr(self, name)
+            require(math.isfinite(weight) and weight >= 0, f"{name} must be finite and >= 0, got {weight}")
+        require(math.isfinite(self.popularity_tie_slope), f"popularity_tie_slope must be finite, got {self.popularity_tie_slope}")
+        require(
+            self.popularity_tie_weight > 0 or self.popularity_tie_slope == 0.5,
+            f"popularity_tie_slope needs popularity_tie_weight > 0, got {self.popularity_tie_slope}",
+        )
         if self.prior == "none":
             # Options of a prior that is not there would be silently ignored: refuse them.
             for name in ("prior_learned", "prior_item_weight", "prior_user_weight", "prior_offset"):
@@ -159,10 +187,40 @@ class DualModel(FullBatchRecommender):
     ``ô_ui = u^O_u · v^O_i + a · log p_i + b · log q_u + c`` (``ExposureConfig``), in the
     full-batch loss, the mini-batch loss and ``exposure_scores`` alike; the tower's
     spectrum and the eigen penalty stay those of the tower's embeddings.
+
+    Two more identifying devices add a term to either loss (``ExposureConfig``):
+    ``exposure.supervision_weight`` fits σ(r̂) to the labels of an unbiased sample
+    (the model then ``needs_treatment``, as CausE), and
+    ``exposure.popularity_tie_weight`` ties each item's mean exposure to its
+    popularity propensity.
     """
 
     name = "dual"
     Config = DualConfig
+
+    def __init__(self, config: DualConfig, *, seed: int = 0, device: torch.device | str = "cpu") -> None:
+        super().__init__(config, seed=seed, device=device)
+        # Set from the config: the run cuts the treatment set only for a supervised fit.
+        self.needs_treatment = config.exposure.supervision_weight > 0
+        self._treatment: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # users, items, labels (n,)
+        self._log_item_popularity: torch.Tensor | None = None  # (n_items,) log p_i, for the popularity tie
+
+    def fit(
+        self,
+        data: TrainData,
+        validation: Validator | None = None,
+        on_epoch: Callable[[EpochRecord], None] | None = None,
+    ) -> Self:
+        self._treatment = None
+        if self.needs_treatment:
+            if data.treatment is None or len(data.treatment) == 0:
+                raise ValueError(
+                    "dual with exposure.supervision_weight > 0 fits σ(r̂) on labelled pairs of an unbiased sample "
+                    "(TrainData.treatment), and this train data has none: the training run cuts them from the "
+                    "validation split of a dataset with one (thesis protocol); set supervision_weight: 0 otherwise"
+                )
+            self._treatment = data.treatment.tensors(self.device)
+        return super().fit(data, validation, on_epoch)
 
     def build_module(self, data: TrainData, generator: torch.Generator) -> DualTowers:
         needs_graph = self.config.preference.num_layers > 0 or self.config.exposure.num_layers > 0
@@ -173,6 +231,8 @@ class DualModel(FullBatchRecommender):
             EmbeddingTower(data.n_users, data.n_items, tower.embedding_dim, tower.num_layers, adjacency, generator)
             for tower in (self.config.preference, self.config.exposure)
         ]
+        if self.config.exposure.popularity_tie_weight > 0:
+            self._log_item_popularity = torch.from_numpy(log_popularity(data.interactions)[1]).to(self.device)
         return DualTowers(*towers, prior=self.build_prior(data))
 
     def build_prior(self, data: TrainData) -> PopularityPrior | None:
@@ -217,10 +277,11 @@ class DualModel(FullBatchRecommender):
             self.config.weight_decay,
             exposure_prior=self.module.prior,
         )
-        if self.config.eigen.form == "none":
+        if self.config.eigen.form == "none" and not self._has_identification_terms():
             return loss
-        # The spectrum needs the full tables: one propagation per batch.
-        return loss + self.eigen_penalty(self.module.preference(), self.module.exposure())
+        # The spectrum, the tie and the supervised pairs need the full tables: one propagation per batch.
+        preference, exposure = self.module.preference(), self.module.exposure()
+        return loss + self.eigen_penalty(preference, exposure) + self.identification_terms(preference, exposure)
 
     def loss(self, targets: torch.Tensor) -> torch.Tensor:
         pref_users, pref_items = self.module.preference()
@@ -229,9 +290,42 @@ class DualModel(FullBatchRecommender):
         exposure = self._exposure_logits(expo_users, expo_items)  # (n_users, n_items)
         penalty = l2_penalty([*self.module.preference.base_embeddings(), *self.module.exposure.base_embeddings()])
         loss = dual_bce_all_pairs(preference, exposure, targets) + self.config.weight_decay * penalty
+        loss = loss + self.identification_terms((pref_users, pref_items), (expo_users, expo_items))
         if self.config.eigen.form == "none":
             return loss
         return loss + self.eigen_penalty((pref_users, pref_items), (expo_users, expo_items))
+
+    def _has_identification_terms(self) -> bool:
+        exposure = self.config.exposure
+        return exposure.supervision_weight > 0 or exposure.popularity_tie_weight > 0
+
+    def identification_terms(self, preference: Embeddings, exposure: Embeddings) -> torch.Tensor:
+        """λ_s · mean BCE(σ(r̂), l) over the treatment set + λ_c · the popularity tie
+        (``ExposureConfig.supervision_weight``, ``popularity_tie_weight``).
+
+        Args:
+            preference: final preference user (n_users, d_P) and item (n_items, d_P) embeddings.
+            exposure: final exposure user (n_users, d_O) and item (n_items, d_O) embeddings.
+
+        Returns:
+            A scalar tensor (0 when both weights are 0).
+        """
+        config = self.config.exposure
+        total = torch.zeros((), device=preference[0].device)
+        if config.supervision_weight > 0:
+            users, items, labels = self._treatment
+            logits = (preference[0][users] * preference[1][items]).sum(dim=1)  # (n_treatment,)
+            total = total + config.supervision_weight * sampled_bce_loss(logits, labels)
+        if config.popularity_tie_weight > 0:
+            expo_users, expo_items = exposure
+            # mean_u ô_ui = v_i · mean_u u_u (+ the prior's item part; its user part is one level for all items).
+            item_means = expo_items @ expo_users.mean(dim=0)  # (n_items,)
+            prior = self.module.prior
+            if prior is not None:
+                item_means = item_means + prior.item_part()
+            target = config.popularity_tie_slope * self._log_item_popularity  # (n_items,)
+            total = total + config.popularity_tie_weight * centered_tie_penalty(item_means, target)
+        return total
 
     def eigen_penalty(self, preference: Embeddings, exposure: Embeddings) -> torch.Tensor:
         """λ_r f(e^P) + λ_o f(e^O), the *eigen* term of ``config.eigen``.

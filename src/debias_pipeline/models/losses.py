@@ -397,6 +397,24 @@ def distance_correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _safe_sqrt(covariance / torch.where(spread > 0, spread, 1.0).sqrt() * (spread > 0))
 
 
+def centered_tie_penalty(values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean squared gap between two vectors once each is centred on its own mean:
+    ``(1/n) Σ_i ((x_i − x̄) − (t_i − t̄))²``.
+
+    The dual model's popularity tie (``ExposureConfig.popularity_tie_weight``): x_i the
+    mean exposure logit of item i over users, t_i = s · log p_i its popularity
+    propensity's logit. Centring leaves the overall level of exposure free (popularity
+    says which items are shown more, not how often anything is shown) and ties only
+    the items' relative exposure. 0 when x − t is constant; non-negative.
+
+    Args:
+        values: (n,) x.
+        targets: (n,) t.
+    """
+    gap = (values - values.mean()) - (targets - targets.mean())  # (n,)
+    return gap.pow(2).mean()
+
+
 def l2_penalty(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
     """Σ ||E||² over the given embedding tables."""
     return torch.stack([t.pow(2).sum() for t in tensors]).sum()

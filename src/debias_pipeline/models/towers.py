@@ -197,6 +197,10 @@ class PopularityPrior(nn.Module):
             + self.offset
         )
 
+    def item_part(self) -> torch.Tensor:
+        """a · log p_i, the prior's only item-dependent part, (n_items,)."""
+        return self.item_weight * self.log_item_popularity
+
     def extra_repr(self) -> str:
         return (
             f"n_users={self.log_user_activity.numel()}, n_items={self.log_item_popularity.numel()}, "

@@ -93,7 +93,7 @@ def treatment_split(model: Recommender, evaluators: Evaluators) -> tuple[Labelle
         ValueError: When the protocol is not ``thesis`` (only its validation rows are a
             random, labelled sample), or when the kept half has no positive row.
     """
-    if not type(model).needs_treatment:
+    if not model.needs_treatment:  # an instance may set it from its config (the dual model)
         return None, evaluators
     protocol = evaluators.setup.protocol.name
     if protocol != "thesis":
