@@ -4,17 +4,18 @@ of sampled triples with BPR."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Self
 
 import torch
 
 from debias_pipeline.config.params import Params, require
 from debias_pipeline.models.configs import TrainingConfig
-from debias_pipeline.models.contract import TrainData
+from debias_pipeline.models.contract import EpochRecord, TrainData, Validator
+from debias_pipeline.models.implicit_bpr import ImplicitBprEpochs, bias_columns
 from debias_pipeline.models.losses import bce_all_pairs, l2_penalty
 from debias_pipeline.models.minibatch import RowAdam, bpr_batch_loss, row_triple_scores, triple_loss
 from debias_pipeline.models.towers import EmbeddingTower
-from debias_pipeline.models.trainers import FullBatchRecommender, sparse_to_torch
+from debias_pipeline.models.trainers import FullBatchRecommender, run_with_early_stopping, sparse_to_torch
 
 
 def _compact_indices(matrix: torch.Tensor) -> torch.Tensor:
@@ -70,6 +71,16 @@ class MFConfig(TrainingConfig):
             ``torch.optim.SparseAdam``, which updates, and decays the moments of, only
             the rows a batch touches, by ``minibatch.RowAdam``; the same loss, another
             optimizer).
+        solver: ``torch`` (the project's mini-batch epochs above) or ``implicit_bpr``
+            (MF with ``loss: bpr`` on the CPU: ``implicit``'s compiled BPR, SGD one
+            triple at a time, ``models.implicit_bpr``; ``lr`` is then the SGD step,
+            ``implicit``'s default 0.01, its regularization 2 ``weight_decay``, the last
+            of the ``embedding_dim`` columns the item bias; ``batch_size`` and
+            ``optimizer`` unused; ``negative_sampling: popularity``, the negatives
+            ``implicit`` draws).
+        num_threads: ``implicit_bpr``'s threads: 1, the same seed gives the same
+            numbers; more (0: all cores) is faster but not repeatable (Hogwild steps
+            race on shared rows).
     """
 
     loss: Literal["bce", "bpr", "enhanced_bpr"] = "bce"
@@ -80,9 +91,21 @@ class MFConfig(TrainingConfig):
     lr_plateau: PlateauConfig | None = None
     grad_clip_norm: float | None = None
     optimizer: Literal["adam", "sparse_adam"] = "adam"
+    solver: Literal["torch", "implicit_bpr"] = "torch"
+    num_threads: int = 1
 
     def check(self) -> None:
         super().check()
+        if self.solver == "implicit_bpr":
+            require(
+                self.loss == "bpr" and self.optimizer == "adam" and self.negative_sampling == "popularity"
+                and self.grad_clip_norm is None and self.lr_plateau is None and self.embedding_dim >= 2,
+                f"solver 'implicit_bpr' needs loss bpr, negative_sampling popularity (implicit's), embedding_dim >= 2 (the last column "
+                f"is the item bias), no optimizer, grad_clip_norm or lr_plateau, got loss {self.loss!r}, "
+                f"negative_sampling {self.negative_sampling!r}, embedding_dim {self.embedding_dim}, optimizer "
+                f"{self.optimizer!r}, grad_clip_norm {self.grad_clip_norm}, lr_plateau {self.lr_plateau}",
+            )
+        require(self.num_threads >= 0, f"num_threads must be >= 0, got {self.num_threads}")
         if self.optimizer == "sparse_adam":
             require(
                 self.loss in ("bpr", "enhanced_bpr") and self.grad_clip_norm is None and self.lr_plateau is None,
@@ -108,7 +131,9 @@ class MF(FullBatchRecommender):
     + ``weight_decay`` · Σ ||E||². With ``loss: bpr``, mini-batches of sampled triples
     (u, i, j): mean ``-log σ(r̂_ui - r̂_uj)`` + ``weight_decay`` · mean over the batch of
     ``||e_u||² + ||e_i||² + ||e_j||²`` (Rendle et al., UAI 2009). Embeddings start as
-    N(0, 0.01²).
+    N(0, 0.01²). With ``solver: implicit_bpr`` the same objective per triple, by
+    ``implicit``'s SGD (``implicit_bpr.ImplicitBprEpochs``), the last column holding
+    the item bias (the users' fixed at 1).
     """
 
     name = "mf"
@@ -124,9 +149,35 @@ class MF(FullBatchRecommender):
             if data.adjacency is None:
                 raise ValueError(f"{self.name} needs the normalized adjacency in its TrainData")
             adjacency = _compact_indices(sparse_to_torch(data.adjacency, self.device))
-        return EmbeddingTower(
+        tower = EmbeddingTower(
             data.n_users, data.n_items, self.config.embedding_dim, self.num_layers(), adjacency, generator
         )
+        if self.config.solver == "implicit_bpr":
+            bias_columns(tower)
+        return tower
+
+    def fit(
+        self,
+        data: TrainData,
+        validation: Validator | None = None,
+        on_epoch: Callable[[EpochRecord], None] | None = None,
+    ) -> Self:
+        """``FullBatchRecommender.fit``; with ``solver: implicit_bpr``, ``implicit``'s
+        epochs under the same early stopping."""
+        config = self.config
+        if config.solver == "torch":
+            return super().fit(data, validation, on_epoch)
+        if self.device.type != "cpu" or self.num_layers() > 0:
+            raise ValueError(
+                f"{self.name}: solver 'implicit_bpr' runs MF (num_layers 0) on the CPU only, got device "
+                f"{self.device.type} and num_layers {self.num_layers()}; use solver: torch"
+            )
+        self.module = self.build_module(data, torch.Generator().manual_seed(self.seed))
+        run_epoch = ImplicitBprEpochs(
+            self.module, data.interactions, config.lr, config.weight_decay, config.num_threads, self.seed
+        )
+        run_with_early_stopping(self, lambda: float(run_epoch()), validation, on_epoch)
+        return self
 
     def preference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.module()
