@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Literal, Self
 
 import torch
+import torch.nn.functional as F
 
 from debias_pipeline.config.params import Params, require
 from debias_pipeline.models.configs import TrainingConfig
@@ -70,7 +71,9 @@ class MFConfig(TrainingConfig):
             ``sparse_adam`` (MF with ``bpr`` or ``enhanced_bpr`` only: the lazy Adam of
             ``torch.optim.SparseAdam``, which updates, and decays the moments of, only
             the rows a batch touches, by ``minibatch.RowAdam``; the same loss, another
-            optimizer).
+            optimizer) or ``sgd`` (MF with ``bpr`` only: LearnBPR's SGD step for every
+            triple of a batch, written by hand, ``lr`` the step per triple as in
+            ``implicit``, 0.01; see ``row_stepper``).
         solver: ``torch`` (the project's mini-batch epochs above) or ``implicit_bpr``
             (MF with ``loss: bpr`` on the CPU: ``implicit``'s compiled BPR, SGD one
             triple at a time, ``models.implicit_bpr``; ``lr`` is then the SGD step,
@@ -90,7 +93,7 @@ class MFConfig(TrainingConfig):
     alpha: float = 0.8
     lr_plateau: PlateauConfig | None = None
     grad_clip_norm: float | None = None
-    optimizer: Literal["adam", "sparse_adam"] = "adam"
+    optimizer: Literal["adam", "sparse_adam", "sgd"] = "adam"
     solver: Literal["torch", "implicit_bpr"] = "torch"
     num_threads: int = 1
 
@@ -106,11 +109,12 @@ class MFConfig(TrainingConfig):
                 f"{self.optimizer!r}, grad_clip_norm {self.grad_clip_norm}, lr_plateau {self.lr_plateau}",
             )
         require(self.num_threads >= 0, f"num_threads must be >= 0, got {self.num_threads}")
-        if self.optimizer == "sparse_adam":
+        if self.optimizer != "adam":
+            losses = ("bpr", "enhanced_bpr") if self.optimizer == "sparse_adam" else ("bpr",)
             require(
-                self.loss in ("bpr", "enhanced_bpr") and self.grad_clip_norm is None and self.lr_plateau is None,
-                f"optimizer 'sparse_adam' needs loss bpr or enhanced_bpr, no grad_clip_norm and no lr_plateau, got "
-                f"loss {self.loss!r}, grad_clip_norm {self.grad_clip_norm}, lr_plateau {self.lr_plateau}",
+                self.loss in losses and self.grad_clip_norm is None and self.lr_plateau is None,
+                f"optimizer {self.optimizer!r} needs loss {' or '.join(losses)}, no grad_clip_norm and no lr_plateau, "
+                f"got loss {self.loss!r}, grad_clip_norm {self.grad_clip_norm}, lr_plateau {self.lr_plateau}",
             )
         require(self.embedding_dim >= 1, f"embedding_dim must be >= 1, got {self.embedding_dim}")
         require(self.margin >= 0, f"margin must be >= 0, got {self.margin}")
@@ -193,8 +197,11 @@ class MF(FullBatchRecommender):
     def row_stepper(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
         """The ``optimizer: sparse_adam`` step of the built module: per batch, the loss
         from the gathered rows (``batch_loss``'s value), its gradient with respect to
-        those rows only, and ``RowAdam`` on them; the step returns the loss."""
+        those rows only, and ``RowAdam`` on them; the step returns the loss. With
+        ``optimizer: sgd``, ``_sgd_stepper``'s step."""
         tower = self.module
+        if self.config.optimizer == "sgd":
+            return self._sgd_stepper()
         adam = RowAdam([tower.user_embedding.data, tower.item_embedding.data], self.config.lr)
 
         def step(users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
@@ -205,5 +212,32 @@ class MF(FullBatchRecommender):
             user_grad, item_grad = torch.autograd.grad(loss, [user_rows, item_rows])
             adam.step([(users, user_grad), (items, item_grad)])
             return loss.detach()
+
+        return step
+
+    def _sgd_stepper(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``optimizer: sgd``: every triple of the batch takes LearnBPR's SGD step on its
+        own ``−log σ(x) + λ (‖u‖² + ‖v_i‖² + ‖v_j‖²)``, x = u · (v_i − v_j) (Rendle et
+        al., UAI 2009, Algorithm 1): with z = σ(−x), ``u += lr (z (v_i − v_j) − 2λ u)``,
+        ``v_i += lr (z u − 2λ v_i)``, ``v_j += lr (−z u − 2λ v_j)``, every step from the
+        rows as the batch found them, summed where a row repeats. That is the update of
+        ``solver: implicit_bpr``, a batch at a time; the gradient is written out, so no
+        graph is built. The step returns the batch's loss before it (``batch_loss``'s value)."""
+        users_table, items_table = self.module.user_embedding.data, self.module.item_embedding.data
+        lr, decay = self.config.lr, self.config.weight_decay
+
+        def step(users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+            user_rows = users_table.index_select(0, users)  # (batch, d)
+            positive_rows = items_table.index_select(0, positives)  # (batch, d)
+            negative_rows = items_table.index_select(0, negatives)  # (batch, d)
+            difference = positive_rows - negative_rows
+            margin = (user_rows * difference).sum(dim=1, keepdim=True)  # (batch, 1): x
+            z = torch.sigmoid(-margin)  # −d(−log σ(x))/dx
+            squares = user_rows.square().sum() + positive_rows.square().sum() + negative_rows.square().sum()
+            loss = F.softplus(-margin).mean() + decay * squares / users.numel()
+            users_table.index_add_(0, users, z * difference - 2 * decay * user_rows, alpha=lr)
+            items_table.index_add_(0, positives, z * user_rows - 2 * decay * positive_rows, alpha=lr)
+            items_table.index_add_(0, negatives, -z * user_rows - 2 * decay * negative_rows, alpha=lr)
+            return loss
 
         return step

@@ -115,7 +115,7 @@ class FullBatchRecommender(ModuleRecommender):
         generator = torch.Generator().manual_seed(self.seed)
         self.module = self.build_module(data, generator).to(self.device)
         if config.loss in ("bpr", "enhanced_bpr"):
-            if getattr(config, "optimizer", "adam") == "sparse_adam":  # MF: only the batch's rows
+            if getattr(config, "optimizer", "adam") in ("sparse_adam", "sgd"):  # MF: only the batch's rows
                 optimizer = None
                 run_epoch = MiniBatchEpochs(self, data, None, self.row_stepper())
             else:  # hundreds of steps per epoch: Adam's single fused kernel per parameter pays
