@@ -13,7 +13,7 @@ from debias_pipeline.models.sampling import build_negative_sampler
 from debias_pipeline.models.towers import EmbeddingTower
 
 # Triples of the fixed sample on which an epoch's training loss is reported.
-LOSS_SAMPLE = 1 << 16
+LOSS_SAMPLE = 1 << 12
 
 
 def bias_columns(tower: EmbeddingTower) -> None:
@@ -78,7 +78,7 @@ class ImplicitBprEpochs:
         self.user_items = sp.csr_matrix(sampler.train, dtype=np.float32)
         users, items = positive_pairs(sampler.train, torch.device("cpu"))
         chosen = torch.randperm(users.numel(), generator=generator)[:LOSS_SAMPLE]
-        self.sample = users[chosen], items[chosen], sampler.sample_for(users[chosen], items[chosen])  # (≤ 2¹⁶,) each
+        self.sample = users[chosen], items[chosen], sampler.sample_for(users[chosen], items[chosen])  # (≤ 2¹²,) each
 
     @torch.no_grad()
     def loss(self) -> torch.Tensor:
