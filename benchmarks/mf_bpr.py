@@ -133,11 +133,14 @@ def quality_curves(contenders: list[Any], validation: Any, epochs: int) -> dict[
     return curves
 
 
-def contenders_of(data: Any, threads: int) -> list[Any]:
-    """Every contender, ``implicit``'s last (the ratios' base)."""
-    found = [Ours(data, "adam"), Ours(data, "sparse_adam"), Ours(data, "sgd"), OursImplicit(data, 1)]
-    if threads > 1:
-        found.append(OursImplicit(data, threads))
+PROJECT_CONTENDERS = ("adam", "sparse_adam", "sgd", "implicit_bpr")
+
+
+def contenders_of(data: Any, threads: int, chosen: tuple[str, ...] = PROJECT_CONTENDERS) -> list[Any]:
+    """The ``chosen`` project contenders and ``implicit``'s, last (the ratios' base)."""
+    found: list[Any] = [Ours(data, optimizer) for optimizer in ("adam", "sparse_adam", "sgd") if optimizer in chosen]
+    if "implicit_bpr" in chosen:
+        found += [OursImplicit(data, count) for count in sorted({1, threads})]
     return [*found, Implicit(data, threads)]
 
 
@@ -148,13 +151,14 @@ def main() -> None:
     parser.add_argument("--curve", type=int, default=0, help="epochs of the quality-per-second curve (0: timing only)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--root", default=str(PROJECT / "data" / "01_raw"), help="the folder of the raw datasets")
+    parser.add_argument("--contenders", nargs="+", choices=PROJECT_CONTENDERS, default=PROJECT_CONTENDERS, help="the project's (implicit always runs)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     raw = RawDataset(dataset=args.dataset, root=args.root).load()
     processed = process_dataset(raw, args.dataset, seed=0, evaluation={"protocol": "full_ranking"})
     data, validation = processed.train_data, processed.evaluators.validation
     print(f"{args.dataset}: {data.n_users:,} users, {data.n_items:,} items, {data.interactions.nnz:,} train positives; {args.threads} threads")
-    contenders = contenders_of(data, args.threads)
+    contenders = contenders_of(data, args.threads, tuple(args.contenders))
     if args.curve:
         curves = quality_curves(contenders, validation, args.curve)
         goal = 0.9 * max(ndcg for _, ndcg in curves[contenders[-1].name])
