@@ -49,14 +49,20 @@ def main() -> None:
         loaded = time.perf_counter()
         ratings, _ = ingest_ratings(raw, "custom", {}, 0)
         ingestion = time.perf_counter() - started
-        print(f"{len(ratings):,} rows; load {loaded - started:.2f} s + ingest_ratings {ingestion - (loaded - started):.2f} s", flush=True)
+        print(
+            f"{len(ratings):,} rows; load {loaded - started:.2f} s + ingest_ratings {ingestion - (loaded - started):.2f} s",
+            flush=True,
+        )
         with mlflow.start_run():  # the store's tables are created here, not in a timing
             pass
 
         class Node:
             name = "ingest_ratings"
 
-        variants = {"MLflow's dataset (every row)": len(ratings) + 1, f"sampled digest (above {FULL_DIGEST_ROWS:,} rows)": FULL_DIGEST_ROWS}
+        variants = {
+            "MLflow's dataset (every row)": len(ratings) + 1,
+            f"sampled digest (above {FULL_DIGEST_ROWS:,} rows)": FULL_DIGEST_ROWS,
+        }
         times: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(args.repeats):
             for name, threshold in variants.items():

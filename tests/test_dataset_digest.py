@@ -39,9 +39,13 @@ def test_above_the_threshold_only_the_sample_is_read(monkeypatch: pytest.MonkeyP
     frame = _ratings(50_000)
     hashed, inferred = [], []
     hash_rows, infer = pd.util.hash_pandas_object, dataset_digest._infer_schema
-    monkeypatch.setattr(pd.util, "hash_pandas_object", lambda rows, **kw: hashed.append(len(rows)) or hash_rows(rows, **kw))
+    monkeypatch.setattr(
+        pd.util, "hash_pandas_object", lambda rows, **kw: hashed.append(len(rows)) or hash_rows(rows, **kw)
+    )
     monkeypatch.setattr(dataset_digest, "_infer_schema", lambda rows: inferred.append(len(rows)) or infer(rows))
-    monkeypatch.setattr("mlflow.data.pandas_dataset.compute_pandas_digest", lambda _: pytest.fail("MLflow's full digest"))
+    monkeypatch.setattr(
+        "mlflow.data.pandas_dataset.compute_pandas_digest", lambda _: pytest.fail("MLflow's full digest")
+    )
     logged = table_dataset(frame, "data/01_raw/x", "x", full_digest_rows=20_000)
     assert logged.profile == {"num_rows": 50_000, "num_elements": 250_000}
     assert [column.name for column in logged.schema.inputs] == list(frame.columns)

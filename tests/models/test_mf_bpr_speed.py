@@ -27,7 +27,12 @@ BLOCK = {
 }
 
 
-SGD = {**{k: v for k, v in BLOCK.items() if k != "solver"}, "negative_sampling": "uniform", "optimizer": "sgd", "batch_size": 16}
+SGD = {
+    **{k: v for k, v in BLOCK.items() if k != "solver"},
+    "negative_sampling": "uniform",
+    "optimizer": "sgd",
+    "batch_size": 16,
+}
 
 
 def _model(seed: int = 0, **extra):
@@ -97,7 +102,9 @@ def test_same_seed_same_numbers_and_the_state_round_trips(build) -> None:
 def test_an_sgd_step_sums_the_triples_steps_by_hand() -> None:
     lr, decay = 0.5, 0.1
     model = _sgd(embedding_dim=3, lr=lr, weight_decay=decay)
-    model.module = model.build_module(TrainData(sp.csr_matrix(np.eye(4, dtype=np.float32))), torch.Generator().manual_seed(0))
+    model.module = model.build_module(
+        TrainData(sp.csr_matrix(np.eye(4, dtype=np.float32))), torch.Generator().manual_seed(0)
+    )
     u, v = model.module.user_embedding.detach().clone(), model.module.item_embedding.detach().clone()
     # User 0 twice, item 3 the negative of both triples: their steps add up.
     loss = model.row_stepper()(torch.tensor([0, 0]), torch.tensor([1, 2]), torch.tensor([3, 3]))
@@ -119,10 +126,37 @@ def test_an_sgd_step_sums_the_triples_steps_by_hand() -> None:
     [
         ({"name": "mf", "solver": "implicit_bpr"}, "solver 'implicit_bpr' needs loss bpr"),
         ({"name": "mf", "loss": "bpr", "solver": "implicit_bpr"}, "negative_sampling 'uniform'"),
-        ({"name": "mf", "loss": "bpr", "solver": "implicit_bpr", "negative_sampling": "popularity", "optimizer": "sparse_adam"}, "optimizer 'sparse_adam'"),
-        ({"name": "mf", "loss": "bpr", "solver": "implicit_bpr", "negative_sampling": "popularity", "embedding_dim": 1}, "embedding_dim 1"),
+        (
+            {
+                "name": "mf",
+                "loss": "bpr",
+                "solver": "implicit_bpr",
+                "negative_sampling": "popularity",
+                "optimizer": "sparse_adam",
+            },
+            "optimizer 'sparse_adam'",
+        ),
+        (
+            {
+                "name": "mf",
+                "loss": "bpr",
+                "solver": "implicit_bpr",
+                "negative_sampling": "popularity",
+                "embedding_dim": 1,
+            },
+            "embedding_dim 1",
+        ),
         ({"name": "mf", "loss": "bpr", "solver": "als"}, r"mf\.model\.solver"),
-        ({"name": "mf", "loss": "bpr", "solver": "implicit_bpr", "negative_sampling": "popularity", "num_threads": -1}, "num_threads must be >= 0"),
+        (
+            {
+                "name": "mf",
+                "loss": "bpr",
+                "solver": "implicit_bpr",
+                "negative_sampling": "popularity",
+                "num_threads": -1,
+            },
+            "num_threads must be >= 0",
+        ),
         ({"name": "mf", "loss": "enhanced_bpr", "optimizer": "sgd"}, "optimizer 'sgd' needs loss bpr,"),
         ({"name": "lightgcn", "loss": "bpr", "optimizer": "sgd", "num_layers": 2}, "optimizer 'sgd' is for MF"),
     ],

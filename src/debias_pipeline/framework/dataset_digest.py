@@ -65,7 +65,7 @@ class SampledPandasDataset(PandasDataset):
     def schema(self) -> Schema | None:
         try:
             return _infer_schema(self._df)
-        except Exception:  # as PandasDataset: no schema rather than no input
+        except Exception:  # noqa: BLE001 - as PandasDataset: no schema rather than no input
             return None
 
 

@@ -56,7 +56,13 @@ class ImplicitBprEpochs:
     """
 
     def __init__(
-        self, tower: EmbeddingTower, interactions: sp.spmatrix, lr: float, weight_decay: float, num_threads: int, seed: int
+        self,
+        tower: EmbeddingTower,
+        interactions: sp.spmatrix,
+        lr: float,
+        weight_decay: float,
+        num_threads: int,
+        seed: int,
     ) -> None:
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
