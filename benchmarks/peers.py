@@ -21,9 +21,10 @@ official path and PyG; RecBole's trainer's own):
    RecBole's ``LightGCN`` with its own data loader and sampler
    (``benchmarks/recbole_peer.py``). Timed on slices of ``--batches`` batches scaled to
    the epoch (every batch costs the same).
-2. one MF-BPR epoch: the project's MF with dense Adam and with lazy Adam over the
-   batch's rows, and ``implicit``'s BPR (Hogwild SGD, one triple at a time: another
-   optimizer over the same positives).
+2. one MF-BPR epoch: the project's MF with dense Adam, with lazy Adam over the
+   batch's rows, with ``optimizer: sgd`` and with ``solver: implicit_bpr`` (one thread),
+   and ``implicit``'s BPR (Hogwild SGD, one triple at a time: another optimizer over the
+   same positives).
 3. one WMF sweep: the project's ``wmf`` (``implicit``'s solvers in float64, plus its
    objective every sweep) against ``implicit``'s ALS in float32, exact and CG.
 4. full ranking, top 20 of every item for every user, train items masked: the project's
@@ -211,9 +212,9 @@ def n_batches(data: TrainData) -> int:
 
 
 def mf_contenders(data: TrainData, threads: int) -> list[Contender]:
-    found = [mf_bpr.Ours(data, "adam"), mf_bpr.Ours(data, "sparse_adam")]
+    found = [mf_bpr.Ours(data, "adam"), mf_bpr.Ours(data, "sparse_adam"), mf_bpr.Ours(data, "sgd")]
     try:
-        found.append(mf_bpr.Implicit(data, threads))
+        found += [mf_bpr.OursImplicit(data, 1), mf_bpr.Implicit(data, threads)]
     except ImportError:
         pass
     return [Contender(c.name, c) for c in found]

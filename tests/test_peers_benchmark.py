@@ -40,6 +40,7 @@ def test_every_installed_contender_runs_on_a_small_graph(capsys) -> None:
     for name in (
         "project lightgcn", "official LightGCN code's path", "PyG LightGCN (default edge-index propagation)",
         "PyG LightGCN (given the normalized CSR adjacency)", "project MF-BPR (adam)", "project MF-BPR (sparse_adam)",
+        "project MF-BPR (sgd)", "project MF (solver: implicit_bpr, 1 thread)",
         "implicit 0.7 BPR", "project wmf (solver: exact, float64)", "implicit 0.7 ALS (cg, float32)",
         "project full_ranking_metrics", "chunked torch.topk", "implicit recommend",
     ):

@@ -89,7 +89,7 @@ def test_fits_and_repeats_under_a_seed() -> None:
         ({"name": "mf", "loss": "bpr", "optimizer": "sparse_adam", "grad_clip_norm": 1.0}, "no grad_clip_norm"),
         ({"name": "mf", "loss": "bpr", "optimizer": "sparse_adam", "lr_plateau": {"factor": 0.5}}, "no lr_plateau"),
         ({"name": "lightgcn", "loss": "bpr", "optimizer": "sparse_adam", "num_layers": 2}, "is for MF"),
-        ({"name": "mf", "loss": "bpr", "optimizer": "sgd"}, r"mf\.model\.optimizer"),
+        ({"name": "mf", "loss": "bpr", "optimizer": "adagrad"}, r"mf\.model\.optimizer"),
     ],
 )
 def test_refused_combinations_are_named(block: dict, message: str) -> None:

@@ -137,6 +137,10 @@ def run_name(run_params: dict[str, Any], parameters: dict[str, Any]) -> str:
         name += " · " + " ".join(f"{key}={_short(value)}" for key, value in overrides.items())
     return name[:250]
 
+# Ingested rows beyond which the run's dataset input is a sampled digest: MLflow's own
+# digest and schema read every row (about 70 s at 4 million rows, docs/performance.md).
+FULL_DIGEST_ROWS = 1_000_000
+
 class MlflowRunLabelHook:
     """Tell MLflow runs apart: the run name says pipeline, dataset, seed and overrides;
     the ``kedro run`` command line is a tag; the ingested ratings are the run's dataset
@@ -146,10 +150,16 @@ class MlflowRunLabelHook:
     ``--params`` (run again, it would train on the default dataset) and ``runner``, the
     runner object's ``repr``. Both are overwritten: ``kedro_command`` with the same
     command as ``kedro.command``, ``runner`` with the runner's class name.
+
+    Args:
+        full_digest_rows: above this many ingested rows the dataset input is a sampled
+            digest and schema (``dataset_digest.table_dataset``), not MLflow's pass over
+            every row.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, full_digest_rows: int = FULL_DIGEST_ROWS) -> None:
         self._source = "data/01_raw"
+        self._full_digest_rows = full_digest_rows
 
     @hook_impl
     def after_context_created(self, context: KedroContext) -> None:
@@ -175,7 +185,8 @@ class MlflowRunLabelHook:
         if node.name != "ingest_ratings":
             return
         import mlflow
-        import mlflow.data
+
+        from debias_pipeline.framework.dataset_digest import table_dataset
 
         if mlflow.active_run() is None:
             return
@@ -185,7 +196,8 @@ class MlflowRunLabelHook:
             return
         source = f"{self._source}/{dataset}" if dataset != "synthetic" else "simulator"
         columns = [c for c in ("user", "item", "rating", "timestamp", "source") if c in ratings]
-        mlflow.log_input(mlflow.data.from_pandas(ratings[columns], source=source, name=str(dataset)), context="training")
+        logged = table_dataset(ratings[columns], source, str(dataset), self._full_digest_rows)
+        mlflow.log_input(logged, context="training")
 
 def _sqlite_database(uri: str) -> Path | None:
     """The file of a ``sqlite:///`` tracking URI (relative to the working directory, as sqlite opens it)."""

@@ -21,7 +21,7 @@ class LightGCNConfig(MFConfig):
         require(self.num_layers >= 0, f"num_layers must be >= 0, got {self.num_layers}")
         require(
             self.optimizer == "adam" or self.num_layers == 0,
-            f"optimizer 'sparse_adam' is for MF (num_layers 0): propagation touches every row, got num_layers {self.num_layers}",
+            f"optimizer {self.optimizer!r} is for MF (num_layers 0): propagation touches every row, got num_layers {self.num_layers}",
         )
 
 

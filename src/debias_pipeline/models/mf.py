@@ -4,18 +4,20 @@ of sampled triples with BPR."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Self
 
 import torch
+import torch.nn.functional as F
 
 from debias_pipeline.config.params import Params, require
 from debias_pipeline.models.configs import TrainingConfig
-from debias_pipeline.models.contract import TrainData
+from debias_pipeline.models.contract import EpochRecord, TrainData, Validator
 from debias_pipeline.models.distributed import RowGradients
+from debias_pipeline.models.implicit_bpr import ImplicitBprEpochs, bias_columns
 from debias_pipeline.models.losses import bce_all_pairs, l2_penalty
 from debias_pipeline.models.minibatch import RowAdam, bpr_batch_loss, row_triple_scores, triple_loss
 from debias_pipeline.models.towers import EmbeddingTower
-from debias_pipeline.models.trainers import FullBatchRecommender, sparse_to_torch
+from debias_pipeline.models.trainers import FullBatchRecommender, run_with_early_stopping, sparse_to_torch
 
 
 def _compact_indices(matrix: torch.Tensor) -> torch.Tensor:
@@ -70,7 +72,19 @@ class MFConfig(TrainingConfig):
             ``sparse_adam`` (MF with ``bpr`` or ``enhanced_bpr`` only: the lazy Adam of
             ``torch.optim.SparseAdam``, which updates, and decays the moments of, only
             the rows a batch touches, by ``minibatch.RowAdam``; the same loss, another
-            optimizer).
+            optimizer) or ``sgd`` (MF with ``bpr`` only: LearnBPR's SGD step for every
+            triple of a batch, written by hand, ``lr`` the step per triple as in
+            ``implicit``, 0.01; see ``row_stepper``).
+        solver: ``torch`` (the project's mini-batch epochs above) or ``implicit_bpr``
+            (MF with ``loss: bpr`` on the CPU: ``implicit``'s compiled BPR, SGD one
+            triple at a time, ``models.implicit_bpr``; ``lr`` is then the SGD step,
+            ``implicit``'s default 0.01, its regularization 2 ``weight_decay``, the last
+            of the ``embedding_dim`` columns the item bias; ``batch_size`` and
+            ``optimizer`` unused; ``negative_sampling: popularity``, the negatives
+            ``implicit`` draws).
+        num_threads: ``implicit_bpr``'s threads: 1, the same seed gives the same
+            numbers; more (0: all cores) is faster but not repeatable (Hogwild steps
+            race on shared rows).
     """
 
     loss: Literal["bce", "bpr", "enhanced_bpr"] = "bce"
@@ -80,15 +94,28 @@ class MFConfig(TrainingConfig):
     alpha: float = 0.8
     lr_plateau: PlateauConfig | None = None
     grad_clip_norm: float | None = None
-    optimizer: Literal["adam", "sparse_adam"] = "adam"
+    optimizer: Literal["adam", "sparse_adam", "sgd"] = "adam"
+    solver: Literal["torch", "implicit_bpr"] = "torch"
+    num_threads: int = 1
 
     def check(self) -> None:
         super().check()
-        if self.optimizer == "sparse_adam":
+        if self.solver == "implicit_bpr":
             require(
-                self.loss in ("bpr", "enhanced_bpr") and self.grad_clip_norm is None and self.lr_plateau is None,
-                f"optimizer 'sparse_adam' needs loss bpr or enhanced_bpr, no grad_clip_norm and no lr_plateau, got "
-                f"loss {self.loss!r}, grad_clip_norm {self.grad_clip_norm}, lr_plateau {self.lr_plateau}",
+                self.loss == "bpr" and self.optimizer == "adam" and self.negative_sampling == "popularity"
+                and self.grad_clip_norm is None and self.lr_plateau is None and self.embedding_dim >= 2,
+                f"solver 'implicit_bpr' needs loss bpr, negative_sampling popularity (implicit's), embedding_dim >= 2 (the last column "
+                f"is the item bias), no optimizer, grad_clip_norm or lr_plateau, got loss {self.loss!r}, "
+                f"negative_sampling {self.negative_sampling!r}, embedding_dim {self.embedding_dim}, optimizer "
+                f"{self.optimizer!r}, grad_clip_norm {self.grad_clip_norm}, lr_plateau {self.lr_plateau}",
+            )
+        require(self.num_threads >= 0, f"num_threads must be >= 0, got {self.num_threads}")
+        if self.optimizer != "adam":
+            losses = ("bpr", "enhanced_bpr") if self.optimizer == "sparse_adam" else ("bpr",)
+            require(
+                self.loss in losses and self.grad_clip_norm is None and self.lr_plateau is None,
+                f"optimizer {self.optimizer!r} needs loss {' or '.join(losses)}, no grad_clip_norm and no lr_plateau, "
+                f"got loss {self.loss!r}, grad_clip_norm {self.grad_clip_norm}, lr_plateau {self.lr_plateau}",
             )
         require(self.embedding_dim >= 1, f"embedding_dim must be >= 1, got {self.embedding_dim}")
         require(self.margin >= 0, f"margin must be >= 0, got {self.margin}")
@@ -109,7 +136,9 @@ class MF(FullBatchRecommender):
     + ``weight_decay`` · Σ ||E||². With ``loss: bpr``, mini-batches of sampled triples
     (u, i, j): mean ``-log σ(r̂_ui - r̂_uj)`` + ``weight_decay`` · mean over the batch of
     ``||e_u||² + ||e_i||² + ||e_j||²`` (Rendle et al., UAI 2009). Embeddings start as
-    N(0, 0.01²).
+    N(0, 0.01²). With ``solver: implicit_bpr`` the same objective per triple, by
+    ``implicit``'s SGD (``implicit_bpr.ImplicitBprEpochs``), the last column holding
+    the item bias (the users' fixed at 1).
     """
 
     name = "mf"
@@ -125,9 +154,37 @@ class MF(FullBatchRecommender):
             if data.adjacency is None:
                 raise ValueError(f"{self.name} needs the normalized adjacency in its TrainData")
             adjacency = _compact_indices(sparse_to_torch(data.adjacency, self.device))
-        return EmbeddingTower(
+        tower = EmbeddingTower(
             data.n_users, data.n_items, self.config.embedding_dim, self.num_layers(), adjacency, generator
         )
+        if self.config.solver == "implicit_bpr":
+            bias_columns(tower)
+        return tower
+
+    def fit(
+        self,
+        data: TrainData,
+        validation: Validator | None = None,
+        on_epoch: Callable[[EpochRecord], None] | None = None,
+    ) -> Self:
+        """``FullBatchRecommender.fit``; with ``solver: implicit_bpr``, ``implicit``'s
+        epochs under the same early stopping."""
+        config = self.config
+        if config.solver == "torch":
+            return super().fit(data, validation, on_epoch)
+        if self.replicas is not None:
+            raise ValueError(f"{self.name}: solver 'implicit_bpr' trains in one process; use solver: torch with torchrun")
+        if self.device.type != "cpu" or self.num_layers() > 0:
+            raise ValueError(
+                f"{self.name}: solver 'implicit_bpr' runs MF (num_layers 0) on the CPU only, got device "
+                f"{self.device.type} and num_layers {self.num_layers()}; use solver: torch"
+            )
+        self.module = self.build_module(data, torch.Generator().manual_seed(self.seed))
+        run_epoch = ImplicitBprEpochs(
+            self.module, data.interactions, config.lr, config.weight_decay, config.num_threads, self.seed
+        )
+        run_with_early_stopping(self, lambda: float(run_epoch()), validation, on_epoch)
+        return self
 
     def preference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.module()
@@ -158,14 +215,47 @@ class MF(FullBatchRecommender):
     ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
         """The ``optimizer: sparse_adam`` step of the built module: per batch, the loss
         and its row gradients (``row_gradients``, or ``gradients``: those reduced over
-        data-parallel replicas) and ``RowAdam`` on those rows; the step returns the loss."""
+        data-parallel replicas) and ``RowAdam`` on those rows; the step returns the loss.
+        With ``optimizer: sgd``, ``_sgd_stepper``'s step (one process only: its update is
+        written out per triple, so there is no gradient to reduce)."""
         tower = self.module
+        if self.config.optimizer == "sgd":
+            if gradients is not None:
+                raise ValueError("mf: optimizer 'sgd' trains in one process; use 'adam' or 'sparse_adam' with torchrun")
+            return self._sgd_stepper()
         adam = RowAdam([tower.user_embedding.data, tower.item_embedding.data], self.config.lr)
         gradients = gradients or self.row_gradients
 
         def step(users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
             loss, user_grad, item_grad = gradients(users, positives, negatives)
             adam.step([(users, user_grad), (torch.cat([positives, negatives]), item_grad)])
+            return loss
+
+        return step
+
+    def _sgd_stepper(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``optimizer: sgd``: every triple of the batch takes LearnBPR's SGD step on its
+        own ``−log σ(x) + λ (‖u‖² + ‖v_i‖² + ‖v_j‖²)``, x = u · (v_i − v_j) (Rendle et
+        al., UAI 2009, Algorithm 1): with z = σ(−x), ``u += lr (z (v_i − v_j) − 2λ u)``,
+        ``v_i += lr (z u − 2λ v_i)``, ``v_j += lr (−z u − 2λ v_j)``, every step from the
+        rows as the batch found them, summed where a row repeats. That is the update of
+        ``solver: implicit_bpr``, a batch at a time; the gradient is written out, so no
+        graph is built. The step returns the batch's loss before it (``batch_loss``'s value)."""
+        users_table, items_table = self.module.user_embedding.data, self.module.item_embedding.data
+        lr, decay = self.config.lr, self.config.weight_decay
+
+        def step(users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+            user_rows = users_table.index_select(0, users)  # (batch, d)
+            positive_rows = items_table.index_select(0, positives)  # (batch, d)
+            negative_rows = items_table.index_select(0, negatives)  # (batch, d)
+            difference = positive_rows - negative_rows
+            margin = (user_rows * difference).sum(dim=1, keepdim=True)  # (batch, 1): x
+            z = torch.sigmoid(-margin)  # −d(−log σ(x))/dx
+            squares = user_rows.square().sum() + positive_rows.square().sum() + negative_rows.square().sum()
+            loss = F.softplus(-margin).mean() + decay * squares / users.numel()
+            users_table.index_add_(0, users, z * difference - 2 * decay * user_rows, alpha=lr)
+            items_table.index_add_(0, positives, z * user_rows - 2 * decay * positive_rows, alpha=lr)
+            items_table.index_add_(0, negatives, -z * user_rows - 2 * decay * negative_rows, alpha=lr)
             return loss
 
         return step

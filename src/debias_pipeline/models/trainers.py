@@ -125,7 +125,7 @@ class FullBatchRecommender(ModuleRecommender):
         self.module = self.build_module(data, generator).to(self.device)
         replicas = self.replicas
         if config.loss in ("bpr", "enhanced_bpr"):
-            if getattr(config, "optimizer", "adam") == "sparse_adam":  # MF: only the batch's rows
+            if getattr(config, "optimizer", "adam") in ("sparse_adam", "sgd"):  # MF: only the batch's rows
                 optimizer = None
                 reduced = None if replicas is None else replicas.row_gradients(self.row_gradients, config.embedding_dim)
                 run_epoch = MiniBatchEpochs(self, data, None, self.row_stepper(reduced))
