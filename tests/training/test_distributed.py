@@ -159,7 +159,12 @@ def test_the_entry_point_fits_a_block_of_the_project_conf_alone(tmp_path: Path, 
 def test_one_process_mf_paths_refuse_replicas(block: dict) -> None:
     """MF's written-out SGD step and implicit's solver have no gradient to reduce: a
     data-parallel fit refuses them by name instead of training each replica alone."""
-    model = build_model({"name": "mf", "loss": "bpr", "embedding_dim": 4, "epochs": 1, "batch_size": 4, **block}, "model", seed=0, device="cpu")
+    model = build_model(
+        {"name": "mf", "loss": "bpr", "embedding_dim": 4, "epochs": 1, "batch_size": 4, **block},
+        "model",
+        seed=0,
+        device="cpu",
+    )
     model.replicas = Replicas.__new__(Replicas)
     interactions = sp.csr_matrix(np.eye(4, dtype=np.float32))
     with pytest.raises(ValueError, match="one process"):

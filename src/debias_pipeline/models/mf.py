@@ -102,8 +102,12 @@ class MFConfig(TrainingConfig):
         super().check()
         if self.solver == "implicit_bpr":
             require(
-                self.loss == "bpr" and self.optimizer == "adam" and self.negative_sampling == "popularity"
-                and self.grad_clip_norm is None and self.lr_plateau is None and self.embedding_dim >= 2,
+                self.loss == "bpr"
+                and self.optimizer == "adam"
+                and self.negative_sampling == "popularity"
+                and self.grad_clip_norm is None
+                and self.lr_plateau is None
+                and self.embedding_dim >= 2,
                 f"solver 'implicit_bpr' needs loss bpr, negative_sampling popularity (implicit's), embedding_dim >= 2 (the last column "
                 f"is the item bias), no optimizer, grad_clip_norm or lr_plateau, got loss {self.loss!r}, "
                 f"negative_sampling {self.negative_sampling!r}, embedding_dim {self.embedding_dim}, optimizer "
@@ -121,7 +125,10 @@ class MFConfig(TrainingConfig):
         require(self.margin >= 0, f"margin must be >= 0, got {self.margin}")
         require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
         require(0 <= self.alpha <= 1, f"alpha must be in [0, 1], got {self.alpha}")
-        require(self.grad_clip_norm is None or self.grad_clip_norm > 0, f"grad_clip_norm must be > 0, got {self.grad_clip_norm}")
+        require(
+            self.grad_clip_norm is None or self.grad_clip_norm > 0,
+            f"grad_clip_norm must be > 0, got {self.grad_clip_norm}",
+        )
 
     @property
     def enhanced(self) -> tuple[float, float, float] | None:
@@ -173,7 +180,9 @@ class MF(FullBatchRecommender):
         if config.solver == "torch":
             return super().fit(data, validation, on_epoch)
         if self.replicas is not None:
-            raise ValueError(f"{self.name}: solver 'implicit_bpr' trains in one process; use solver: torch with torchrun")
+            raise ValueError(
+                f"{self.name}: solver 'implicit_bpr' trains in one process; use solver: torch with torchrun"
+            )
         if self.device.type != "cpu" or self.num_layers() > 0:
             raise ValueError(
                 f"{self.name}: solver 'implicit_bpr' runs MF (num_layers 0) on the CPU only, got device "
