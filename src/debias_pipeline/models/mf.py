@@ -12,7 +12,7 @@ from debias_pipeline.config.params import Params, require
 from debias_pipeline.models.configs import TrainingConfig
 from debias_pipeline.models.contract import TrainData
 from debias_pipeline.models.losses import bce_all_pairs, l2_penalty
-from debias_pipeline.models.minibatch import RowAdam, bpr_batch_loss, row_triple_scores, triple_loss
+from debias_pipeline.models.minibatch import RowAdam, bpr_batch_loss, row_triple_scores, stale_rows, triple_loss
 from debias_pipeline.models.towers import EmbeddingTower
 from debias_pipeline.models.trainers import FullBatchRecommender, sparse_to_torch
 
@@ -142,15 +142,25 @@ class MF(FullBatchRecommender):
     def row_stepper(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
         """The ``optimizer: sparse_adam`` step of the built module: per batch, the loss
         from the gathered rows (``batch_loss``'s value), its gradient with respect to
-        those rows only, and ``RowAdam`` on them; the step returns the loss."""
+        those rows only, and ``RowAdam`` on them; the step returns the loss. A LightGCN
+        tower (``propagation: stale``) takes its final rows from ``stale_rows``; at its
+        exact steps (no tables) every row has a gradient and ``RowAdam`` steps them all."""
         tower = self.module
         adam = RowAdam([tower.user_embedding.data, tower.item_embedding.data], self.config.lr)
+        all_users = torch.arange(tower.n_users, device=self.device)
+        all_items = torch.arange(tower.n_items, device=self.device)
 
         def step(users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+            if tower.num_layers > 0 and tower.stale_layers is None:
+                loss = self.batch_loss(users, positives, negatives)
+                user_grad, item_grad = torch.autograd.grad(loss, [tower.user_embedding, tower.item_embedding])
+                adam.step([(all_users, user_grad), (all_items, item_grad)])
+                return loss.detach()
             items = torch.cat([positives, negatives])
             user_rows = tower.user_embedding.detach().index_select(0, users).requires_grad_()  # (batch, d)
             item_rows = tower.item_embedding.detach().index_select(0, items).requires_grad_()  # (2 batch, d)
-            loss = triple_loss(row_triple_scores(user_rows, item_rows), self.config.weight_decay, self.config.enhanced)
+            final = stale_rows(tower, user_rows, item_rows, users, items) if tower.num_layers > 0 else None
+            loss = triple_loss(row_triple_scores(user_rows, item_rows, final), self.config.weight_decay, self.config.enhanced)
             user_grad, item_grad = torch.autograd.grad(loss, [user_rows, item_rows])
             adam.step([(users, user_grad), (items, item_grad)])
             return loss.detach()
