@@ -37,7 +37,7 @@ def small_data() -> TrainData:
     return TrainData(small_train(), build_normalized_adjacency(small_train()))
 
 
-@pytest.mark.parametrize("name", ["lightgcn", "dual"])
+@pytest.mark.parametrize("name", ["lightgcn", "dual", "pda", "macr", "dice"])
 def test_refresh_every_one_is_the_exact_mode(name: str) -> None:
     exact = build(name).fit(small_data())
     stale = build(name, propagation="stale", refresh_every=1).fit(small_data())
@@ -45,7 +45,7 @@ def test_refresh_every_one_is_the_exact_mode(name: str) -> None:
     np.testing.assert_allclose(stale.score(), exact.score(), rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", ["lightgcn", "dual"])
+@pytest.mark.parametrize("name", ["lightgcn", "dual", "pda", "macr", "dice"])
 def test_stale_steps_change_the_numbers(name: str) -> None:
     exact = build(name).fit(small_data())
     stale = build(name, propagation="stale", refresh_every=4).fit(small_data())
