@@ -72,7 +72,9 @@ class TrainingConfig(GradientConfig):
             of the base embeddings as they were then (stale by at most
             ``refresh_every − 2`` optimizer steps), and the gradient reaches only the
             batch's own base rows, ``∂L/∂e_r = g_r/(K+1)``, the neighbours' layers being
-            held constant (``minibatch.StaleLayers``).
+            held constant (``minibatch.StaleLayers``). Not at parity with ``exact`` at
+            an equal number of epochs (docs/performance.md, "Linear-cost LightGCN
+            epochs"): a scale option, not the study's.
         refresh_every: steps between two exact steps under ``propagation: stale``
             (1: every step exact, the same numbers as ``exact``). A value at least the
             epoch's number of batches makes one exact step and one propagation per
