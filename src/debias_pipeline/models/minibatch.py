@@ -117,9 +117,10 @@ class StaleLayers:
     at their neighbours (T is a constant), against ``(1/(K+1)) Σ_k Â^k Sᵀ g`` for
     the exact step; with Adam a row's constant factor hardly matters, the missing
     neighbour terms do. An epoch costs (steps / refresh_every) x about 3K sparse
-    products over nnz(Â) plus steps x O(batch x d) (with a row optimizer): with ``refresh_every`` at least the
-    epoch's steps, linear in the interactions. ``clear`` drops the tables at the end of
-    the epoch, so scoring and saving always see the exact model.
+    products over nnz(Â), plus steps x O(batch x d) with a row optimizer
+    (``optimizer: sparse_adam``): with ``refresh_every`` at least the epoch's steps,
+    linear in the interactions. ``clear`` drops the tables at the end of the epoch, so
+    scoring and saving always see the exact model.
 
     Args:
         module: the model's module; its ``EmbeddingTower`` with layers are scheduled.
