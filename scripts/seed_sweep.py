@@ -9,6 +9,13 @@ in this process, so every run is in MLflow as usual. With ``--pipeline``, each s
 one run of that pipeline and every model of ``--models`` is read from it:
 
     python scripts/seed_sweep.py --dataset movielens_100k --pipeline train_neumf --models gmf mlp neumf --set embedding_dim=16 --params evaluation.protocol=leave_one_out
+
+Two settings of one model: sweep one with ``--output``, then the other with
+``--baseline`` set to that file (same dataset and seeds), which adds the paired test of
+each model against the baseline's runs of the same model:
+
+    python scripts/seed_sweep.py --dataset lastfm --models lightgcn --output exact.json
+    python scripts/seed_sweep.py --dataset lastfm --models lightgcn --set propagation=stale --baseline exact.json
  The seed sets the split and the
 initialization; runs with the same seed share the split, which is what makes the test
 paired. Prints mean ± std (sample std, ddof=1) of the validation selection metric and
@@ -72,6 +79,7 @@ def main() -> None:
     parser.add_argument("--params", nargs="*", default=[], help="other parameter overrides key=value (evaluation.protocol=...)")
     parser.add_argument("--output", type=Path, help="write the per-seed results as JSON here")
     parser.add_argument("--pipeline", help="run this pipeline once per seed and read every model of --models from it")
+    parser.add_argument("--baseline", type=Path, help="an --output of the same seeds: paired tests against its runs")
     args = parser.parse_args()
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 
@@ -106,6 +114,19 @@ def main() -> None:
             b = np.array([r[key] for r in results[model]])
             test = stats.ttest_rel(b, a)
             print(f"{model} vs {reference} {key}: mean diff {np.mean(b - a):+.4f}, paired t = {test.statistic:.2f}, p = {test.pvalue:.3f}")
+    if args.baseline:
+        baseline = json.loads(args.baseline.read_text())
+        if baseline["seeds"] != args.seeds:
+            raise SystemExit(f"--baseline has seeds {baseline['seeds']}, this sweep {args.seeds}")
+        for model in args.models:
+            for key in keys[1:]:
+                a = np.array([r[key] for r in baseline["results"][model]])
+                b = np.array([r[key] for r in results[model]])
+                test = stats.ttest_rel(b, a)
+                print(
+                    f"{model} vs baseline {key}: {b.mean():.4f} vs {a.mean():.4f}, mean diff {np.mean(b - a):+.4f}, "
+                    f"paired t = {test.statistic:.2f}, p = {test.pvalue:.3f}"
+                )
     if args.output:
         args.output.write_text(json.dumps({"seeds": args.seeds, "results": results}, indent=2))
 

@@ -17,3 +17,11 @@ def test_the_scale_run_runs_at_a_tiny_size(capsys: pytest.CaptureFixture[str]) -
     assert code == 0, out[-6000:]
     assert "graph: 60 users x 80 items x 1,500 interactions" in out
     assert "1 epochs" in out and '"test_ndcg_at_20"' in out
+
+
+def test_the_epoch_scaling_runs_at_tiny_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--epoch-scaling", "--sizes", "0.002", "0.004", "--exact-batches", "1", "--modes", "exact", "stale"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "2,000" in out and "4,000" in out
+    assert "exact: epoch time ∝ n^" in out and "stale: epoch time ∝ n^" in out

@@ -62,11 +62,30 @@ class TrainingConfig(GradientConfig):
             among the user's ``hard_pool_size`` top-scored such items, re-ranked with the
             current preference scores at the start of every epoch.
         hard_pool_size: size of each user's pool of hard negatives.
+        propagation: how a mini-batch step sees LightGCN towers (``bpr`` only; no
+            effect on MF towers): ``exact``, every batch propagates the whole graph
+            and back (``minibatch.tower_rows``), so an epoch costs batches x nnz(Â);
+            ``stale``, the batch at every ``refresh_every``-th step of an epoch (its
+            first included) is that exact step, and every other batch reads layers
+            1..K from tables propagated once after the last exact step: a row's
+            final embedding is ``e_r/(K+1) + T_r``, ``T = (1/(K+1)) Σ_{k=1..K} Â^k E``
+            of the base embeddings as they were then (stale by at most
+            ``refresh_every − 2`` optimizer steps), and the gradient reaches only the
+            batch's own base rows, ``∂L/∂e_r = g_r/(K+1)``, the neighbours' layers being
+            held constant (``minibatch.StaleLayers``). Not at parity with ``exact`` at
+            an equal number of epochs (docs/performance.md, "Linear-cost LightGCN
+            epochs"): a scale option, not the study's.
+        refresh_every: steps between two exact steps under ``propagation: stale``
+            (1: every step exact, the same numbers as ``exact``). A value at least the
+            epoch's number of batches makes one exact step and one propagation per
+            epoch: the epoch's cost is then linear in the interactions.
     """
 
     loss: Literal["bce", "bpr"] = "bce"
     negative_sampling: Literal["uniform", "popularity", "hard"] = "uniform"
     hard_pool_size: int = 100
+    propagation: Literal["exact", "stale"] = "exact"
+    refresh_every: int = 1
 
     def check(self) -> None:
         super().check()
@@ -75,6 +94,15 @@ class TrainingConfig(GradientConfig):
             f"negative_sampling must be 'uniform', 'popularity' or 'hard', got {self.negative_sampling!r}",
         )
         require(self.hard_pool_size >= 1, f"hard_pool_size must be >= 1, got {self.hard_pool_size}")
+        require(
+            self.propagation in ("exact", "stale"),
+            f"propagation must be 'exact' or 'stale', got {self.propagation!r}",
+        )
+        require(self.refresh_every >= 1, f"refresh_every must be >= 1, got {self.refresh_every}")
+        require(
+            self.propagation == "exact" or self.loss != "bce",
+            "propagation 'stale' is a mini-batch mode: it needs loss bpr, got loss 'bce'",
+        )
 
 class TowerConfig(Params):
     """One embedding tower: MF (``num_layers = 0``) or LightGCN propagation.

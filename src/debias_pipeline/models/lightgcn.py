@@ -12,6 +12,9 @@ class LightGCNConfig(MFConfig):
 
     Attributes:
         num_layers: propagation layers K (the study: 2, the best on Yahoo! R3).
+        optimizer: also ``sparse_adam`` with ``propagation: stale``, where all but the
+            exact steps touch only the batch's rows (``RowAdam``; an exact step gives
+            every row its gradient).
     """
 
     num_layers: int = 2
@@ -20,8 +23,11 @@ class LightGCNConfig(MFConfig):
         super().check()
         require(self.num_layers >= 0, f"num_layers must be >= 0, got {self.num_layers}")
         require(
-            self.optimizer == "adam" or self.num_layers == 0,
-            f"optimizer {self.optimizer!r} is for MF (num_layers 0): propagation touches every row, got num_layers {self.num_layers}",
+            self.optimizer == "adam"
+            or self.num_layers == 0
+            or (self.optimizer == "sparse_adam" and self.propagation == "stale"),
+            f"optimizer {self.optimizer!r} is for MF (num_layers 0), or 'sparse_adam' with propagation 'stale': exact "
+            f"propagation touches every row, got num_layers {self.num_layers} with propagation {self.propagation!r}",
         )
 
 

@@ -15,7 +15,7 @@ from debias_pipeline.models.contract import EpochRecord, TrainData, Validator
 from debias_pipeline.models.distributed import RowGradients
 from debias_pipeline.models.implicit_bpr import ImplicitBprEpochs, bias_columns
 from debias_pipeline.models.losses import bce_all_pairs, l2_penalty
-from debias_pipeline.models.minibatch import RowAdam, bpr_batch_loss, row_triple_scores, triple_loss
+from debias_pipeline.models.minibatch import RowAdam, bpr_batch_loss, row_triple_scores, stale_rows, triple_loss
 from debias_pipeline.models.towers import EmbeddingTower
 from debias_pipeline.models.trainers import FullBatchRecommender, run_with_early_stopping, sparse_to_torch
 
@@ -164,7 +164,7 @@ class MF(FullBatchRecommender):
         tower = EmbeddingTower(
             data.n_users, data.n_items, self.config.embedding_dim, self.num_layers(), adjacency, generator
         )
-        if self.config.solver == "implicit_bpr":
+        if self._solver() == "implicit_bpr":
             bias_columns(tower)
         return tower
 
@@ -177,7 +177,7 @@ class MF(FullBatchRecommender):
         """``FullBatchRecommender.fit``; with ``solver: implicit_bpr``, ``implicit``'s
         epochs under the same early stopping."""
         config = self.config
-        if config.solver == "torch":
+        if self._solver() == "torch":
             return super().fit(data, validation, on_epoch)
         if self.replicas is not None:
             raise ValueError(
@@ -198,6 +198,11 @@ class MF(FullBatchRecommender):
     def preference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.module()
 
+    def _solver(self) -> str:
+        """``MFConfig.solver``; the subclasses whose configs have none (PDA, MACR, DICE)
+        train with the project's own epochs."""
+        return getattr(self.config, "solver", "torch")
+
     def loss(self, targets: torch.Tensor) -> torch.Tensor:
         users, items = self.module()
         logits = users @ items.T  # (n_users, n_items)
@@ -211,11 +216,16 @@ class MF(FullBatchRecommender):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``batch_loss``'s value from the built module's gathered rows, and its gradient
         with respect to those rows only: the users' (batch, d) and the positives' then
-        the negatives' (2 batch, d)."""
+        the negatives' (2 batch, d). A LightGCN tower (``propagation: stale``) takes its
+        final rows from ``stale_rows``."""
         tower = self.module
+        items = torch.cat([positives, negatives])
         user_rows = tower.user_embedding.detach().index_select(0, users).requires_grad_()  # (batch, d)
-        item_rows = tower.item_embedding.detach().index_select(0, torch.cat([positives, negatives])).requires_grad_()
-        loss = triple_loss(row_triple_scores(user_rows, item_rows), self.config.weight_decay, self.config.enhanced)
+        item_rows = tower.item_embedding.detach().index_select(0, items).requires_grad_()  # (2 batch, d)
+        final = stale_rows(tower, user_rows, item_rows, users, items) if tower.num_layers > 0 else None
+        loss = triple_loss(
+            row_triple_scores(user_rows, item_rows, final), self.config.weight_decay, self.config.enhanced
+        )
         user_grad, item_grad = torch.autograd.grad(loss, [user_rows, item_rows])
         return loss.detach(), user_grad, item_grad
 
@@ -226,16 +236,28 @@ class MF(FullBatchRecommender):
         and its row gradients (``row_gradients``, or ``gradients``: those reduced over
         data-parallel replicas) and ``RowAdam`` on those rows; the step returns the loss.
         With ``optimizer: sgd``, ``_sgd_stepper``'s step (one process only: its update is
-        written out per triple, so there is no gradient to reduce)."""
+        written out per triple, so there is no gradient to reduce). A LightGCN tower
+        (``propagation: stale``, one process only) at its exact steps (no tables) has a
+        gradient at every row, and ``RowAdam`` steps them all."""
         tower = self.module
+        if gradients is not None and (self.config.optimizer == "sgd" or tower.num_layers > 0):
+            raise ValueError(
+                f"{self.name}: optimizer {self.config.optimizer!r} with {tower.num_layers} layers trains in one "
+                "process; use 'adam' (or 'sparse_adam' for MF) with torchrun"
+            )
         if self.config.optimizer == "sgd":
-            if gradients is not None:
-                raise ValueError("mf: optimizer 'sgd' trains in one process; use 'adam' or 'sparse_adam' with torchrun")
             return self._sgd_stepper()
         adam = RowAdam([tower.user_embedding.data, tower.item_embedding.data], self.config.lr)
         gradients = gradients or self.row_gradients
+        all_users = torch.arange(tower.n_users, device=self.device)
+        all_items = torch.arange(tower.n_items, device=self.device)
 
         def step(users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+            if tower.num_layers > 0 and tower.stale_layers is None:
+                loss = self.batch_loss(users, positives, negatives)
+                user_grad, item_grad = torch.autograd.grad(loss, [tower.user_embedding, tower.item_embedding])
+                adam.step([(all_users, user_grad), (all_items, item_grad)])
+                return loss.detach()
             loss, user_grad, item_grad = gradients(users, positives, negatives)
             adam.step([(users, user_grad), (torch.cat([positives, negatives]), item_grad)])
             return loss

@@ -4,8 +4,11 @@ An epoch is one pass over the train positives in a shuffled order, ``batch_size`
 them per Adam step, each with one negative drawn by the configured sampler. A LightGCN
 tower propagates the graph for every batch, as in LightGCN (He et al., SIGIR 2020), but
 forms the layer mean only at the batch's rows, with a hand-written backward pass
-(``_BatchPropagation``). Everything stays on the model's device; the epoch's loss is
-read back once, at its end. Y is never densified.
+(``_BatchPropagation``): an epoch costs (batches x nnz(Â)), quadratic in the
+interactions at a fixed batch size. ``propagation: stale`` (``StaleLayers``) makes
+only every ``refresh_every``-th step exact and reads the other steps' layers 1..K
+from tables propagated once after it. Everything stays on the model's device; the
+epoch's loss is read back once, at its end. Y is never densified.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 from debias_pipeline.models.contract import Recommender, TrainData
 from debias_pipeline.models.losses import bpr_loss, dual_triple_loss, enhanced_bpr_loss, l2_penalty
 from debias_pipeline.models.sampling import build_negative_sampler
-from debias_pipeline.models.towers import EmbeddingTower, PopularityPrior, sparse_mm
+from debias_pipeline.models.towers import EmbeddingTower, PopularityPrior, propagate, sparse_mm
 
 
 def _rows_and_transpose(adjacency: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,6 +103,62 @@ class _BatchPropagation(torch.autograd.Function):
         return h, None, None, None, None
 
 
+class StaleLayers:
+    """``propagation: stale`` (``TrainingConfig``) for every LightGCN tower of a module.
+
+    Step s of an epoch (from 0) is exact when s is a multiple of ``refresh_every``:
+    the tower has no tables and ``tower_rows`` propagates the whole graph and back. The
+    next step propagates once, without gradient, the tables of layers 1..K,
+    ``T = (1/(K+1)) Σ_{k=1..K} Â^k E`` (n_users + n_items, d), from the base embeddings
+    E as that exact step left them; until the next exact step a row's final embedding
+    is ``e_r/(K+1) + T_r`` (``stale_rows``): layer 0 current, layers 1..K missing at
+    most ``refresh_every − 2`` optimizer steps. The gradient of such a step is that of
+    this surrogate, ``∂L/∂e_r = g_r/(K+1)`` at the batch's own base rows and nothing
+    at their neighbours (T is a constant), against ``(1/(K+1)) Σ_k Â^k Sᵀ g`` for
+    the exact step; with Adam a row's constant factor hardly matters, the missing
+    neighbour terms do. An epoch costs (steps / refresh_every) x about 3K sparse
+    products over nnz(Â), plus steps x O(batch x d) with a row optimizer
+    (``optimizer: sparse_adam``): with ``refresh_every`` at least the epoch's steps,
+    linear in the interactions. ``clear`` drops the tables at the end of the epoch, so
+    scoring and saving always see the exact model.
+
+    Args:
+        module: the model's module; its ``EmbeddingTower`` with layers are scheduled.
+        refresh_every: steps between two exact steps.
+    """
+
+    def __init__(self, module: torch.nn.Module, refresh_every: int) -> None:
+        self.towers = [m for m in module.modules() if isinstance(m, EmbeddingTower) and m.num_layers > 0]
+        self.refresh_every = refresh_every
+
+    @torch.no_grad()
+    def before_step(self, step: int) -> None:
+        """Ready the towers for step ``step`` of the epoch."""
+        exact = step % self.refresh_every == 0
+        for tower in self.towers:
+            if exact:
+                tower.stale_layers = None
+            elif tower.stale_layers is None:
+                nodes = torch.cat([tower.user_embedding, tower.item_embedding])  # (n_users + n_items, d)
+                tower.stale_layers = propagate(tower.adjacency, nodes, tower.num_layers) - nodes / (tower.num_layers + 1)
+
+    def clear(self) -> None:
+        """Drop the tables (end of an epoch)."""
+        for tower in self.towers:
+            tower.stale_layers = None
+
+
+def stale_rows(
+    tower: EmbeddingTower, user_rows: torch.Tensor, item_rows: torch.Tensor, users: torch.Tensor, items: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final user (n, d) and item (m, d) embeddings ``e_r/(K+1) + T_r`` from the base
+    rows ``user_rows`` (n, d) and ``item_rows`` (m, d) of ``users`` and ``items`` and the
+    tower's tables T (``StaleLayers``); the gradient flows to the base rows only."""
+    scale = 1.0 / (tower.num_layers + 1)
+    layers = tower.stale_layers  # (n_users + n_items, d)
+    return user_rows * scale + layers[users], item_rows * scale + layers[items + tower.n_users]
+
+
 def tower_rows(
     tower: EmbeddingTower, users: torch.Tensor, items: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -109,10 +168,14 @@ def tower_rows(
     For LightGCN only the layer mean at those rows is formed (``_BatchPropagation``). On
     the CPU the rows are made unique and the last layer is restricted to them; on a GPU,
     where that would need the sizes on the host every batch, the last layer is full.
+    Between two exact steps of ``propagation: stale`` the rows are ``stale_rows``.
     """
-    if tower.num_layers == 0:
+    if tower.num_layers == 0 or tower.stale_layers is not None:
         user_rows, item_rows = tower.user_embedding[users], tower.item_embedding[items]
-        return user_rows, item_rows, torch.cat([user_rows, item_rows])
+        base = torch.cat([user_rows, item_rows])
+        if tower.num_layers > 0:
+            user_rows, item_rows = stale_rows(tower, user_rows, item_rows, users, items)
+        return user_rows, item_rows, base
     nodes = torch.cat([tower.user_embedding, tower.item_embedding])  # (n_users + n_items, d)
     ids = torch.cat([users, items + tower.n_users])
     if tower.adjacency.device.type == "cpu":
@@ -152,11 +215,15 @@ def triple_scores(
 
 
 def row_triple_scores(
-    user_vectors: torch.Tensor, item_vectors: torch.Tensor
+    user_vectors: torch.Tensor,
+    item_vectors: torch.Tensor,
+    final: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``triple_scores`` from an MF tower's gathered rows: the users' (batch, d) and the
-    positives' then the negatives' (2 batch, d), base and final embeddings alike."""
-    return _scores_and_penalty(user_vectors, item_vectors, [user_vectors, *item_vectors.split(user_vectors.shape[0])])
+    """``triple_scores`` from a tower's gathered base rows: the users' (batch, d) and
+    the positives' then the negatives' (2 batch, d); the final embeddings are the same
+    rows (MF) or ``final``, the users' and the items' (``stale_rows``)."""
+    user_final, item_final = (user_vectors, item_vectors) if final is None else final
+    return _scores_and_penalty(user_final, item_final, [user_vectors, *item_vectors.split(user_vectors.shape[0])])
 
 
 def triple_loss(
@@ -284,6 +351,8 @@ class MiniBatchEpochs:
                 config.negative_sampling, data.interactions, self.generator, hard_pool_size=config.hard_pool_size
             )
         self.users, self.items = positive_pairs(self.sampler.train, model.device)  # (n_positives,) each
+        stale = getattr(config, "propagation", "exact") == "stale"
+        self.stale = StaleLayers(model.module, config.refresh_every) if stale else None
 
     @torch.no_grad()
     def _refresh_sampler(self) -> None:
@@ -301,7 +370,9 @@ class MiniBatchEpochs:
         order = torch.randperm(n_positives, generator=self.generator, device=self.users.device)
         total = torch.zeros((), dtype=torch.float64, device=self.users.device)
         stop = n_positives if max_batches is None else min(n_positives, max_batches * self.batch_size)
-        for start in range(0, stop, self.batch_size):
+        for step, start in enumerate(range(0, stop, self.batch_size)):
+            if self.stale is not None:
+                self.stale.before_step(step)
             batch = order[start : start + self.batch_size]
             users, positives = self.users[batch], self.items[batch]
             negatives = self.sampler.sample_for(users, positives)
@@ -315,4 +386,6 @@ class MiniBatchEpochs:
                     torch.nn.utils.clip_grad_norm_(model.module.parameters(), self.clip)
                 optimizer.step()
             total += loss.detach() * batch.numel()
+        if self.stale is not None:
+            self.stale.clear()
         return total / stop

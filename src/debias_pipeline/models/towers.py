@@ -90,6 +90,9 @@ class EmbeddingTower(nn.Module):
         self.n_users, self.n_items = n_users, n_items
         self.embedding_dim, self.num_layers = embedding_dim, num_layers
         self.adjacency = adjacency
+        # T of mini-batch ``propagation: stale`` (minibatch.StaleLayers), (n_users + n_items, d);
+        # set and cleared by the epoch, None otherwise. Not a buffer: never saved.
+        self.stale_layers: torch.Tensor | None = None
         self.user_embedding = nn.Parameter(torch.empty(n_users, embedding_dim))
         self.item_embedding = nn.Parameter(torch.empty(n_items, embedding_dim))
         self.reset_parameters(generator)
