@@ -35,6 +35,9 @@ from tests.test_end_to_end import latest_run, run_pipeline
 
 CONF = Path(__file__).resolve().parents[3] / "conf" / "base"
 EVALUATION = {"k": 5}
+CPU = torch.device("cpu")
+# binarization, split, evaluation and propensity: the blocks a world is made with
+WORLD_BLOCKS = ({"threshold": 4}, {"validation_fraction": 0.25}, EVALUATION, {})
 
 
 def small(**block: Any) -> dict[str, Any]:
@@ -59,6 +62,7 @@ SWEEPS = {
     "exposure_layers": [0, 1],
     "eigen": {"form": "f2", "k": 1, "lambda_preference": 0.0, "lambda_exposure": -1e-4},
     "bias_strength": [0.0, 1.0],
+    "methods_bias_strength": [0.0, 1.0],  # the worlds of the bias-strength sweep
 }
 SEEDS = [0, 1]
 TRUTH = {"top_n": 3, "max_pairs": 600}
@@ -79,8 +83,11 @@ def plan(**changes: Any):
 def test_plan_lists_every_fit_of_every_sweep():
     study = plan()
     counts = {sweep: len(study.runs_of(sweep)) for sweep in SWEEP_NAMES}
-    # models: 2 blocks; sizes: 2; layers: 2; spectra: mf, dual, dual + eigen; β: 2 x (mf, dual); x 2 seeds
-    assert counts == {"models": 4, "exposure_rank": 4, "exposure_layers": 4, "spectra": 6, "bias_strength": 8}
+    # models: 2 blocks; sizes: 2; layers: 2; spectra: mf, dual, dual + eigen; β: 2 x (mf, dual);
+    # methods: β 0, 1 x (mf, dual); x 2 seeds
+    assert counts == {
+        "models": 4, "exposure_rank": 4, "exposure_layers": 4, "spectra": 6, "bias_strength": 8, "methods": 8
+    }
     sizes = {run.setting: run.block["exposure"]["embedding_dim"] for run in study.runs_of("exposure_rank")}
     assert sizes == {"1": 1, "4": 4}
     layers = {run.setting: run.block["exposure"]["num_layers"] for run in study.runs_of("exposure_layers")}
@@ -169,7 +176,7 @@ def test_the_configured_study_plans():
 
 def test_simulate_worlds_builds_each_world_once():
     study = plan()
-    worlds, statistics = simulate_worlds(study, {"threshold": 4}, {"validation_fraction": 0.25}, EVALUATION)
+    worlds, statistics = simulate_worlds(study, *WORLD_BLOCKS, CPU)
     assert set(worlds) == set(study.worlds())
     world = worlds[(1.0, 0)]
     assert world.train.interactions.shape == (40, 30)
@@ -179,6 +186,8 @@ def test_simulate_worlds_builds_each_world_once():
     assert world.evaluators.validation.users.size == 80
     assert world.evaluators.validation.users.size + world.evaluators.test.users.size == 40 * 8
     assert world.truth.n_users == 40
+    # the propensity step of every world: the popularity estimate, one θ per item
+    assert world.train.propensity.shape == (30,) and world.propensity["estimator"] == "popularity"
     assert len(statistics) == 4
     assert (statistics["true_exposure_rank"] == np.where(statistics["bias_strength"] == 0, 1, 2)).all()
     assert (statistics["target_users"] == 290).all()  # the preset's targets ride along
@@ -232,8 +241,15 @@ def test_summary_means_and_gains_by_hand():
             runs_table("bias_strength", "dual", "0", [0.3, 0.5, 0.4], 0.0),
         ]
     )
+    # the methods table at β 2: the gain in truth Spearman and its paired test
+    methods = pd.concat(
+        [
+            runs_table("methods", "mf", "2", [0.2, 0.3, 0.4], 2.0).assign(preference_spearman=[0.5, 0.6, 0.7]),
+            runs_table("methods", "relmf", "2", [0.2, 0.4, 0.3], 2.0).assign(preference_spearman=[0.6, 0.8, 0.6]),
+        ]
+    )
     empty = pd.DataFrame(columns=models.columns)
-    summary = summarize_study(models, exposure_rank, empty, empty, bias, EVALUATION)
+    summary = summarize_study(models, exposure_rank, empty, empty, bias, methods, EVALUATION)
 
     def line(sweep: str, model: str, metric: str = "truth_ndcg_at_5") -> pd.Series:
         rows = summary[(summary["sweep"] == sweep) & (summary["model"] == model) & (summary["metric"] == metric)]
@@ -251,6 +267,14 @@ def test_summary_means_and_gains_by_hand():
     assert bias["gain_mean"] == pytest.approx(0.0) and bias["gain_std"] == pytest.approx(0.1)
     assert math.isnan(line("models", "mf")["gain_mean"])
     assert math.isnan(line("models", "mf", "exposure_auc")["mean"])
+    # Spearman differences 0.1, 0.2, −0.1 against the β = 2 MF of the methods sweep: mean 0.2 / 3,
+    # sd √(((0.1 − m)² + (0.2 − m)² + (−0.1 − m)²) / 2) = √(0.0466… / 2) = 0.1528
+    spearman = line("methods", "relmf", "preference_spearman")
+    assert spearman["mean"] == pytest.approx(2.0 / 3.0)
+    assert spearman["gain_mean"] == pytest.approx(0.2 / 3) and spearman["gain_std"] == pytest.approx(0.152753, abs=1e-6)
+    assert spearman["gain_p_value"] == pytest.approx(2 * stats.t.sf((0.2 / 3) / (0.152753 / math.sqrt(3)), df=2), rel=1e-4)
+    # truth NDCG differences 0, 0.1, −0.1: no gain
+    assert line("methods", "relmf")["gain_mean"] == pytest.approx(0.0)
 
     metrics = study_mlflow_metrics(summary, EVALUATION)
     assert metrics["models.default.dual.truth_ndcg_at_5"] == {"value": pytest.approx(0.5), "step": 0}
@@ -310,8 +334,9 @@ def tiny_run() -> DataCatalog:
 @pytest.mark.slow
 def test_sweeps_share_identical_fits_and_two_workers_give_the_same_numbers():
     study = plan()
-    worlds, _ = simulate_worlds(study, {"threshold": 4}, {"validation_fraction": 0.25}, EVALUATION)
-    sequential = fit_study(study, worlds, torch.device("cpu"), EVALUATION)
+    study = dataclasses.replace(study, runs=tuple(run for run in study.runs if run.sweep != "methods"))
+    worlds, _ = simulate_worlds(study, *WORLD_BLOCKS, CPU)
+    sequential = fit_study(study, worlds, CPU, EVALUATION)
     # per seed, 13 runs: models (mf, dual), sizes 1 and 4, layers 0 and 1, spectra (mf, dual, eigen),
     # β 0 and 1 (mf, dual). The default β is 1.0, and the size-4 and 0-layer duals are the default
     # dual block (its exposure has 4 dimensions and no layers): 7 distinct fits per seed
@@ -327,7 +352,7 @@ def test_sweeps_share_identical_fits_and_two_workers_give_the_same_numbers():
     for values in shared[1:]:
         np.testing.assert_array_equal(values, shared[0])
 
-    parallel = fit_study(dataclasses.replace(study, workers=2), worlds, torch.device("cpu"), EVALUATION)
+    parallel = fit_study(dataclasses.replace(study, workers=2), worlds, CPU, EVALUATION)
     measured = [c for c in sequential.columns if c not in ("spectra", "curves", "fit_seconds")]
     pd.testing.assert_frame_equal(parallel[measured], sequential[measured])
     assert parallel["curves"].tolist() == sequential["curves"].tolist()
@@ -339,6 +364,7 @@ def test_pipeline_reads_only_its_block_and_the_shared_parameters():
         "params:evaluation",
         "params:binarization",
         "params:split",
+        "params:propensity",
         *(f"params:study_hypotheses.{name}" for name in study_hypotheses.PLAN_PARAMETERS),
     }
 
