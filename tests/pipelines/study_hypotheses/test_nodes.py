@@ -114,6 +114,20 @@ def test_plan_fits_the_dual_model_with_its_prior_at_every_bias_strength():
     assert {run.model for run in plan().runs_of("bias_strength")} == {"mf", "dual"}
 
 
+def test_plan_runs_only_the_sweeps_named():
+    study = plan(models=PRIOR_MODELS, sweeps={**PRIOR_SWEEPS, "methods": ["mf", "dual_prior"], "only": ["methods"]})
+    assert {run.sweep for run in study.runs} == {"methods"}
+    # 2 β x (mf, dual_prior) x 2 seeds; the plan keeps every checked block for the off-policy sweep
+    assert len(study.runs) == 8 and set(study.blocks) == {"mf", "dual", "dual_prior"}
+    assert not plan(sweeps={**SWEEPS, "only": ["offpolicy"]}).runs
+    with pytest.raises(ValueError, match=r"study_hypotheses\.sweeps.*only names unknown sweeps \['method'\]"):
+        plan(sweeps={**SWEEPS, "only": ["method"]})
+    with pytest.raises(ValueError, match=r"'study_hypotheses\.sweeps\.methods' names 'relmf'"):
+        plan(sweeps={**SWEEPS, "methods": ["mf", "relmf"]})
+    with pytest.raises(ValueError, match=r"methods must list 'mf'"):
+        plan(sweeps={**SWEEPS, "methods": ["dual"]})
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -294,14 +308,17 @@ class KeptMemoryDataset(MemoryDataset):
         pass
 
 
-FIGURES = ("exposure_rank", "exposure_layers", "spectra", "bias_strength")
+FIGURES = ("exposure_rank", "exposure_layers", "spectra", "bias_strength", "methods")
 KEPT = (
     "summary",
     "world_statistics",
     "spectra",
     "report",
     "mlflow_metrics",
-    *(f"{sweep}_runs" for sweep in ("models", "exposure_rank", "exposure_layers", "spectra", "bias_strength")),
+    "offpolicy_summary",
+    "offpolicy_agreement",
+    "offpolicy_mlflow_metrics",
+    *(f"{sweep}_runs" for sweep in (*SWEEP_NAMES, "offpolicy")),
     *(f"{figure}_plot" for figure in FIGURES),
 )
 
@@ -319,6 +336,7 @@ def tiny_run() -> DataCatalog:
         "evaluation": EVALUATION,
         "binarization": {"threshold": 4},
         "split": {"validation_fraction": 0.25},
+        "propensity": {},
         "device": "cpu",
     }
     datasets = {f"params:{name}": MemoryDataset(value) for name, value in parameters.items()}
@@ -372,7 +390,7 @@ def test_pipeline_reads_only_its_block_and_the_shared_parameters():
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("sweep", "rows"),
-    [("models", 6), ("exposure_rank", 4), ("exposure_layers", 4), ("spectra", 6), ("bias_strength", 12)],
+    [("models", 6), ("exposure_rank", 4), ("exposure_layers", 4), ("spectra", 6), ("bias_strength", 12), ("methods", 8)],
 )
 def test_every_fit_is_measured(sweep, rows):
     runs = tiny_run().load(f"study_hypotheses.{sweep}_runs")
@@ -411,17 +429,40 @@ def test_figures_report_and_metrics():
     report = catalog.load("study_hypotheses.report")
     for heading in ("## The simulated world", "Hypothesis 1", "Hypothesis 2", "Hypothesis 3", "exposure-bias strength"):
         assert heading in report
-    assert report.count("](data:image/png;base64,") == 4
+    assert report.count("](data:image/png;base64,") == 5
     metrics = catalog.load("study_hypotheses.mlflow_metrics")
     assert "bias_strength.0.dual.truth_ndcg_at_5_gain" in metrics
     assert {"bias_strength.0.dual_prior.truth_ndcg_at_5_gain", "bias_strength.1.dual_prior.exposure_auc"} <= set(metrics)
     # The bias-strength table has one row per (β, model), the prior model included.
-    bias = report[report.index("## The debiasing gain"):]
+    bias = report[report.index("## The debiasing gain"):report.index("## Every method")]
     assert bias.count("| dual_prior |") == 2 and bias.count("| mf |") == 2 and bias.count("| dual |") == 2
     assert "- dual_prior − MF, truth NDCG@5, at β = 0:" in report
     assert all(set(value) == {"value", "step"} for value in metrics.values())
     summary = catalog.load("study_hypotheses.summary")
-    assert set(summary["sweep"]) == {"models", "exposure_rank", "exposure_layers", "spectra", "bias_strength"}
+    assert set(summary["sweep"]) == set(SWEEP_NAMES)
+    # The methods table: a row per (β, method), MF's without a paired test.
+    methods = report[report.index("## Every method against the truth"):report.index("## The off-policy")]
+    assert methods.count("| mf |") == 2 and methods.count("| dual |") == 2 and "(p " in methods
+    assert "methods.0.dual.preference_spearman_gain_p" in metrics
+
+
+@pytest.mark.slow
+def test_offpolicy_sweep_measures_every_estimator_against_the_truth():
+    catalog = tiny_run()
+    runs = catalog.load("study_hypotheses.offpolicy_runs")
+    # β 0 and 1 x 2 seeds x (mf, dual) x 4 estimators x (recall, ndcg, dcg) at K = 5
+    assert len(runs) == 2 * 2 * 2 * 4 * 3
+    assert set(runs["estimator"]) == {"naive", "ips", "snips", "dr"} and set(runs["metric"]) == {"recall_at_5", "ndcg_at_5", "dcg_at_5"}
+    # the truth is the same lists on one relevance draw: the same for every estimator of a fit
+    assert (runs.groupby(["bias_strength", "seed", "model", "metric"])["truth"].nunique() == 1).all()
+    summary = catalog.load("study_hypotheses.offpolicy_summary")
+    pooled = summary[summary["model"] == "all"]
+    assert len(pooled) == 2 * 3 * 4 and (pooled["n"] == 4).all()
+    naive = pooled[(pooled["estimator"] == "naive") & (pooled["metric"] == "ndcg_at_5")]
+    assert (naive["bias"] < 0).all()  # the held-out log holds only what was shown: far below the truth
+    metrics = catalog.load("study_hypotheses.offpolicy_mlflow_metrics")
+    assert {"offpolicy.0.snips.ndcg_at_5_bias", "offpolicy.1.dr.ndcg_at_5_rmse"} <= set(metrics)
+    assert "## The off-policy estimators against the truth" in catalog.load("study_hypotheses.report")
 
 
 # ---- through KedroSession: the catalog, versioning and MLflow ---------------------------------------
@@ -441,7 +482,8 @@ def test_kedro_run_saves_versioned_outputs_and_logs_them(project_copy: Path) -> 
             "study_hypotheses.models.lightgcn": {"embedding_dim": 8, **tiny},
             "study_hypotheses.models.dual": {**MODELS["dual"], **tiny},
             "study_hypotheses.models.dual_prior": {**DUAL_PRIOR, **tiny},
-            "study_hypotheses.sweeps": PRIOR_SWEEPS,
+            # the off-policy sweep runs in tiny_run (its split needs validation_fraction 0.25 on this world)
+            "study_hypotheses.sweeps": {**PRIOR_SWEEPS, "only": list(SWEEP_NAMES)},
         },
     )
     saved = {
@@ -449,9 +491,10 @@ def test_kedro_run_saves_versioned_outputs_and_logs_them(project_copy: Path) -> 
         for path in (project_copy / "data").rglob("*")
         if path.is_file() and version in path.parts
     }
-    tables = {f"{sweep}_runs.csv" for sweep in ("models", "exposure_rank", "exposure_layers", "spectra", "bias_strength")}
+    tables = {f"{sweep}_runs.csv" for sweep in (*SWEEP_NAMES, "offpolicy")}
     assert {("07_model_output", "study_hypotheses", name) for name in tables | {"spectra.csv"}} <= saved
     reporting = {"report.md", "summary.csv", "world_statistics.csv", *(f"{figure}.png" for figure in FIGURES)}
+    reporting |= {"offpolicy_summary.csv", "offpolicy_agreement.csv"}
     assert {("08_reporting", "study_hypotheses", name) for name in reporting} <= saved
     report = project_copy / "data/08_reporting/study_hypotheses/report.md" / version / "report.md"
     assert "Hypothesis 3" in report.read_text()
