@@ -120,6 +120,8 @@ def test_plan_runs_only_the_sweeps_named():
     # 2 β x (mf, dual_prior) x 2 seeds; the plan keeps every checked block for the off-policy sweep
     assert len(study.runs) == 8 and set(study.blocks) == {"mf", "dual", "dual_prior"}
     assert not plan(sweeps={**SWEEPS, "only": ["offpolicy"]}).runs
+    # from the command line: names separated by spaces (Kedro splits --params at commas)
+    assert plan(sweeps={**SWEEPS, "only": "methods offpolicy"}).sweeps.only == ("methods", "offpolicy")
     with pytest.raises(ValueError, match=r"study_hypotheses\.sweeps.*only names unknown sweeps \['method'\]"):
         plan(sweeps={**SWEEPS, "only": ["method"]})
     with pytest.raises(ValueError, match=r"'study_hypotheses\.sweeps\.methods' names 'relmf'"):

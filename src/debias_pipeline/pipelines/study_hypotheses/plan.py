@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from debias_pipeline.config.params import Params, as_mapping, build_config, parse_seeds, require
 from debias_pipeline.data.simulation import SyntheticConfig
@@ -84,6 +84,9 @@ class SweepsConfig(Params):
         methods_bias_strength: the strengths β of the methods table and of the
             off-policy sweep.
         only: the sweeps to run (names of ``SWEEPS`` and ``offpolicy``); empty: all.
+            Also a string of names separated by spaces, as the command line passes it
+            (``--params="study_hypotheses.sweeps.only=methods offpolicy"``: Kedro splits
+            ``--params`` at commas).
     """
 
     exposure_rank: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 200)
@@ -96,6 +99,11 @@ class SweepsConfig(Params):
     methods: tuple[str, ...] = (REFERENCE, DUAL)
     methods_bias_strength: tuple[float, ...] = (0.0, 1.0, 2.0)
     only: tuple[str, ...] = ()
+
+    @field_validator("only", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        return tuple(value.split()) if isinstance(value, str) else value
 
     def runs(self, sweep: str) -> bool:
         """Whether ``sweep`` is among the sweeps this run makes."""
