@@ -1,7 +1,7 @@
 """The ``ips`` protocol's off-policy estimates on a biased hold-out against the unbiased
 test figure, per debiasing method, on Coat (or Yahoo! R3).
 
-    python scripts/coat_ips_vs_unbiased.py --seeds 0-4 --root /work/shared/data
+    python scripts/coat_ips_vs_unbiased.py --seeds 0-4 --root /work/shared/data --workers 3
 
 For every seed and method (its block ``<method>.model`` from ``conf/base``, the
 ``propensity`` step as in the model pipelines), two fits on the same seed:
@@ -34,6 +34,7 @@ from kedro.framework.startup import bootstrap_project
 
 from debias_pipeline.config.params import as_mapping, parse_seeds
 from debias_pipeline.datasets.raw import RawDataset
+from debias_pipeline.experiments.parallel import run_tasks
 from debias_pipeline.pipelines.training.nodes import train_model
 from debias_pipeline.training.inputs import process_dataset
 from debias_pipeline.training.propensities import attach_propensities, estimate_propensities
@@ -62,6 +63,22 @@ def fit_and_report(raw, dataset: str, params: dict, protocol: str, seed: int, me
     return reports
 
 
+def seed_rows(raw, dataset: str, params: dict, methods: list[str], k: int, seed: int) -> list[dict]:
+    """Per method on ``seed``: the unbiased test NDCG@K and each estimate with its ESS."""
+    torch.set_num_threads(1)
+    unbiased = fit_and_report(raw, dataset, params, "thesis", seed, methods)
+    estimated = fit_and_report(raw, dataset, params, "ips", seed, methods)
+    rows = []
+    for method in methods:
+        row = {"seed": seed, "method": method, "unbiased": unbiased[method][f"test_ndcg_at_{k}"]}
+        for estimator in ESTIMATORS:
+            key = f"test_{estimator}_ndcg_at_{k}"
+            row[estimator] = estimated[method].get(key, np.nan)
+            row[f"{estimator}_ess"] = estimated[method].get(f"{key}_ess", np.nan)
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="coat")
@@ -69,6 +86,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=1, help="seeds at once, on a local Dask cluster")
     args = parser.parse_args()
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
     torch.set_num_threads(1)
@@ -78,19 +96,9 @@ def main() -> None:
     params = {**params, "evaluation": {**as_mapping(params.get("evaluation", {})), "k": [args.k]}}
     raw = RawDataset(args.dataset, root=args.root).load()
     started = time.perf_counter()
-    rows = []
-    for seed in parse_seeds(args.seeds):
-        unbiased = fit_and_report(raw, args.dataset, params, "thesis", seed, args.methods)
-        estimated = fit_and_report(raw, args.dataset, params, "ips", seed, args.methods)
-        for method in args.methods:
-            row = {"seed": seed, "method": method, "unbiased": unbiased[method][f"test_ndcg_at_{args.k}"]}
-            for estimator in ESTIMATORS:
-                key = f"test_{estimator}_ndcg_at_{args.k}"
-                row[estimator] = estimated[method].get(key, np.nan)
-                row[f"{estimator}_ess"] = estimated[method].get(f"{key}_ess", np.nan)
-            rows.append(row)
-        print(f"seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
-    table = pd.DataFrame(rows)
+    shared = (raw, args.dataset, params, args.methods, args.k)
+    per_seed = run_tasks(seed_rows, shared, [(seed,) for seed in parse_seeds(args.seeds)], args.workers)
+    table = pd.DataFrame([row for rows in per_seed for row in rows])
     out = PROJECT / "data/08_reporting/coat_ips_vs_unbiased.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)

@@ -28,6 +28,7 @@ from debias_pipeline.evaluation import offpolicy
 from debias_pipeline.evaluation.off_policy_report import ALL_MODELS, estimator_errors, ranking_agreement
 from debias_pipeline.evaluation.protocols import EvaluationConfig, evaluation_setup
 from debias_pipeline.evaluation.splits import SplitConfig
+from debias_pipeline.experiments.parallel import run_tasks
 from debias_pipeline.models.registry import model_block
 from debias_pipeline.pipelines.study_hypotheses.plan import OFFPOLICY, WHERE, StudyPlan
 from debias_pipeline.pipelines.study_hypotheses.worlds import build_world
@@ -60,15 +61,17 @@ def ranked_lists(predictions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 def _world_rows(
     study_plan: StudyPlan,
-    strength: float,
-    seed: int,
     models: list[str],
     binarization: BinarizationConfig,
     split: SplitConfig,
     evaluation: dict[str, Any],
     propensity: PropensityConfig,
-    device: torch.device,
+    device: str,
+    strength: float,
+    seed: int,
 ) -> list[dict[str, Any]]:
+    """Every estimate of every model on the world (strength, seed), beside its truth."""
+    device = torch.device(device)
     synthetic = {**study_plan.world, "bias_strength": strength}
     _, world = build_world(synthetic, binarization, split, evaluation, propensity, seed, device)
     truth, test = world.truth, world.evaluators.test
@@ -82,6 +85,7 @@ def _world_rows(
         model, *_ = train_model(world.train, world.evaluators, block, seed, device, where=f"{WHERE}.models.{name}")
         values, predictions = test.report(model)
         users, ranked = ranked_lists(predictions)
+        logger.info("Off-policy sweep: %s, β %g, seed %d", name, strength, seed)
         for metric in setup.off_policy.metrics:
             for k in setup.cutoffs:
                 true = offpolicy.true_value(ranked, liked, k, metric, users=users, mask=test.mask).value
@@ -117,6 +121,9 @@ def offpolicy_study(
             ``off_policy.n_boot`` to 0.
         compute_device: the resolved device.
 
+    The worlds run on ``study_hypotheses.workers`` Dask processes (or the cluster of
+    ``study_hypotheses.scheduler``), one world per task.
+
     Returns:
         One row per (bias_strength, seed, model, estimator, metric) with the estimate,
         the truth and the effective sample size of the weights.
@@ -129,12 +136,11 @@ def offpolicy_study(
     left_out = sorted(set(study_plan.sweeps.methods) - set(models))
     if left_out:
         logger.info("Off-policy sweep: %s left out (they need an unbiased sample)", ", ".join(left_out))
-    rows = []
-    for strength in study_plan.sweeps.methods_bias_strength:
-        for seed in study_plan.seeds:
-            rows += _world_rows(study_plan, strength, seed, models, binarization, split, ips, propensity, compute_device)
-            logger.info("Off-policy sweep: β %g, seed %d done", strength, seed)
-    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+    shared = (study_plan, models, binarization, split, ips, propensity, str(compute_device))
+    worlds = [(strength, seed) for strength in study_plan.sweeps.methods_bias_strength for seed in study_plan.seeds]
+    # one world per task, on the study's Dask workers (in this process with one worker)
+    rows = run_tasks(_world_rows, shared, worlds, study_plan.workers, study_plan.scheduler)
+    return pd.DataFrame([row for world in rows for row in world], columns=RUN_COLUMNS)
 
 
 def summarize_offpolicy(offpolicy_runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
