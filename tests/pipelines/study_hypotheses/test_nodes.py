@@ -122,6 +122,7 @@ def test_plan_runs_only_the_sweeps_named():
     assert not plan(sweeps={**SWEEPS, "only": ["offpolicy"]}).runs
     # from the command line: names separated by spaces (Kedro splits --params at commas)
     assert plan(sweeps={**SWEEPS, "only": "methods offpolicy"}).sweeps.only == ("methods", "offpolicy")
+    assert plan(sweeps={**SWEEPS, "methods": "mf dual"}).sweeps.methods == ("mf", "dual")
     with pytest.raises(ValueError, match=r"study_hypotheses\.sweeps.*only names unknown sweeps \['method'\]"):
         plan(sweeps={**SWEEPS, "only": ["method"]})
     with pytest.raises(ValueError, match=r"'study_hypotheses\.sweeps\.methods' names 'relmf'"):

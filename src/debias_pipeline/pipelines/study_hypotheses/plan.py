@@ -84,7 +84,8 @@ class SweepsConfig(Params):
         methods_bias_strength: the strengths β of the methods table and of the
             off-policy sweep.
         only: the sweeps to run (names of ``SWEEPS`` and ``offpolicy``); empty: all.
-            Also a string of names separated by spaces, as the command line passes it
+            This, ``methods`` and ``bias_strength_models`` also take a string of names
+            separated by spaces, as the command line passes them
             (``--params="study_hypotheses.sweeps.only=methods offpolicy"``: Kedro splits
             ``--params`` at commas).
     """
@@ -100,7 +101,7 @@ class SweepsConfig(Params):
     methods_bias_strength: tuple[float, ...] = (0.0, 1.0, 2.0)
     only: tuple[str, ...] = ()
 
-    @field_validator("only", mode="before")
+    @field_validator("only", "methods", "bias_strength_models", mode="before")
     @classmethod
     def _names(cls, value: Any) -> Any:
         return tuple(value.split()) if isinstance(value, str) else value
