@@ -516,3 +516,19 @@ def test_kedro_run_saves_versioned_outputs_and_logs_them(project_copy: Path) -> 
     assert len(client.get_metric_history(dual.info.run_id, "train_loss")) == dual.data.metrics["epochs_run"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "study_hypotheses")}
     assert {"study_hypotheses/report.md", "study_hypotheses/summary.csv", "study_hypotheses/spectra.png"} <= artifacts
+
+
+def test_a_study_of_the_offpolicy_sweep_alone_saves_tables_that_load(tmp_path: Path) -> None:
+    """``sweeps.only: [offpolicy]`` draws no world of the thesis protocol; every table of the
+    other sweeps is still a CSV that names its columns and loads back."""
+    study = plan(sweeps={**SWEEPS, "only": ["offpolicy"]})
+    worlds, statistics = simulate_worlds(study, *WORLD_BLOCKS, CPU)
+    assert worlds == {} and statistics.empty
+    fits = fit_study(study, worlds, CPU, EVALUATION)
+    tables = collect_sweeps(study, fits, worlds)
+    for index, table in enumerate((statistics, *tables)):
+        path = tmp_path / f"{index}.csv"
+        table.to_csv(path, index=False)
+        assert pd.read_csv(path).empty
+    summary = summarize_study(*tables[: len(SWEEP_NAMES)], EVALUATION)
+    assert summary.empty and "gain_p_value" in summary.columns

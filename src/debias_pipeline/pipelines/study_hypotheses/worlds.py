@@ -119,4 +119,6 @@ def simulate_worlds(
                 **{f"target_{name}": value for name, value in targets.items()},
             }
         )
+    if not rows:  # sweeps.only ran the off-policy sweep alone: a table that still names its columns
+        return worlds, pd.DataFrame(columns=["bias_strength", "seed", "true_preference_rank", "true_exposure_rank"])
     return worlds, pd.DataFrame(rows)
