@@ -15,7 +15,6 @@ import torch
 from debias_pipeline.data.processing import build_normalized_adjacency
 from debias_pipeline.models.contract import Recommender, TrainData, Validator
 from debias_pipeline.pipelines.reproduce_thesis import nodes
-from debias_pipeline.pipelines.reproduce_thesis.tables import summarize_thesis_with_popularity
 from debias_pipeline.pipelines.reproduce_thesis.nodes import (
     ThesisRow,
     candidate_blocks,
@@ -23,6 +22,7 @@ from debias_pipeline.pipelines.reproduce_thesis.nodes import (
     summarize_thesis,
     thesis_config,
 )
+from debias_pipeline.pipelines.reproduce_thesis.tables import summarize_thesis_with_popularity
 from debias_pipeline.training.inputs import split_interactions
 
 PARAMETERS = {"dual": {"model": {"name": "dual", "lr": 0.04, "exposure": {"embedding_dim": 200, "num_layers": 0}}}}

@@ -5,6 +5,7 @@ first cut-off, mean ± std over the seeds of the selected fits."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -49,9 +50,9 @@ def popularity_markdown(table: pd.DataFrame, k: int) -> str:
     """The popularity columns of the comparison table as a Markdown section."""
 
     def cell(mean: float, std: float) -> str:
-        if mean != mean:
+        if math.isnan(mean):
             return "–"
-        return f"{mean:.3f}" if std != std else f"{mean:.3f} ± {std:.3f}"
+        return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
 
     header = ["table", "row", *(f"{label}@{k}" for _, _, label in POPULARITY)]
     rows = [
@@ -62,9 +63,11 @@ def popularity_markdown(table: pd.DataFrame, k: int) -> str:
         [
             f"## Popularity bias and coverage of the test users' top {k}",
             "",
-            "ARP: the mean train popularity of the listed items; APLT: the share of listed items outside the "
-            "20 % most popular; Gini: how unequally the catalogue is listed (0: evenly); coverage: the share of "
-            "the catalogue listed at least once. Mean ± std over the seeds of each row's selected fit.",
+            (
+                "ARP: the mean train popularity of the listed items; APLT: the share of listed items outside the "
+                "20 % most popular; Gini: how unequally the catalogue is listed (0: evenly); coverage: the share of "
+                "the catalogue listed at least once. Mean ± std over the seeds of each row's selected fit."
+            ),
             "",
             "| " + " | ".join(header) + " |",
             "|" + "---|" * len(header),
