@@ -67,3 +67,9 @@ def test_ranking_agreement_by_hand():
     swapped = table[table["seed"] == 0].assign(estimate=[0.9, 0.1, 0.5])
     assert ranking_agreement(swapped)["spearman"].iat[0] == pytest.approx(0.5)
     assert np.isnan(ranking_agreement(swapped[swapped["model"] != "c"])["spearman"].iat[0])  # two models
+
+
+def test_no_runs_give_empty_tables_that_name_their_columns():
+    empty = runs([])
+    assert estimator_errors(empty).empty and "rmse" in estimator_errors(empty).columns
+    assert ranking_agreement(empty).empty and "spearman" in ranking_agreement(empty).columns

@@ -170,6 +170,8 @@ def ranking_agreement(runs: pd.DataFrame) -> pd.DataFrame:
         return float(group["estimate"].rank().corr(group["truth"].rank()))  # Pearson of ranks
 
     keys = ["bias_strength", "metric", "estimator"]
+    if runs.empty:  # the off-policy sweep was not run (sweeps.only)
+        return pd.DataFrame(columns=[*keys, "spearman", "worlds"])
     per_world = runs.groupby([*keys, "seed"], sort=False)[["estimate", "truth"]].apply(rho).rename("spearman")
     summary = per_world.groupby(level=keys, sort=False).agg(["mean", "count"]).reset_index()
     return summary.rename(columns={"mean": "spearman", "count": "worlds"})
