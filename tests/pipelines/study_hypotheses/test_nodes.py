@@ -486,7 +486,7 @@ def test_kedro_run_saves_versioned_outputs_and_logs_them(project_copy: Path) -> 
             "study_hypotheses.models.dual": {**MODELS["dual"], **tiny},
             "study_hypotheses.models.dual_prior": {**DUAL_PRIOR, **tiny},
             # the off-policy sweep runs in tiny_run (its split needs validation_fraction 0.25 on this world)
-            "study_hypotheses.sweeps": {**PRIOR_SWEEPS, "only": list(SWEEP_NAMES)},
+            "study_hypotheses.sweeps": {**PRIOR_SWEEPS, "methods": ["mf", "dual"], "only": list(SWEEP_NAMES)},
         },
     )
     saved = {
@@ -508,8 +508,9 @@ def test_kedro_run_saves_versioned_outputs_and_logs_them(project_copy: Path) -> 
     assert "study_hypotheses.bias_strength.0.dual.truth_ndcg_at_5_gain_p" in run.data.metrics
     client = mlflow.MlflowClient()
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
-    # 2 seeds x (7 distinct fits of mf and dual + the lightgcn block + dual_prior at β 1 and 0)
-    assert len(children) == 2 * 10
+    # 2 seeds x (7 distinct fits of mf and dual + the lightgcn block + dual_prior at β 1 and 0
+    # + the other 10 blocks of the configured models, fitted by the models sweep at β 1)
+    assert len(children) == 2 * 20
     served = " ".join(child.data.tags["study_hypotheses.sweeps"] for child in children)
     assert "models/default" in served and "exposure_rank/4" in served
     dual = next(c for c in children if c.data.params["model.name"] == "dual" and c.data.params["seed"] == "0")
