@@ -118,3 +118,60 @@ class OffPolicyLog:
                     )
                     values.update(found.as_dict(f"test_{estimator}_{metric}_at_{k}"))
         return values
+
+
+ERROR_KEYS = ["bias_strength", "metric", "estimator", "model"]
+ALL_MODELS = "all"  # the model of the lines pooled over every model
+
+
+def estimator_errors(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each estimator against the true metric: its bias, spread and RMSE.
+
+    Args:
+        runs: one row per (bias_strength, seed, model, estimator, metric) with the
+            ``estimate``, the ``truth`` (``offpolicy.true_value`` of the same lists) and
+            the ``ess`` of the weights.
+
+    Returns:
+        One line per (bias_strength, metric, estimator, model), and per (bias_strength,
+        metric, estimator) under model ``all`` pooled over the models: the mean truth and
+        estimate, ``bias`` = mean(e), ``variance`` and ``sd`` the sample variance and
+        standard deviation of e (over worlds, and models when pooled),
+        ``rmse`` = √mean(e²) (= √(bias² + (n − 1)/n · variance)), the median ESS and
+        ``n``, with e = estimate − truth.
+    """
+    errors = runs.assign(error=runs["estimate"] - runs["truth"], squared=(runs["estimate"] - runs["truth"]) ** 2)
+    pooled = errors.assign(model=ALL_MODELS)
+    table = pd.concat([errors, pooled], ignore_index=True)
+    summary = table.groupby(ERROR_KEYS, sort=False).agg(
+        truth=("truth", "mean"),
+        estimate=("estimate", "mean"),
+        bias=("error", "mean"),
+        variance=("error", "var"),
+        mse=("squared", "mean"),
+        ess=("ess", "median"),
+        n=("error", "size"),
+    )
+    summary["sd"] = np.sqrt(summary["variance"])
+    summary["rmse"] = np.sqrt(summary.pop("mse"))
+    columns = ["truth", "estimate", "bias", "variance", "sd", "rmse", "ess", "n"]
+    return summary.reset_index()[[*ERROR_KEYS, *columns]]
+
+
+def ranking_agreement(runs: pd.DataFrame) -> pd.DataFrame:
+    """How well each estimator orders the models like the truth: per (bias_strength,
+    seed, metric, estimator), Spearman's ρ between the models' estimates and their true
+    values (NaN for fewer than three models or a constant side), then the mean and the
+    number of worlds where it is defined, per (bias_strength, metric, estimator)."""
+
+    def rho(group: pd.DataFrame) -> float:
+        if len(group) < 3 or group["estimate"].nunique() < 2 or group["truth"].nunique() < 2:
+            return float("nan")
+        return float(group["estimate"].rank().corr(group["truth"].rank()))  # Pearson of ranks
+
+    keys = ["bias_strength", "metric", "estimator"]
+    if runs.empty:  # the off-policy sweep was not run (sweeps.only)
+        return pd.DataFrame(columns=[*keys, "spearman", "worlds"])
+    per_world = runs.groupby([*keys, "seed"], sort=False)[["estimate", "truth"]].apply(rho).rename("spearman")
+    summary = per_world.groupby(level=keys, sort=False).agg(["mean", "count"]).reset_index()
+    return summary.rename(columns={"mean": "spearman", "count": "worlds"})

@@ -22,6 +22,7 @@ from debias_pipeline.pipelines.reproduce_thesis.nodes import (
     summarize_thesis,
     thesis_config,
 )
+from debias_pipeline.pipelines.reproduce_thesis.tables import summarize_thesis_with_popularity
 from debias_pipeline.training.inputs import split_interactions
 
 PARAMETERS = {"dual": {"model": {"name": "dual", "lr": 0.04, "exposure": {"embedding_dim": 200, "num_layers": 0}}}}
@@ -83,7 +84,10 @@ class SplitOracle(Recommender):
         return self
 
     def score(self, users: np.ndarray | None = None) -> np.ndarray:
-        raise NotImplementedError
+        # (n_users, 10) every pair of the 6 x 10 grid (the popularity metrics rank every item)
+        users = np.arange(6) if users is None else np.asarray(users)
+        rows, items = np.meshgrid(users, np.arange(10), indexing="ij")
+        return self.score_pairs(rows.ravel(), items.ravel()).reshape(users.size, 10)
 
     def score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         out = []
@@ -147,6 +151,9 @@ def test_selection_uses_validation_never_test(monkeypatch: pytest.MonkeyPatch) -
     rejected = runs[~runs["selected"]]
     assert (rejected["test_ndcg"].to_numpy() > selected["test_ndcg"].to_numpy()).all()
     assert spectra == {}
+    # the popularity bias and coverage of each fit's test lists ride along
+    assert runs["test_item_coverage"].between(0, 1).all() and runs["test_aplt"].between(0, 1).all()
+    assert (runs["test_arp"] >= 0).all() and diverged["test_arp"].isna().all()
 
 
 def _biased_and_unbiased() -> pd.DataFrame:
@@ -237,6 +244,46 @@ def test_summary_by_hand() -> None:
     assert mf["study_recall_at_5"] == 0.5563 and np.isnan(dual["study_recall_at_5"])
     assert "| 5.2 | dual | 0.7000 ± 0.1732 |" in markdown
     assert "+16.7%" in markdown and "0.225" in markdown
+
+
+def test_popularity_columns_by_hand() -> None:
+    # The reference row MF over seeds 0, 1: ARP 4 and 6, APLT 0.2 and 0.4, Gini 0.5 twice, coverage 0.1 and 0.3.
+    runs = pd.DataFrame(
+        {
+            "row": ["MF", "MF", "dual", "dual"],
+            "table": ["5.2"] * 4,
+            "seed": [0, 1, 0, 1],
+            "choice": ["{}"] * 4,
+            "validation_ndcg": [0.0] * 4,
+            "validation_recall": [0.0] * 4,
+            "test_recall": [0.5, 0.6, 0.6, 0.7],
+            "test_ndcg": [0.4, 0.5, 0.5, 0.6],
+            "test_arp": [4.0, 6.0, 3.0, 3.0],
+            "test_aplt": [0.2, 0.4, 0.5, 0.5],
+            "test_exposure_gini": [0.5, 0.5, 0.3, 0.4],
+            "test_item_coverage": [0.1, 0.3, 0.6, 0.6],
+            "best_epoch": [1] * 4,
+            "seconds": [1.0] * 4,
+            "selected": [True] * 4,
+        }
+    )
+    block = {
+        "seeds": [0, 1],
+        "reference": "MF",
+        "rows": [{"label": "MF", "table": "5.2", "base": "mf"}, {"label": "dual", "table": "5.2", "base": "dual"}],
+    }
+    table, markdown = summarize_thesis_with_popularity(runs, block, "coat", {"k": 5})
+    mf = table.set_index("row").loc["MF"]
+    # ARP mean 5, sd √((1 + 1) / 1) = √2; Gini sd 0
+    assert mf["test_arp_mean"] == pytest.approx(5.0) and mf["test_arp_std"] == pytest.approx(2**0.5)
+    assert mf["test_exposure_gini_std"] == pytest.approx(0.0) and mf["test_item_coverage_mean"] == pytest.approx(0.2)
+    assert mf["recall_mean"] == pytest.approx(0.55)  # the accuracy columns are summarize_thesis's
+    assert "## Popularity bias and coverage of the test users' top 5" in markdown
+    assert "| 5.2 | MF | 5.000 ± 1.414 | 0.300 ± 0.141 | 0.500 ± 0.000 | 0.200 ± 0.141 |" in markdown
+    assert "| 5.2 | dual | 3.000 ± 0.000 |" in markdown
+    # runs from before the popularity columns: the table says so with dashes
+    _, older = summarize_thesis_with_popularity(runs.drop(columns=["test_arp"]), block, "coat", {"k": 5})
+    assert "| 5.2 | MF | – | 0.300 ± 0.141 |" in older
 
 
 @pytest.mark.parametrize(

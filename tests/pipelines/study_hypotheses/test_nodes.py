@@ -35,6 +35,9 @@ from tests.test_end_to_end import latest_run, run_pipeline
 
 CONF = Path(__file__).resolve().parents[3] / "conf" / "base"
 EVALUATION = {"k": 5}
+CPU = torch.device("cpu")
+# binarization, split, evaluation and propensity: the blocks a world is made with
+WORLD_BLOCKS = ({"threshold": 4}, {"validation_fraction": 0.25}, EVALUATION, {})
 
 
 def small(**block: Any) -> dict[str, Any]:
@@ -59,6 +62,7 @@ SWEEPS = {
     "exposure_layers": [0, 1],
     "eigen": {"form": "f2", "k": 1, "lambda_preference": 0.0, "lambda_exposure": -1e-4},
     "bias_strength": [0.0, 1.0],
+    "methods_bias_strength": [0.0, 1.0],  # the worlds of the bias-strength sweep
 }
 SEEDS = [0, 1]
 TRUTH = {"top_n": 3, "max_pairs": 600}
@@ -79,8 +83,11 @@ def plan(**changes: Any):
 def test_plan_lists_every_fit_of_every_sweep():
     study = plan()
     counts = {sweep: len(study.runs_of(sweep)) for sweep in SWEEP_NAMES}
-    # models: 2 blocks; sizes: 2; layers: 2; spectra: mf, dual, dual + eigen; β: 2 x (mf, dual); x 2 seeds
-    assert counts == {"models": 4, "exposure_rank": 4, "exposure_layers": 4, "spectra": 6, "bias_strength": 8}
+    # models: 2 blocks; sizes: 2; layers: 2; spectra: mf, dual, dual + eigen; β: 2 x (mf, dual);
+    # methods: β 0, 1 x (mf, dual); x 2 seeds
+    assert counts == {
+        "models": 4, "exposure_rank": 4, "exposure_layers": 4, "spectra": 6, "bias_strength": 8, "methods": 8
+    }
     sizes = {run.setting: run.block["exposure"]["embedding_dim"] for run in study.runs_of("exposure_rank")}
     assert sizes == {"1": 1, "4": 4}
     layers = {run.setting: run.block["exposure"]["num_layers"] for run in study.runs_of("exposure_layers")}
@@ -105,6 +112,23 @@ def test_plan_fits_the_dual_model_with_its_prior_at_every_bias_strength():
     assert len(keys["dual_prior"]) == 2 * 2 and not keys["dual_prior"] & keys["dual"]
     # Without the option the sweep is MF and the dual model, as it was.
     assert {run.model for run in plan().runs_of("bias_strength")} == {"mf", "dual"}
+
+
+def test_plan_runs_only_the_sweeps_named():
+    study = plan(models=PRIOR_MODELS, sweeps={**PRIOR_SWEEPS, "methods": ["mf", "dual_prior"], "only": ["methods"]})
+    assert {run.sweep for run in study.runs} == {"methods"}
+    # 2 β x (mf, dual_prior) x 2 seeds; the plan keeps every checked block for the off-policy sweep
+    assert len(study.runs) == 8 and set(study.blocks) == {"mf", "dual", "dual_prior"}
+    assert not plan(sweeps={**SWEEPS, "only": ["offpolicy"]}).runs
+    # from the command line: names separated by spaces (Kedro splits --params at commas)
+    assert plan(sweeps={**SWEEPS, "only": "methods offpolicy"}).sweeps.only == ("methods", "offpolicy")
+    assert plan(sweeps={**SWEEPS, "methods": "mf dual"}).sweeps.methods == ("mf", "dual")
+    with pytest.raises(ValueError, match=r"study_hypotheses\.sweeps.*only names unknown sweeps \['method'\]"):
+        plan(sweeps={**SWEEPS, "only": ["method"]})
+    with pytest.raises(ValueError, match=r"'study_hypotheses\.sweeps\.methods' names 'relmf'"):
+        plan(sweeps={**SWEEPS, "methods": ["mf", "relmf"]})
+    with pytest.raises(ValueError, match=r"methods must list 'mf'"):
+        plan(sweeps={**SWEEPS, "methods": ["dual"]})
 
 
 @pytest.mark.parametrize(
@@ -169,7 +193,7 @@ def test_the_configured_study_plans():
 
 def test_simulate_worlds_builds_each_world_once():
     study = plan()
-    worlds, statistics = simulate_worlds(study, {"threshold": 4}, {"validation_fraction": 0.25}, EVALUATION)
+    worlds, statistics = simulate_worlds(study, *WORLD_BLOCKS, CPU)
     assert set(worlds) == set(study.worlds())
     world = worlds[(1.0, 0)]
     assert world.train.interactions.shape == (40, 30)
@@ -179,6 +203,8 @@ def test_simulate_worlds_builds_each_world_once():
     assert world.evaluators.validation.users.size == 80
     assert world.evaluators.validation.users.size + world.evaluators.test.users.size == 40 * 8
     assert world.truth.n_users == 40
+    # the propensity step of every world: the popularity estimate, one θ per item
+    assert world.train.propensity.shape == (30,) and world.propensity["estimator"] == "popularity"
     assert len(statistics) == 4
     assert (statistics["true_exposure_rank"] == np.where(statistics["bias_strength"] == 0, 1, 2)).all()
     assert (statistics["target_users"] == 290).all()  # the preset's targets ride along
@@ -232,8 +258,15 @@ def test_summary_means_and_gains_by_hand():
             runs_table("bias_strength", "dual", "0", [0.3, 0.5, 0.4], 0.0),
         ]
     )
+    # the methods table at β 2: the gain in truth Spearman and its paired test
+    methods = pd.concat(
+        [
+            runs_table("methods", "mf", "2", [0.2, 0.3, 0.4], 2.0).assign(preference_spearman=[0.5, 0.6, 0.7]),
+            runs_table("methods", "relmf", "2", [0.2, 0.4, 0.3], 2.0).assign(preference_spearman=[0.6, 0.8, 0.6]),
+        ]
+    )
     empty = pd.DataFrame(columns=models.columns)
-    summary = summarize_study(models, exposure_rank, empty, empty, bias, EVALUATION)
+    summary = summarize_study(models, exposure_rank, empty, empty, bias, methods, EVALUATION)
 
     def line(sweep: str, model: str, metric: str = "truth_ndcg_at_5") -> pd.Series:
         rows = summary[(summary["sweep"] == sweep) & (summary["model"] == model) & (summary["metric"] == metric)]
@@ -251,6 +284,14 @@ def test_summary_means_and_gains_by_hand():
     assert bias["gain_mean"] == pytest.approx(0.0) and bias["gain_std"] == pytest.approx(0.1)
     assert math.isnan(line("models", "mf")["gain_mean"])
     assert math.isnan(line("models", "mf", "exposure_auc")["mean"])
+    # Spearman differences 0.1, 0.2, −0.1 against the β = 2 MF of the methods sweep: mean 0.2 / 3,
+    # sd √(((0.1 − m)² + (0.2 − m)² + (−0.1 − m)²) / 2) = √(0.0466… / 2) = 0.1528
+    spearman = line("methods", "relmf", "preference_spearman")
+    assert spearman["mean"] == pytest.approx(2.0 / 3.0)
+    assert spearman["gain_mean"] == pytest.approx(0.2 / 3) and spearman["gain_std"] == pytest.approx(0.152753, abs=1e-6)
+    assert spearman["gain_p_value"] == pytest.approx(2 * stats.t.sf((0.2 / 3) / (0.152753 / math.sqrt(3)), df=2), rel=1e-4)
+    # truth NDCG differences 0, 0.1, −0.1: no gain
+    assert line("methods", "relmf")["gain_mean"] == pytest.approx(0.0)
 
     metrics = study_mlflow_metrics(summary, EVALUATION)
     assert metrics["models.default.dual.truth_ndcg_at_5"] == {"value": pytest.approx(0.5), "step": 0}
@@ -270,14 +311,17 @@ class KeptMemoryDataset(MemoryDataset):
         pass
 
 
-FIGURES = ("exposure_rank", "exposure_layers", "spectra", "bias_strength")
+FIGURES = ("exposure_rank", "exposure_layers", "spectra", "bias_strength", "methods")
 KEPT = (
     "summary",
     "world_statistics",
     "spectra",
     "report",
     "mlflow_metrics",
-    *(f"{sweep}_runs" for sweep in ("models", "exposure_rank", "exposure_layers", "spectra", "bias_strength")),
+    "offpolicy_summary",
+    "offpolicy_agreement",
+    "offpolicy_mlflow_metrics",
+    *(f"{sweep}_runs" for sweep in (*SWEEP_NAMES, "offpolicy")),
     *(f"{figure}_plot" for figure in FIGURES),
 )
 
@@ -295,6 +339,7 @@ def tiny_run() -> DataCatalog:
         "evaluation": EVALUATION,
         "binarization": {"threshold": 4},
         "split": {"validation_fraction": 0.25},
+        "propensity": {},
         "device": "cpu",
     }
     datasets = {f"params:{name}": MemoryDataset(value) for name, value in parameters.items()}
@@ -310,8 +355,9 @@ def tiny_run() -> DataCatalog:
 @pytest.mark.slow
 def test_sweeps_share_identical_fits_and_two_workers_give_the_same_numbers():
     study = plan()
-    worlds, _ = simulate_worlds(study, {"threshold": 4}, {"validation_fraction": 0.25}, EVALUATION)
-    sequential = fit_study(study, worlds, torch.device("cpu"), EVALUATION)
+    study = dataclasses.replace(study, runs=tuple(run for run in study.runs if run.sweep != "methods"))
+    worlds, _ = simulate_worlds(study, *WORLD_BLOCKS, CPU)
+    sequential = fit_study(study, worlds, CPU, EVALUATION)
     # per seed, 13 runs: models (mf, dual), sizes 1 and 4, layers 0 and 1, spectra (mf, dual, eigen),
     # β 0 and 1 (mf, dual). The default β is 1.0, and the size-4 and 0-layer duals are the default
     # dual block (its exposure has 4 dimensions and no layers): 7 distinct fits per seed
@@ -327,7 +373,7 @@ def test_sweeps_share_identical_fits_and_two_workers_give_the_same_numbers():
     for values in shared[1:]:
         np.testing.assert_array_equal(values, shared[0])
 
-    parallel = fit_study(dataclasses.replace(study, workers=2), worlds, torch.device("cpu"), EVALUATION)
+    parallel = fit_study(dataclasses.replace(study, workers=2), worlds, CPU, EVALUATION)
     measured = [c for c in sequential.columns if c not in ("spectra", "curves", "fit_seconds")]
     pd.testing.assert_frame_equal(parallel[measured], sequential[measured])
     assert parallel["curves"].tolist() == sequential["curves"].tolist()
@@ -339,6 +385,7 @@ def test_pipeline_reads_only_its_block_and_the_shared_parameters():
         "params:evaluation",
         "params:binarization",
         "params:split",
+        "params:propensity",
         *(f"params:study_hypotheses.{name}" for name in study_hypotheses.PLAN_PARAMETERS),
     }
 
@@ -346,7 +393,7 @@ def test_pipeline_reads_only_its_block_and_the_shared_parameters():
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("sweep", "rows"),
-    [("models", 6), ("exposure_rank", 4), ("exposure_layers", 4), ("spectra", 6), ("bias_strength", 12)],
+    [("models", 6), ("exposure_rank", 4), ("exposure_layers", 4), ("spectra", 6), ("bias_strength", 12), ("methods", 8)],
 )
 def test_every_fit_is_measured(sweep, rows):
     runs = tiny_run().load(f"study_hypotheses.{sweep}_runs")
@@ -385,17 +432,40 @@ def test_figures_report_and_metrics():
     report = catalog.load("study_hypotheses.report")
     for heading in ("## The simulated world", "Hypothesis 1", "Hypothesis 2", "Hypothesis 3", "exposure-bias strength"):
         assert heading in report
-    assert report.count("](data:image/png;base64,") == 4
+    assert report.count("](data:image/png;base64,") == 5
     metrics = catalog.load("study_hypotheses.mlflow_metrics")
     assert "bias_strength.0.dual.truth_ndcg_at_5_gain" in metrics
     assert {"bias_strength.0.dual_prior.truth_ndcg_at_5_gain", "bias_strength.1.dual_prior.exposure_auc"} <= set(metrics)
     # The bias-strength table has one row per (β, model), the prior model included.
-    bias = report[report.index("## The debiasing gain"):]
+    bias = report[report.index("## The debiasing gain"):report.index("## Every method")]
     assert bias.count("| dual_prior |") == 2 and bias.count("| mf |") == 2 and bias.count("| dual |") == 2
     assert "- dual_prior − MF, truth NDCG@5, at β = 0:" in report
     assert all(set(value) == {"value", "step"} for value in metrics.values())
     summary = catalog.load("study_hypotheses.summary")
-    assert set(summary["sweep"]) == {"models", "exposure_rank", "exposure_layers", "spectra", "bias_strength"}
+    assert set(summary["sweep"]) == set(SWEEP_NAMES)
+    # The methods table: a row per (β, method), MF's without a paired test.
+    methods = report[report.index("## Every method against the truth"):report.index("## The off-policy")]
+    assert methods.count("| mf |") == 2 and methods.count("| dual |") == 2 and "(p " in methods
+    assert "methods.0.dual.preference_spearman_gain_p" in metrics
+
+
+@pytest.mark.slow
+def test_offpolicy_sweep_measures_every_estimator_against_the_truth():
+    catalog = tiny_run()
+    runs = catalog.load("study_hypotheses.offpolicy_runs")
+    # β 0 and 1 x 2 seeds x (mf, dual) x 4 estimators x (recall, ndcg, dcg) at K = 5
+    assert len(runs) == 2 * 2 * 2 * 4 * 3
+    assert set(runs["estimator"]) == {"naive", "ips", "snips", "dr"} and set(runs["metric"]) == {"recall_at_5", "ndcg_at_5", "dcg_at_5"}
+    # the truth is the same lists on one relevance draw: the same for every estimator of a fit
+    assert (runs.groupby(["bias_strength", "seed", "model", "metric"])["truth"].nunique() == 1).all()
+    summary = catalog.load("study_hypotheses.offpolicy_summary")
+    pooled = summary[summary["model"] == "all"]
+    assert len(pooled) == 2 * 3 * 4 and (pooled["n"] == 4).all()
+    naive = pooled[(pooled["estimator"] == "naive") & (pooled["metric"] == "ndcg_at_5")]
+    assert (naive["bias"] < 0).all()  # the held-out log holds only what was shown: far below the truth
+    metrics = catalog.load("study_hypotheses.offpolicy_mlflow_metrics")
+    assert {"offpolicy.0.snips.ndcg_at_5_bias", "offpolicy.1.dr.ndcg_at_5_rmse"} <= set(metrics)
+    assert "## The off-policy estimators against the truth" in catalog.load("study_hypotheses.report")
 
 
 # ---- through KedroSession: the catalog, versioning and MLflow ---------------------------------------
@@ -415,7 +485,8 @@ def test_kedro_run_saves_versioned_outputs_and_logs_them(project_copy: Path) -> 
             "study_hypotheses.models.lightgcn": {"embedding_dim": 8, **tiny},
             "study_hypotheses.models.dual": {**MODELS["dual"], **tiny},
             "study_hypotheses.models.dual_prior": {**DUAL_PRIOR, **tiny},
-            "study_hypotheses.sweeps": PRIOR_SWEEPS,
+            # the off-policy sweep runs in tiny_run (its split needs validation_fraction 0.25 on this world)
+            "study_hypotheses.sweeps": {**PRIOR_SWEEPS, "methods": ["mf", "dual"], "only": list(SWEEP_NAMES)},
         },
     )
     saved = {
@@ -423,9 +494,10 @@ def test_kedro_run_saves_versioned_outputs_and_logs_them(project_copy: Path) -> 
         for path in (project_copy / "data").rglob("*")
         if path.is_file() and version in path.parts
     }
-    tables = {f"{sweep}_runs.csv" for sweep in ("models", "exposure_rank", "exposure_layers", "spectra", "bias_strength")}
+    tables = {f"{sweep}_runs.csv" for sweep in (*SWEEP_NAMES, "offpolicy")}
     assert {("07_model_output", "study_hypotheses", name) for name in tables | {"spectra.csv"}} <= saved
     reporting = {"report.md", "summary.csv", "world_statistics.csv", *(f"{figure}.png" for figure in FIGURES)}
+    reporting |= {"offpolicy_summary.csv", "offpolicy_agreement.csv"}
     assert {("08_reporting", "study_hypotheses", name) for name in reporting} <= saved
     report = project_copy / "data/08_reporting/study_hypotheses/report.md" / version / "report.md"
     assert "Hypothesis 3" in report.read_text()
@@ -436,11 +508,28 @@ def test_kedro_run_saves_versioned_outputs_and_logs_them(project_copy: Path) -> 
     assert "study_hypotheses.bias_strength.0.dual.truth_ndcg_at_5_gain_p" in run.data.metrics
     client = mlflow.MlflowClient()
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
-    # 2 seeds x (7 distinct fits of mf and dual + the lightgcn block + dual_prior at β 1 and 0)
-    assert len(children) == 2 * 10
+    # 2 seeds x (7 distinct fits of mf and dual + the lightgcn block + dual_prior at β 1 and 0
+    # + the other 10 blocks of the configured models, fitted by the models sweep at β 1)
+    assert len(children) == 2 * 20
     served = " ".join(child.data.tags["study_hypotheses.sweeps"] for child in children)
     assert "models/default" in served and "exposure_rank/4" in served
     dual = next(c for c in children if c.data.params["model.name"] == "dual" and c.data.params["seed"] == "0")
     assert len(client.get_metric_history(dual.info.run_id, "train_loss")) == dual.data.metrics["epochs_run"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "study_hypotheses")}
     assert {"study_hypotheses/report.md", "study_hypotheses/summary.csv", "study_hypotheses/spectra.png"} <= artifacts
+
+
+def test_a_study_of_the_offpolicy_sweep_alone_saves_tables_that_load(tmp_path: Path) -> None:
+    """``sweeps.only: [offpolicy]`` draws no world of the thesis protocol; every table of the
+    other sweeps is still a CSV that names its columns and loads back."""
+    study = plan(sweeps={**SWEEPS, "only": ["offpolicy"]})
+    worlds, statistics = simulate_worlds(study, *WORLD_BLOCKS, CPU)
+    assert worlds == {} and statistics.empty
+    fits = fit_study(study, worlds, CPU, EVALUATION)
+    tables = collect_sweeps(study, fits, worlds)
+    for index, table in enumerate((statistics, *tables)):
+        path = tmp_path / f"{index}.csv"
+        table.to_csv(path, index=False)
+        assert pd.read_csv(path).empty
+    summary = summarize_study(*tables[: len(SWEEP_NAMES)], EVALUATION)
+    assert summary.empty and "gain_p_value" in summary.columns

@@ -37,6 +37,7 @@ from debias_pipeline.evaluation.splits import split_for_protocol  # noqa: E402
 from debias_pipeline.experiments.parallel import run_tasks  # noqa: E402
 from debias_pipeline.models.contract import TrainData  # noqa: E402
 from debias_pipeline.models.registry import build_model, check_model_fits_protocol  # noqa: E402
+from debias_pipeline.pipelines.reproduce_thesis.popularity import POPULARITY_METRICS, test_popularity  # noqa: E402
 from debias_pipeline.training.inputs import treatment_inputs  # noqa: E402
 from debias_pipeline.training.tracking import flat_params, learning_curves, log_nested_run  # noqa: E402
 
@@ -145,7 +146,7 @@ def candidate_blocks(row: ThesisRow, parameters: Mapping[str, Any]) -> list[tupl
     return candidates
 
 
-_METRIC_NAMES = ("validation_recall", "validation_ndcg", "validation_selection", "test_recall", "test_ndcg")
+_METRIC_NAMES = ("validation_recall", "validation_ndcg", "validation_selection", "test_recall", "test_ndcg", *POPULARITY_METRICS)
 
 
 def _selection_score(record: dict[str, Any]) -> float:
@@ -154,18 +155,17 @@ def _selection_score(record: dict[str, Any]) -> float:
 
 
 def _split_metrics(model: Any, evaluators: Evaluators) -> dict[str, float]:
-    """Recall and NDCG at the protocol's first cut-off on both splits (NaN when undefined)."""
-    result = {}
-    k = evaluators.setup.k
+    """Recall and NDCG at the protocol's first cut-off on both splits (NaN when undefined), test popularity."""
+    result, k = {}, evaluators.setup.k
     for name in SPLITS:
-        values, _ = getattr(evaluators, name).report(model)
+        values, predictions = getattr(evaluators, name).report(model)
         for metric in ("recall", "ndcg"):
             value = values[f"{name}_{metric}_at_{k}"]
             result[f"{name}_{metric}"] = float("nan") if value is None else value
         if name == "validation":
             value = values[f"validation_{evaluators.setup.selection_key}"]
             result["validation_selection"] = float("nan") if value is None else value
-    return result
+    return {**result, **test_popularity(model, evaluators, predictions)}  # the test split's (the last) lists
 
 
 def _seed_data(

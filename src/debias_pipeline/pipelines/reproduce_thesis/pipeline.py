@@ -11,8 +11,8 @@ from debias_pipeline.pipelines.reproduce_thesis.nodes import (
     plot_popularity_share,
     plot_spectra,
     select_thesis_grid,
-    summarize_thesis,
 )
+from debias_pipeline.pipelines.reproduce_thesis.tables import summarize_thesis_with_popularity
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
@@ -32,8 +32,8 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 name="select_thesis_grid",
             ),
             node(
-                summarize_thesis,
-                inputs=["thesis_runs", "params:reproduce_thesis", "params:dataset"],
+                summarize_thesis_with_popularity,
+                inputs=["thesis_runs", "params:reproduce_thesis", "params:dataset", "params:evaluation"],
                 outputs=["thesis_comparison", "thesis_comparison_markdown"],
                 name="summarize_thesis",
             ),

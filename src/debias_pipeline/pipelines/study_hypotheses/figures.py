@@ -21,7 +21,7 @@ def _line(summary: pd.DataFrame, sweep: str, model: str, metric: str) -> pd.Data
 
 def default_true_rank(world_statistics: pd.DataFrame, study_plan: StudyPlan) -> int:
     rows = world_statistics[world_statistics["bias_strength"] == study_plan.config.bias_strength]
-    return int(rows["true_exposure_rank"].median())
+    return int(rows["true_exposure_rank"].median()) if not rows.empty else 0  # 0: no world at the default β
 
 
 def _plot_exposure_sweep(
@@ -117,6 +117,38 @@ def plot_bias_strength(summary: pd.DataFrame, evaluation: EvaluationConfig) -> p
     axis.set_xlabel("exposure-bias strength β (0 = random exposure)")
     axis.set_ylabel(f"NDCG@{k} gain over MF (mean ± std)")
     axis.legend(fontsize="small")
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def methods(summary: pd.DataFrame) -> list[str]:
+    """The models of the methods table, MF first, in plan order."""
+    names = summary.loc[summary["sweep"] == "methods", "model"].drop_duplicates().tolist()
+    return sorted(names, key=lambda name: name != REFERENCE)
+
+
+def plot_methods(summary: pd.DataFrame, evaluation: EvaluationConfig) -> plt.Figure:
+    """Truth NDCG@K and preference Spearman of every method of the methods table, one bar
+    per bias strength (mean ± std over seeds)."""
+    k = evaluation_setup(evaluation, "synthetic").k
+    names = methods(summary)
+    figure, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.7 * len(names) + 2), 7), sharex=True)
+    rows = summary[summary["sweep"] == "methods"]
+    strengths = sorted(rows["bias_strength"].drop_duplicates())
+    width = 0.8 / max(len(strengths), 1)
+    for axis, (metric, label) in zip(
+        axes, ((f"truth_ndcg_at_{k}", f"NDCG@{k} against the truth"), ("preference_spearman", "Spearman with the true preference")),
+        strict=True,
+    ):
+        for index, strength in enumerate(strengths):
+            line = rows[(rows["metric"] == metric) & (rows["bias_strength"] == strength)].set_index("model").reindex(names)
+            positions = [position + (index - (len(strengths) - 1) / 2) * width for position in range(len(names))]
+            axis.bar(positions, line["mean"], width, yerr=line["std"], capsize=2, label=f"β = {strength:g}")
+        axis.set_ylabel(label)
+        axis.legend(fontsize="small")
+    axes[-1].set_xticks(range(len(names)), names, rotation=45, ha="right")
+    figure.suptitle("every method against the truth, mean ± std over seeds")
     figure.tight_layout()
     plt.close(figure)
     return figure

@@ -29,7 +29,7 @@ from debias_pipeline.models.dual import DualModel
 from debias_pipeline.models.registry import model_block
 from debias_pipeline.models.spectra import column_spectrum
 from debias_pipeline.pipelines.evaluation.nodes import evaluate_model
-from debias_pipeline.pipelines.study_hypotheses.plan import WHERE, Run, StudyPlan
+from debias_pipeline.pipelines.study_hypotheses.plan import SWEEPS, WHERE, Run, StudyPlan
 from debias_pipeline.pipelines.study_hypotheses.worlds import World
 from debias_pipeline.pipelines.training.nodes import train_model
 from debias_pipeline.training.tracking import flat_params, log_nested_run
@@ -37,7 +37,6 @@ from debias_pipeline.training.tracking import flat_params, log_nested_run
 logger = logging.getLogger(__name__)
 
 IDENTITY = ["sweep", "setting", "value", "model", "bias_strength", "seed"]  # a run's columns from the plan
-SWEEPS = ("models", "exposure_rank", "exposure_layers", "spectra", "bias_strength")
 RIDERS = ("key", "spectra", "curves")  # a fit's entries that are not measurements
 
 
@@ -52,6 +51,8 @@ def fit_key(run: Run) -> str:
 def _spectra(model: Recommender) -> dict[str, np.ndarray]:
     if isinstance(model, DualModel):
         return model.spectra()
+    if not hasattr(model, "preference_embeddings"):  # no embeddings: MostPop, ItemKNN, EASE
+        return {}
     with torch.no_grad():
         users, items = model.preference_embeddings()
         return {"preference": column_spectrum(users, items).cpu().numpy()}
@@ -153,17 +154,19 @@ def collect_sweeps(
     measurements) and the spectra table.
 
     Returns:
-        The run tables of ``models``, ``exposure_rank``, ``exposure_layers``, ``spectra``
-        and ``bias_strength``; then a long table (setting, model, seed, tower, j, value):
+        The run tables of ``SWEEPS`` (``models``, ``exposure_rank``, ``exposure_layers``,
+        ``spectra``, ``bias_strength``, ``methods``; empty for a sweep not run); then a long table (setting, model, seed, tower, j, value):
         e_j (j = 1..d, descending) of each tower fitted in the spectra sweep, and under
         model ``truth`` the non-zero singular values of the true logit matrices of each
         of its worlds.
     """
-    by_key = fits.set_index("key")
+    by_key = fits.set_index("key") if "key" in fits else fits
     measured = [column for column in fits.columns if column not in RIDERS]
 
     def table(sweep: str) -> pd.DataFrame:
         runs = study_plan.runs_of(sweep)
+        if not runs:  # a sweep left out by sweeps.only
+            return pd.DataFrame(columns=[*IDENTITY, *measured])
         identity = pd.DataFrame([[getattr(run, c) for c in IDENTITY] for run in runs], columns=IDENTITY)
         values = by_key.loc[[fit_key(run) for run in runs], measured].reset_index(drop=True)
         return pd.concat([identity, values], axis=1)
@@ -181,4 +184,5 @@ def collect_sweeps(
             for kind in KINDS
             for j, value in enumerate(truth.singular_values(kind)[: truth.rank(kind)], start=1)
         ]
-    return (*(table(sweep) for sweep in SWEEPS), pd.DataFrame(spectra))
+    columns = ["setting", "model", "seed", "tower", "j", "value"]
+    return (*(table(sweep) for sweep in SWEEPS), pd.DataFrame(spectra, columns=columns))

@@ -3,8 +3,8 @@ tables, statistics, figures, report.
 
 Namespaced ``study_hypotheses``: its datasets are ``study_hypotheses.<name>`` and its
 parameters the block ``study_hypotheses`` of ``conf/base/parameters_study_hypotheses.yml``;
-it shares ``evaluation``, ``binarization``, ``split`` and the resolved device with the
-model pipelines.
+it shares ``evaluation``, ``binarization``, ``split``, ``propensity`` and the resolved
+device with the model pipelines.
 """
 
 from kedro.pipeline import Pipeline, node
@@ -13,16 +13,24 @@ from debias_pipeline.pipelines.study_hypotheses.figures import (
     plot_bias_strength,
     plot_exposure_layers,
     plot_exposure_rank,
+    plot_methods,
     plot_spectra,
 )
-from debias_pipeline.pipelines.study_hypotheses.fits import SWEEPS, collect_sweeps, fit_study
-from debias_pipeline.pipelines.study_hypotheses.plan import plan_study
+from debias_pipeline.pipelines.study_hypotheses.fits import collect_sweeps, fit_study
+from debias_pipeline.pipelines.study_hypotheses.offpolicy import (
+    offpolicy_mlflow_metrics,
+    offpolicy_study,
+    summarize_offpolicy,
+)
+from debias_pipeline.pipelines.study_hypotheses.plan import SWEEPS, plan_study
 from debias_pipeline.pipelines.study_hypotheses.report import write_report
 from debias_pipeline.pipelines.study_hypotheses.statistics import study_mlflow_metrics, summarize_study
 from debias_pipeline.pipelines.study_hypotheses.worlds import simulate_worlds
 
 NAMESPACE = "study_hypotheses"
-SHARED_PARAMETERS = {"params:evaluation", "params:binarization", "params:split"}
+SHARED_PARAMETERS = {"params:evaluation", "params:binarization", "params:split", "params:propensity"}
+# what a world is made with: the data-processing blocks and the propensity step
+WORLD_PARAMETERS = ["params:binarization", "params:split", "params:evaluation", "params:propensity"]
 PLAN_PARAMETERS = ["world", "seeds", "truth", "models", "sweeps", "workers", "scheduler"]
 
 
@@ -37,7 +45,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             ),
             node(
                 simulate_worlds,
-                inputs=["study_plan", "params:binarization", "params:split", "params:evaluation"],
+                inputs=["study_plan", *WORLD_PARAMETERS, "compute_device"],
                 outputs=["worlds", "world_statistics"],
                 name="simulate_worlds",
             ),
@@ -61,6 +69,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "exposure_layers_runs",
                     "spectra_runs",
                     "bias_strength_runs",
+                    "methods_runs",
                     "params:evaluation",
                 ],
                 outputs="summary",
@@ -83,9 +92,36 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 for figure, plot in (("exposure_layers", plot_exposure_layers), ("bias_strength", plot_bias_strength))
             ],
             node(plot_spectra, inputs="spectra", outputs="spectra_plot", name="plot_spectra"),
+            node(plot_methods, inputs=["summary", "params:evaluation"], outputs="methods_plot", name="plot_methods"),
+            node(
+                offpolicy_study,
+                inputs=["study_plan", *WORLD_PARAMETERS, "compute_device"],
+                outputs="offpolicy_runs",
+                name="offpolicy_study",
+            ),
+            node(
+                summarize_offpolicy,
+                inputs="offpolicy_runs",
+                outputs=["offpolicy_summary", "offpolicy_agreement"],
+                name="summarize_offpolicy",
+            ),
+            node(
+                offpolicy_mlflow_metrics,
+                inputs=["offpolicy_summary", "params:evaluation"],
+                outputs="offpolicy_mlflow_metrics",
+                name="offpolicy_mlflow_metrics",
+            ),
             node(
                 write_report,
-                inputs=["study_plan", "world_statistics", "summary", "spectra", "params:evaluation"],
+                inputs=[
+                    "study_plan",
+                    "world_statistics",
+                    "summary",
+                    "spectra",
+                    "offpolicy_summary",
+                    "offpolicy_agreement",
+                    "params:evaluation",
+                ],
                 outputs="report",
                 name="write_report",
             ),

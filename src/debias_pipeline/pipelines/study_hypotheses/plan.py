@@ -11,7 +11,14 @@ paired. Sweeps, each over ``study_hypotheses.seeds``:
 - ``spectra``: MF, the dual model and the dual model with the eigen penalty;
 - ``bias_strength``: MF, the dual model and the other blocks of
   ``sweeps.bias_strength_models`` (the dual model with its exposure prior, say) as the
-  exposure-bias strength grows.
+  exposure-bias strength grows;
+- ``methods``: every block named in ``sweeps.methods`` (each debiasing method and
+  baseline) at each strength of ``sweeps.methods_bias_strength``;
+- ``offpolicy``: the estimators of protocol ``ips`` against the true metric, for the
+  blocks of ``sweeps.methods`` that need no unbiased sample (module ``offpolicy``; its
+  worlds are split by that protocol, so its fits are its own).
+
+``sweeps.only`` runs a subset of the sweeps (``[methods]``: the methods table alone).
 
 The stages, one module each: ``plan`` (this one), ``worlds`` (simulate and process),
 ``fits`` (every distinct fit once, on Dask workers, measured by the thesis protocol and
@@ -24,10 +31,10 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from debias_pipeline.config.params import Params, as_mapping, build_config, parse_seeds, require
 from debias_pipeline.data.simulation import SyntheticConfig
@@ -37,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 REFERENCE = "mf"  # every gain is measured against this block of study_hypotheses.models
 DUAL = "dual"
+SWEEPS = ("models", "exposure_rank", "exposure_layers", "spectra", "bias_strength", "methods")
+OFFPOLICY = "offpolicy"  # the sweep of the off-policy estimators, on worlds of protocol ips
 KEYS = ["sweep", "setting", "model", "bias_strength"]  # one summary line; the seeds vary within it
 WHERE = "study_hypotheses"
 
@@ -69,6 +78,16 @@ class SweepsConfig(Params):
         bias_strength: exposure-bias strengths β of the world (0 = random exposure).
         bias_strength_models: the blocks of ``study_hypotheses.models`` fitted at every
             β: MF (the reference of the gains) and any others, in report order.
+        methods: the blocks of ``study_hypotheses.models`` of the methods table (and of
+            the off-policy sweep), MF first: a block added to ``models`` and named here
+            is all a new method needs.
+        methods_bias_strength: the strengths β of the methods table and of the
+            off-policy sweep.
+        only: the sweeps to run (names of ``SWEEPS`` and ``offpolicy``); empty: all.
+            This, ``methods`` and ``bias_strength_models`` also take a string of names
+            separated by spaces, as the command line passes them
+            (``--params="study_hypotheses.sweeps.only=methods offpolicy"``: Kedro splits
+            ``--params`` at commas).
     """
 
     exposure_rank: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 200)
@@ -78,15 +97,32 @@ class SweepsConfig(Params):
     )
     bias_strength: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
     bias_strength_models: tuple[str, ...] = (REFERENCE, DUAL)
+    methods: tuple[str, ...] = (REFERENCE, DUAL)
+    methods_bias_strength: tuple[float, ...] = (0.0, 1.0, 2.0)
+    only: tuple[str, ...] = ()
+
+    @field_validator("only", "methods", "bias_strength_models", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        return tuple(value.split()) if isinstance(value, str) else value
+
+    def runs(self, sweep: str) -> bool:
+        """Whether ``sweep`` is among the sweeps this run makes."""
+        return not self.only or sweep in self.only
 
     def check(self) -> None:
-        for name in ("exposure_rank", "exposure_layers", "bias_strength", "bias_strength_models"):
+        names = ("exposure_rank", "exposure_layers", "bias_strength", "bias_strength_models", "methods", "methods_bias_strength")
+        for name in names:
             values = getattr(self, name)
             distinct = len(values) > 0 and len(set(values)) == len(values)
             require(distinct, f"{name} must list distinct values, got {values}")
         require(min(self.exposure_rank) >= 1, f"exposure_rank sizes must be >= 1, got {self.exposure_rank}")
         require(min(self.exposure_layers) >= 0, f"exposure_layers must be >= 0, got {self.exposure_layers}")
-        require(min(self.bias_strength) >= 0, f"bias_strength values must be >= 0, got {self.bias_strength}")
+        for name in ("bias_strength", "methods_bias_strength"):
+            require(min(getattr(self, name)) >= 0, f"{name} values must be >= 0, got {getattr(self, name)}")
+        unknown = sorted(set(self.only) - {*SWEEPS, OFFPOLICY})
+        require(not unknown, f"only names unknown sweeps {unknown}; valid: {', '.join((*SWEEPS, OFFPOLICY))}")
+        require(REFERENCE in self.methods, f"methods must list {REFERENCE!r} (the reference of the gains), got {self.methods}")
         require(
             REFERENCE in self.bias_strength_models,
             f"bias_strength_models must list {REFERENCE!r} (the reference of the gains), got {self.bias_strength_models}",
@@ -126,6 +162,7 @@ class StudyPlan:
     runs: tuple[Run, ...]
     workers: int = 1  # fits at once on a local Dask cluster of this many processes
     scheduler: str | None = None  # or on the cluster of this Dask scheduler (tcp://host:8786)
+    blocks: dict[str, dict[str, Any]] = field(default_factory=dict)  # study_hypotheses.models, checked
 
     def runs_of(self, sweep: str) -> list[Run]:
         return [run for run in self.runs if run.sweep == sweep]
@@ -190,14 +227,15 @@ def plan_study(
     require(isinstance(models, Mapping), f"parameter '{WHERE}.models' must be a mapping, got {models!r}")
     for name in (REFERENCE, DUAL):
         require(name in models, f"parameter '{WHERE}.models.{name}' is missing (the sweeps need it)")
-    for name in sweeps_config.bias_strength_models:
-        require(
-            name in models,
-            f"parameter '{WHERE}.sweeps.bias_strength_models' names {name!r}, which is not a block of "
-            f"'{WHERE}.models' (valid: {', '.join(models)})",
-        )
+    for sweep in ("bias_strength_models", "methods"):
+        for name in getattr(sweeps_config, sweep):
+            require(
+                name in models,
+                f"parameter '{WHERE}.sweeps.{sweep}' names {name!r}, which is not a block of "
+                f"'{WHERE}.models' (valid: {', '.join(models)})",
+            )
     blocks = {name: _checked_block(block, f"{WHERE}.models.{name}") for name, block in models.items()}
-    for strength in sweeps_config.bias_strength:
+    for strength in {*sweeps_config.bias_strength, *sweeps_config.methods_bias_strength}:
         build_config(SyntheticConfig, {**as_mapping(config), "bias_strength": strength}, f"{WHERE}.world")
 
     dual, default = blocks[DUAL], config.bias_strength
@@ -224,7 +262,14 @@ def plan_study(
             ("bias_strength", f"{strength:g}", strength, name, blocks[name], strength)
             for name in sweeps_config.bias_strength_models
         ]
+    for strength in sweeps_config.methods_bias_strength:
+        variants += [
+            ("methods", f"{strength:g}", strength, name, blocks[name], strength) for name in sweeps_config.methods
+        ]
+    variants = [variant for variant in variants if sweeps_config.runs(variant[0])]
     checked = [(*variant[:4], _checked_block(variant[4], where), variant[5]) for variant in variants]
     runs = tuple(Run(*variant, seed) for variant in checked for seed in seeds)
     logger.info("Study plan: %d fits on %d worlds", len(runs), len({run.world for run in runs}))
-    return StudyPlan(as_mapping(config), config, tuple(seeds), truth_config, sweeps_config, runs, workers, scheduler)
+    return StudyPlan(
+        as_mapping(config), config, tuple(seeds), truth_config, sweeps_config, runs, workers, scheduler, blocks
+    )

@@ -10,14 +10,17 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from debias_pipeline.data.simulation import KINDS
+from debias_pipeline.evaluation.off_policy_report import ALL_MODELS
 from debias_pipeline.evaluation.protocols import EvaluationConfig, evaluation_setup
 from debias_pipeline.evaluation.truth import effective_rank
 from debias_pipeline.pipelines.study_hypotheses.figures import (
     bias_strength_models,
     default_true_rank,
+    methods,
     plot_bias_strength,
     plot_exposure_layers,
     plot_exposure_rank,
+    plot_methods,
     plot_spectra,
 )
 from debias_pipeline.pipelines.study_hypotheses.plan import DUAL, REFERENCE, StudyPlan
@@ -232,9 +235,95 @@ def _bias_section(summary: pd.DataFrame, world_statistics: pd.DataFrame, figure:
     )
 
 
+def _methods_section(summary: pd.DataFrame, figure: str, k: int) -> str:
+    truth_ndcg = f"truth_ndcg_at_{k}"
+    header = [
+        "β",
+        "model",
+        f"truth N@{k}",
+        f"Δ truth N@{k} vs MF (p)",
+        "truth Spearman",
+        "Δ Spearman vs MF (p)",
+        f"test N@{k}",
+        f"Δ test N@{k} vs MF (p)",
+    ]
+
+    def versus(setting: str, model: str, metric: str) -> str:
+        return "–" if model == REFERENCE else _cell(summary, "methods", setting, model, metric, gain=True)
+
+    rows = [
+        [
+            setting,
+            model,
+            _cell(summary, "methods", setting, model, truth_ndcg),
+            versus(setting, model, truth_ndcg),
+            _cell(summary, "methods", setting, model, "preference_spearman"),
+            versus(setting, model, "preference_spearman"),
+            _cell(summary, "methods", setting, model, f"test_ndcg_at_{k}"),
+            versus(setting, model, f"test_ndcg_at_{k}"),
+        ]
+        for setting in _settings(summary, "methods")
+        for model in methods(summary)
+    ]
+    return "\n\n".join(
+        [
+            "## Every method against the truth",
+            "Each block of `sweeps.methods` (the debiasing methods and the baselines, with the hyperparameters of "
+            "their model pipelines, none tuned on the truth) at each β of `sweeps.methods_bias_strength`, on the "
+            "same worlds: truth NDCG@K (the relevant set being the user's most preferred items without a train "
+            "positive), the Spearman correlation of the preference score with the true preference over all pairs, "
+            "and the thesis protocol's test NDCG@K; Δ is model − MF per seed, mean ± std, paired t-test p. "
+            "The inverse-propensity methods weight clicks by the `propensity` block's estimate, as in the model "
+            "pipelines; CausE trains on half the validation users.",
+            f"![methods]({figure})",
+            _markdown_table(header, rows),
+        ]
+    )
+
+
+def _offpolicy_section(offpolicy_summary: pd.DataFrame, offpolicy_agreement: pd.DataFrame, k: int) -> str:
+    metric = f"ndcg_at_{k}"
+    pooled = offpolicy_summary[(offpolicy_summary["model"] == ALL_MODELS) & (offpolicy_summary["metric"] == metric)]
+    agreement = offpolicy_agreement.set_index(["bias_strength", "metric", "estimator"])["spearman"]
+    header = ["β", "estimator", "truth", "estimate", "bias", "variance", "sd", "RMSE", "median ESS", "Spearman over models"]
+    rows = [
+        [
+            f"{line.bias_strength:g}",
+            line.estimator,
+            f"{line.truth:.3f}",
+            f"{line.estimate:.3f}",
+            f"{line.bias:+.3f}",
+            f"{line.variance:.4f}",
+            f"{line.sd:.3f}",
+            f"{line.rmse:.3f}",
+            f"{line.ess:.0f}",
+            _mean_std(agreement.get((line.bias_strength, metric, line.estimator), float("nan")), float("nan"), 2),
+        ]
+        for line in pooled.itertuples(index=False)
+    ]
+    models = offpolicy_summary.loc[offpolicy_summary["model"] != ALL_MODELS, "model"].drop_duplicates().tolist()
+    return "\n\n".join(
+        [
+            "## The off-policy estimators against the truth",
+            f"Protocol `ips` on the same simulator: a held-out part of the biased log, each model ({', '.join(models)}) "
+            "early-stopped on the log's validation carve-out, and every estimator compared with the metric of the "
+            "same top-K lists on a full relevance draw from the true preference (every item exposed). "
+            f"NDCG@{k}, pooled over the models and worlds: bias = mean(estimate − truth), variance and sd of that "
+            "error, RMSE; the last column is the mean over worlds of Spearman's ρ between the models' estimates and "
+            "their true values (1: the estimator orders the models as the truth does). Every model, metric and "
+            "cut-off is in `offpolicy_summary.csv`.",
+            _markdown_table(header, rows),
+        ]
+    )
+
+
 def _best_setting(summary: pd.DataFrame, sweep: str, metric: str) -> str:
     rows = summary[(summary["sweep"] == sweep) & (summary["model"] == DUAL) & (summary["metric"] == metric)]
     return "–" if rows.empty or rows["mean"].isna().all() else str(rows.loc[rows["mean"].idxmax(), "setting"])
+
+
+def _ran(summary: pd.DataFrame, sweep: str) -> bool:
+    return bool((summary["sweep"] == sweep).any())
 
 
 def _headline_section(
@@ -282,21 +371,17 @@ def write_report(
     world_statistics: pd.DataFrame,
     summary: pd.DataFrame,
     spectra: pd.DataFrame,
+    offpolicy_summary: pd.DataFrame,
+    offpolicy_agreement: pd.DataFrame,
     evaluation: EvaluationConfig,
 ) -> str:
     """The study's Markdown report: tables of every sweep and the figures, embedded.
 
     The figures are embedded as PNG data URIs, so the one versioned file shows them
-    wherever it is opened; they are also saved as their own versioned PNGs.
+    wherever it is opened; they are also saved as their own versioned PNGs. A sweep left
+    out by ``sweeps.only`` has no section (the headline numbers need every sweep).
     """
     k = evaluation_setup(evaluation, "synthetic").k
-    true_rank = default_true_rank(world_statistics, study_plan)
-    figures = {
-        "exposure_rank": _png_uri(plot_exposure_rank(summary, world_statistics, study_plan, evaluation)),
-        "exposure_layers": _png_uri(plot_exposure_layers(summary, evaluation)),
-        "spectra": _png_uri(plot_spectra(spectra)),
-        "bias_strength": _png_uri(plot_bias_strength(summary, evaluation)),
-    }
     intro = (
         f"Every fit is measured by the thesis protocol on the unbiased test split (`test`) and against the "
         f"truth (`truth`): all items without a train positive ranked by the preference score, the relevant set "
@@ -305,29 +390,35 @@ def write_report(
         f"(a sample of {study_plan.truth.max_pairs} when there are more); the truth's own AUC is the ceiling. "
         f"Gains are model − MF per seed, mean ± std over {len(study_plan.seeds)} seeds, paired t-test p."
     )
-    sections = [
-        "# The study's hypotheses against the truth",
-        intro,
-        _headline_section(summary, world_statistics, study_plan, k),
-        _world_section(world_statistics, study_plan, k),
-        _models_section(summary, k),
-        _exposure_section(
-            summary,
-            "exposure_rank",
-            "Hypothesis 1: exposure rank",
-            f"The dual model's exposure embedding size against the true exposure rank ({true_rank}).",
-            figures["exposure_rank"],
-            k,
-        ),
-        _exposure_section(
-            summary,
-            "exposure_layers",
-            "Hypothesis 2: exposure smoothness",
-            "LightGCN layers of the dual model's exposure tower (0 = MF).",
-            figures["exposure_layers"],
-            k,
-        ),
-        _spectra_section(summary, spectra, figures["spectra"], k),
-        _bias_section(summary, world_statistics, figures["bias_strength"], k),
-    ]
+    sections = ["# The study's hypotheses against the truth", intro]
+    hypotheses = ("models", "exposure_rank", "exposure_layers", "spectra", "bias_strength")
+    if all(_ran(summary, sweep) for sweep in hypotheses):
+        true_rank = default_true_rank(world_statistics, study_plan)
+        sections += [
+            _headline_section(summary, world_statistics, study_plan, k),
+            _world_section(world_statistics, study_plan, k),
+            _models_section(summary, k),
+            _exposure_section(
+                summary,
+                "exposure_rank",
+                "Hypothesis 1: exposure rank",
+                f"The dual model's exposure embedding size against the true exposure rank ({true_rank}).",
+                _png_uri(plot_exposure_rank(summary, world_statistics, study_plan, evaluation)),
+                k,
+            ),
+            _exposure_section(
+                summary,
+                "exposure_layers",
+                "Hypothesis 2: exposure smoothness",
+                "LightGCN layers of the dual model's exposure tower (0 = MF).",
+                _png_uri(plot_exposure_layers(summary, evaluation)),
+                k,
+            ),
+            _spectra_section(summary, spectra, _png_uri(plot_spectra(spectra)), k),
+            _bias_section(summary, world_statistics, _png_uri(plot_bias_strength(summary, evaluation)), k),
+        ]
+    if _ran(summary, "methods"):
+        sections.append(_methods_section(summary, _png_uri(plot_methods(summary, evaluation)), k))
+    if not offpolicy_summary.empty:
+        sections.append(_offpolicy_section(offpolicy_summary, offpolicy_agreement, k))
     return "\n\n".join(sections) + "\n"

@@ -31,7 +31,9 @@ def _metric_names(k: int) -> list[str]:
 
 
 def gain_names(k: int) -> list[str]:
-    return [f"truth_ndcg_at_{k}", f"truth_recall_at_{k}", f"test_ndcg_at_{k}", f"test_recall_at_{k}"]
+    """The metrics whose gain over MF is tested: the ranking metrics and the Spearman
+    correlation of the preference score with the true preference."""
+    return [f"truth_ndcg_at_{k}", f"truth_recall_at_{k}", f"test_ndcg_at_{k}", f"test_recall_at_{k}", "preference_spearman"]
 
 
 def paired_p_value(differences: np.ndarray) -> float:
@@ -80,6 +82,7 @@ def summarize_study(
     exposure_layers_runs: pd.DataFrame,
     spectra_runs: pd.DataFrame,
     bias_strength_runs: pd.DataFrame,
+    methods_runs: pd.DataFrame,
     evaluation: EvaluationConfig,
 ) -> pd.DataFrame:
     """Mean ± sample std over seeds of every metric of every sweep line, and the gains.
@@ -87,12 +90,15 @@ def summarize_study(
     Returns:
         A long table (sweep, setting, value, model, bias_strength, metric, mean, std, n,
         gain_mean, gain_std, gain_p_value); the gain columns are filled for models other
-        than MF on the ranking metrics (truth and test Recall/NDCG@K).
+        than MF on ``gain_names`` (truth and test Recall/NDCG@K, preference Spearman).
     """
     k = evaluation_setup(evaluation, "synthetic").k
-    runs = pd.concat(
-        [models_runs, exposure_rank_runs, exposure_layers_runs, spectra_runs, bias_strength_runs], ignore_index=True
-    )
+    tables = [models_runs, exposure_rank_runs, exposure_layers_runs, spectra_runs, bias_strength_runs, methods_runs]
+    columns = ["sweep", "setting", "value", "model", "bias_strength", "metric", "mean", "std", "n"]
+    tables = [table for table in tables if not table.empty]
+    if not tables:  # sweeps.only ran the off-policy sweep alone
+        return pd.DataFrame(columns=[*columns, "gain_mean", "gain_std", "gain_p_value"])
+    runs = pd.concat(tables, ignore_index=True)
     metrics = [name for name in _metric_names(k) if name in runs.columns]
     long = runs.melt(id_vars=[*KEYS, "seed"], value_vars=metrics, var_name="metric", value_name="score")
     long["score"] = long["score"].astype(np.float64)
@@ -100,19 +106,19 @@ def summarize_study(
     summary = summary.rename(columns={"count": "n"})
     values = runs.drop_duplicates(["sweep", "setting"])[["sweep", "setting", "value"]]
     summary = summary.merge(values, on=["sweep", "setting"], how="left")
-    summary = summary.merge(_gains(runs, gain_names(k)), on=[*KEYS, "metric"], how="left")
-    columns = ["sweep", "setting", "value", "model", "bias_strength", "metric", "mean", "std", "n"]
+    gains = _gains(runs, [name for name in gain_names(k) if name in runs.columns])
+    summary = summary.merge(gains, on=[*KEYS, "metric"], how="left")
     return summary[[*columns, "gain_mean", "gain_std", "gain_p_value"]]
 
 
 def study_mlflow_metrics(summary: pd.DataFrame, evaluation: EvaluationConfig) -> dict[str, dict[str, float | int]]:
     """The headline numbers as MLflow metrics ``<sweep>.<setting>.<model>.<metric>``.
 
-    Means of the truth and test NDCG@K and of the exposure recovery; for models other
-    than MF also ``..._gain`` (mean gain over MF) and ``..._gain_p`` (paired t-test).
+    Means of the truth and test NDCG@K, of the preference Spearman and of the exposure
+    recovery; for models other than MF also ``..._gain`` (mean gain over MF) and ``..._gain_p`` (paired t-test).
     """
     k = evaluation_setup(evaluation, "synthetic").k
-    headline = {f"truth_ndcg_at_{k}", f"test_ndcg_at_{k}", "exposure_auc", "exposure_spearman"}
+    headline = {f"truth_ndcg_at_{k}", f"test_ndcg_at_{k}", "preference_spearman", "exposure_auc", "exposure_spearman"}
     metrics: dict[str, dict[str, float | int]] = {}
     for line in summary[summary["metric"].isin(headline)].itertuples(index=False):
         name = f"{line.sweep}.{line.setting}.{line.model}.{line.metric}"
