@@ -509,8 +509,8 @@ def test_kedro_run_saves_versioned_outputs_and_logs_them(project_copy: Path) -> 
     client = mlflow.MlflowClient()
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
     # 2 seeds x (7 distinct fits of mf and dual + the lightgcn block + dual_prior at β 1 and 0
-    # + the other 10 blocks of the configured models, fitted by the models sweep at β 1)
-    assert len(children) == 2 * 20
+    # + the other 12 blocks of the configured models, fitted by the models sweep at β 1)
+    assert len(children) == 2 * 22
     served = " ".join(child.data.tags["study_hypotheses.sweeps"] for child in children)
     assert "models/default" in served and "exposure_rank/4" in served
     dual = next(c for c in children if c.data.params["model.name"] == "dual" and c.data.params["seed"] == "0")
