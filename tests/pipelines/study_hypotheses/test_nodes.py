@@ -24,6 +24,7 @@ from debias_pipeline.pipelines.study_hypotheses import pipeline as study_hypothe
 from debias_pipeline.pipelines.study_hypotheses.fits import SWEEPS as SWEEP_NAMES
 from debias_pipeline.pipelines.study_hypotheses.fits import collect_sweeps, fit_key, fit_study
 from debias_pipeline.pipelines.study_hypotheses.plan import plan_study
+from debias_pipeline.pipelines.study_hypotheses.report import write_report
 from debias_pipeline.pipelines.study_hypotheses.statistics import (
     paired_p_value,
     study_mlflow_metrics,
@@ -86,7 +87,12 @@ def test_plan_lists_every_fit_of_every_sweep():
     # models: 2 blocks; sizes: 2; layers: 2; spectra: mf, dual, dual + eigen; β: 2 x (mf, dual);
     # methods: β 0, 1 x (mf, dual); x 2 seeds
     assert counts == {
-        "models": 4, "exposure_rank": 4, "exposure_layers": 4, "spectra": 6, "bias_strength": 8, "methods": 8
+        "models": 4,
+        "exposure_rank": 4,
+        "exposure_layers": 4,
+        "spectra": 6,
+        "bias_strength": 8,
+        "methods": 8,
     }
     sizes = {run.setting: run.block["exposure"]["embedding_dim"] for run in study.runs_of("exposure_rank")}
     assert sizes == {"1": 1, "4": 4}
@@ -134,8 +140,14 @@ def test_plan_runs_only_the_sweeps_named():
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"sweeps": {**PRIOR_SWEEPS, "bias_strength_models": ["dual", "dual_prior"]}}, r"bias_strength_models must list 'mf'"),
-        ({"sweeps": {**SWEEPS, "bias_strength_models": ["mf", "dual_prior"]}}, r"'study_hypotheses\.sweeps\.bias_strength_models' names 'dual_prior'"),
+        (
+            {"sweeps": {**PRIOR_SWEEPS, "bias_strength_models": ["dual", "dual_prior"]}},
+            r"bias_strength_models must list 'mf'",
+        ),
+        (
+            {"sweeps": {**SWEEPS, "bias_strength_models": ["mf", "dual_prior"]}},
+            r"'study_hypotheses\.sweeps\.bias_strength_models' names 'dual_prior'",
+        ),
         ({"sweeps": {**PRIOR_SWEEPS, "bias_strength_models": ["mf", "mf"]}}, r"study_hypotheses\.sweeps.*distinct"),
         (
             {"models": {**MODELS, "dual_prior": {**DUAL_PRIOR, "exposure": {"prior": "pop"}}}},
@@ -289,7 +301,9 @@ def test_summary_means_and_gains_by_hand():
     spearman = line("methods", "relmf", "preference_spearman")
     assert spearman["mean"] == pytest.approx(2.0 / 3.0)
     assert spearman["gain_mean"] == pytest.approx(0.2 / 3) and spearman["gain_std"] == pytest.approx(0.152753, abs=1e-6)
-    assert spearman["gain_p_value"] == pytest.approx(2 * stats.t.sf((0.2 / 3) / (0.152753 / math.sqrt(3)), df=2), rel=1e-4)
+    assert spearman["gain_p_value"] == pytest.approx(
+        2 * stats.t.sf((0.2 / 3) / (0.152753 / math.sqrt(3)), df=2), rel=1e-4
+    )
     # truth NDCG differences 0, 0.1, −0.1: no gain
     assert line("methods", "relmf")["gain_mean"] == pytest.approx(0.0)
 
@@ -393,7 +407,14 @@ def test_pipeline_reads_only_its_block_and_the_shared_parameters():
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("sweep", "rows"),
-    [("models", 6), ("exposure_rank", 4), ("exposure_layers", 4), ("spectra", 6), ("bias_strength", 12), ("methods", 8)],
+    [
+        ("models", 6),
+        ("exposure_rank", 4),
+        ("exposure_layers", 4),
+        ("spectra", 6),
+        ("bias_strength", 12),
+        ("methods", 8),
+    ],
 )
 def test_every_fit_is_measured(sweep, rows):
     runs = tiny_run().load(f"study_hypotheses.{sweep}_runs")
@@ -424,6 +445,28 @@ def test_spectra_table_holds_towers_and_truth():
         assert (np.diff(group.sort_values("j")["value"].to_numpy()) <= 1e-12).all()  # descending
 
 
+def test_report_of_the_methods_sweep_alone_after_its_csv(tmp_path: Path) -> None:
+    """``sweeps.only: [methods]``: every setting is a β, so the summary's CSV reads them
+    back as numbers; the report still writes the methods table, a row per (β, method)."""
+    methods = pd.concat(
+        [
+            runs_table("methods", model, setting, ndcg, float(setting)).assign(preference_spearman=[0.5, 0.6, 0.7])
+            for model, ndcg in (("mf", [0.2, 0.3, 0.4]), ("dual_prior", [0.2, 0.4, 0.3]))
+            for setting in ("0", "2")
+        ]
+    )
+    empty = pd.DataFrame(columns=methods.columns)
+    summary = summarize_study(empty, empty, empty, empty, empty, methods, EVALUATION)
+    summary.to_csv(tmp_path / "summary.csv", index=False)
+    loaded = pd.read_csv(tmp_path / "summary.csv")
+    assert pd.api.types.is_integer_dtype(loaded["setting"])
+    study = plan(models=PRIOR_MODELS, sweeps={**PRIOR_SWEEPS, "methods": ["mf", "dual_prior"], "only": ["methods"]})
+    report = write_report(study, pd.DataFrame(), loaded, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), EVALUATION)
+    table = report[report.index("## Every method against the truth") :]
+    assert table.count("| mf |") == 2 and table.count("| dual_prior |") == 2
+    assert "| 2 | dual_prior | 0.3000 ± 0.1000 |" in table
+
+
 @pytest.mark.slow
 def test_figures_report_and_metrics():
     catalog = tiny_run()
@@ -435,16 +478,18 @@ def test_figures_report_and_metrics():
     assert report.count("](data:image/png;base64,") == 5
     metrics = catalog.load("study_hypotheses.mlflow_metrics")
     assert "bias_strength.0.dual.truth_ndcg_at_5_gain" in metrics
-    assert {"bias_strength.0.dual_prior.truth_ndcg_at_5_gain", "bias_strength.1.dual_prior.exposure_auc"} <= set(metrics)
+    assert {"bias_strength.0.dual_prior.truth_ndcg_at_5_gain", "bias_strength.1.dual_prior.exposure_auc"} <= set(
+        metrics
+    )
     # The bias-strength table has one row per (β, model), the prior model included.
-    bias = report[report.index("## The debiasing gain"):report.index("## Every method")]
+    bias = report[report.index("## The debiasing gain") : report.index("## Every method")]
     assert bias.count("| dual_prior |") == 2 and bias.count("| mf |") == 2 and bias.count("| dual |") == 2
     assert "- dual_prior − MF, truth NDCG@5, at β = 0:" in report
     assert all(set(value) == {"value", "step"} for value in metrics.values())
     summary = catalog.load("study_hypotheses.summary")
     assert set(summary["sweep"]) == set(SWEEP_NAMES)
     # The methods table: a row per (β, method), MF's without a paired test.
-    methods = report[report.index("## Every method against the truth"):report.index("## The off-policy")]
+    methods = report[report.index("## Every method against the truth") : report.index("## The off-policy")]
     assert methods.count("| mf |") == 2 and methods.count("| dual |") == 2 and "(p " in methods
     assert "methods.0.dual.preference_spearman_gain_p" in metrics
 
@@ -455,7 +500,11 @@ def test_offpolicy_sweep_measures_every_estimator_against_the_truth():
     runs = catalog.load("study_hypotheses.offpolicy_runs")
     # β 0 and 1 x 2 seeds x (mf, dual) x 4 estimators x (recall, ndcg, dcg) at K = 5
     assert len(runs) == 2 * 2 * 2 * 4 * 3
-    assert set(runs["estimator"]) == {"naive", "ips", "snips", "dr"} and set(runs["metric"]) == {"recall_at_5", "ndcg_at_5", "dcg_at_5"}
+    assert set(runs["estimator"]) == {"naive", "ips", "snips", "dr"} and set(runs["metric"]) == {
+        "recall_at_5",
+        "ndcg_at_5",
+        "dcg_at_5",
+    }
     # the truth is the same lists on one relevance draw: the same for every estimator of a fit
     assert (runs.groupby(["bias_strength", "seed", "model", "metric"])["truth"].nunique() == 1).all()
     summary = catalog.load("study_hypotheses.offpolicy_summary")

@@ -382,6 +382,9 @@ def write_report(
     out by ``sweeps.only`` has no section (the headline numbers need every sweep).
     """
     k = evaluation_setup(evaluation, "synthetic").k
+    # The summary comes back from its CSV: a run of numeric settings only (the methods
+    # sweep alone: β 0, 1, 2) reads them as numbers, the sections match them as labels.
+    summary = summary.astype({"setting": str})
     intro = (
         f"Every fit is measured by the thesis protocol on the unbiased test split (`test`) and against the "
         f"truth (`truth`): all items without a train positive ranked by the preference score, the relevant set "
