@@ -23,6 +23,7 @@ from scipy import stats
 from debias_pipeline.pipelines.study_hypotheses import pipeline as study_hypotheses
 from debias_pipeline.pipelines.study_hypotheses.fits import SWEEPS as SWEEP_NAMES
 from debias_pipeline.pipelines.study_hypotheses.fits import collect_sweeps, fit_key, fit_study
+from debias_pipeline.pipelines.study_hypotheses.offpolicy import offpolicy_models
 from debias_pipeline.pipelines.study_hypotheses.plan import plan_study
 from debias_pipeline.pipelines.study_hypotheses.report import write_report
 from debias_pipeline.pipelines.study_hypotheses.statistics import (
@@ -443,6 +444,19 @@ def test_spectra_table_holds_towers_and_truth():
     assert truth.groupby("tower")["j"].max().to_dict() == {"exposure": 2, "preference": 3}
     for _, group in spectra.groupby(["setting", "model", "tower", "seed"]):
         assert (np.diff(group.sort_values("j")["value"].to_numpy()) <= 1e-12).all()  # descending
+
+
+def test_offpolicy_sweep_leaves_out_the_blocks_that_need_an_unbiased_sample() -> None:
+    """CausE by its class, the dual model by its config (``supervision_weight``): both
+    train on unbiased validation rows, which a biased log does not have."""
+    models = {
+        **PRIOR_MODELS,
+        "cause": {"name": "cause", **small(embedding_dim=8)},
+        "dual_supervised": {**MODELS["dual"], "exposure": {"embedding_dim": 4, "supervision_weight": 0.3}},
+    }
+    methods = ["mf", "dual", "dual_prior", "cause", "dual_supervised"]
+    study = plan(models=models, sweeps={**PRIOR_SWEEPS, "methods": methods})
+    assert offpolicy_models(study) == ["mf", "dual", "dual_prior"]
 
 
 def test_report_of_the_methods_sweep_alone_after_its_csv(tmp_path: Path) -> None:

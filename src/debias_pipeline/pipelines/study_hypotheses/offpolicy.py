@@ -29,7 +29,7 @@ from debias_pipeline.evaluation.off_policy_report import ALL_MODELS, estimator_e
 from debias_pipeline.evaluation.protocols import EvaluationConfig, evaluation_setup
 from debias_pipeline.evaluation.splits import SplitConfig
 from debias_pipeline.experiments.parallel import run_tasks
-from debias_pipeline.models.registry import model_block
+from debias_pipeline.models.registry import build_model
 from debias_pipeline.pipelines.study_hypotheses.plan import OFFPOLICY, WHERE, StudyPlan
 from debias_pipeline.pipelines.study_hypotheses.worlds import build_world
 from debias_pipeline.pipelines.training.nodes import train_model
@@ -43,11 +43,15 @@ LIKED_STREAM = 11  # the seed stream of the relevance draw, apart from the world
 
 def offpolicy_models(study_plan: StudyPlan) -> list[str]:
     """The blocks of ``sweeps.methods`` the sweep fits: those that need no unbiased sample
-    (CausE trains on part of the thesis protocol's unbiased validation rows)."""
+    (CausE, and the dual model with ``exposure.supervision_weight``, train on part of the
+    thesis protocol's unbiased validation rows). A config can decide it, so each block is
+    built (unfitted, on the CPU) and asked."""
     return [
         name
         for name in study_plan.sweeps.methods
-        if not model_block(study_plan.blocks[name], f"{WHERE}.models.{name}").model_cls.needs_treatment
+        if not build_model(
+            study_plan.blocks[name], f"{WHERE}.models.{name}", seed=0, device=torch.device("cpu")
+        ).needs_treatment
     ]
 
 
@@ -94,8 +98,13 @@ def _world_rows(
                     if key in values:  # snips and dr need the rated pairs of the log
                         rows.append(
                             {
-                                "bias_strength": strength, "seed": seed, "model": name, "estimator": estimator,
-                                "metric": f"{metric}_at_{k}", "estimate": values[key], "truth": true,
+                                "bias_strength": strength,
+                                "seed": seed,
+                                "model": name,
+                                "estimator": estimator,
+                                "metric": f"{metric}_at_{k}",
+                                "estimate": values[key],
+                                "truth": true,
                                 "ess": values[f"{key}_ess"],
                             }
                         )
@@ -149,7 +158,9 @@ def summarize_offpolicy(offpolicy_runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.
     return estimator_errors(offpolicy_runs), ranking_agreement(offpolicy_runs)
 
 
-def offpolicy_mlflow_metrics(offpolicy_summary: pd.DataFrame, evaluation: EvaluationConfig) -> dict[str, dict[str, float | int]]:
+def offpolicy_mlflow_metrics(
+    offpolicy_summary: pd.DataFrame, evaluation: EvaluationConfig
+) -> dict[str, dict[str, float | int]]:
     """The pooled bias and RMSE of each estimator's NDCG@K at each β as MLflow metrics
     ``offpolicy.<β>.<estimator>.ndcg_at_<k>_{bias,rmse}``."""
     metric = f"ndcg_at_{evaluation_setup(evaluation, 'synthetic').k}"
