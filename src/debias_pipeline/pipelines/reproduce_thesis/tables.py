@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 
-from debias_pipeline.evaluation.protocols import evaluation_setup
+from debias_pipeline.evaluation.protocols import EvaluationConfig, evaluation_setup
 from debias_pipeline.pipelines.reproduce_thesis.nodes import ThesisConfig, summarize_thesis, thesis_config
 from debias_pipeline.pipelines.reproduce_thesis.popularity import popularity_lines, popularity_markdown
 
 
 def summarize_thesis_with_popularity(
-    thesis_runs: pd.DataFrame, reproduce_thesis: ThesisConfig, dataset: str, evaluation: dict[str, Any] | None = None
+    thesis_runs: pd.DataFrame, reproduce_thesis: ThesisConfig, dataset: str, evaluation: EvaluationConfig
 ) -> tuple[pd.DataFrame, str]:
     """``summarize_thesis``'s table and Markdown, with each row's popularity bias and
     coverage (``popularity.popularity_lines``, at the protocol's first cut-off) as columns
