@@ -14,7 +14,7 @@ from debias_pipeline.data.processing import build_normalized_adjacency
 from debias_pipeline.evaluation.metrics import ranking_metrics
 from debias_pipeline.evaluation.protocols import evaluation_setup
 from debias_pipeline.models.contract import Recommender, TrainData
-from debias_pipeline.models.registry import MODELS
+from debias_pipeline.models.registry import MODELS, build_model
 from debias_pipeline.pipelines.training.nodes import resolve_compute_device, train_model
 from debias_pipeline.training.inputs import build_evaluators
 
@@ -102,15 +102,19 @@ def evaluators_for(train_matrix, unbiased_split, evaluation=None):
     return build_evaluators(unbiased_split, train_matrix, evaluation, "synthetic", {})
 
 
-def run(train_matrix, unbiased_split, block, *, seed=0, evaluation=None, where="model"):
+def train_data(train_matrix) -> TrainData:
     users = np.arange(N_USERS)
     ties = sp.csr_matrix((np.ones(N_USERS, dtype=np.float32), (users, (users + 2) % N_USERS)), shape=(N_USERS,) * 2)
+    return TrainData(train_matrix, build_normalized_adjacency(train_matrix), social=ties + ties.T)
+
+
+def run(train_matrix, unbiased_split, block, *, seed=0, evaluation=None, where="model", device=CPU):
     return train_model(
-        TrainData(train_matrix, build_normalized_adjacency(train_matrix), social=ties + ties.T),
+        train_data(train_matrix),
         evaluators_for(train_matrix, unbiased_split, evaluation),
         block,
         seed,
-        CPU,
+        device,
         where=where,
     )
 
@@ -174,6 +178,38 @@ def test_train_model_outputs(name: str, train_matrix, unbiased_split) -> None:
     # assert_array_equal: ItemKNN's loss is NaN (it has no objective), equal to itself here
     np.testing.assert_array_equal(history["train_loss"].to_numpy(), [point["value"] for point in curves["train_loss"]])
     assert history["validation_ndcg_at_5"].tolist() == [p["value"] for p in curves["epoch_validation_ndcg_at_5"]]
+
+
+# Every model, and the scale paths: MF's and LightGCN's row optimizer, the stale layers.
+CUDA_BLOCKS = SMALL_BLOCKS | {
+    "mf sparse_adam": {**SMALL_BLOCKS["mf"], "loss": "bpr", "optimizer": "sparse_adam"},
+    "lightgcn stale": {
+        **SMALL_BLOCKS["lightgcn"],
+        "loss": "bpr",
+        "propagation": "stale",
+        "refresh_every": 1000,
+        "optimizer": "sparse_adam",
+    },
+    "dual stale": {**SMALL_BLOCKS["dual"], "loss": "bpr", "propagation": "stale", "refresh_every": 2},
+}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", sorted(CUDA_BLOCKS))
+def test_train_model_on_cuda(name: str, train_matrix, unbiased_split) -> None:
+    """Every registered model through the node on CUDA: the model stays on the device,
+    its saved weights are on the CPU, every loss is finite (ItemKNN has none), and the
+    weights loaded on the CPU score as the model does on the device."""
+    block = CUDA_BLOCKS[name]
+    model, weights, _, history = run(train_matrix, unbiased_split, block, device=torch.device("cuda"))
+
+    assert model.device.type == "cuda"
+    states = weights.get("members", [weights])
+    assert all(t.device == CPU for state in states for t in state["weights"].values())
+    losses = history["train_loss"].to_numpy()
+    assert np.isnan(losses).all() if block["name"] == "itemknn" else np.isfinite(losses).all()
+    restored = build_model(block, "model", seed=0, device=CPU).load_state_dict(weights, train_data(train_matrix))
+    np.testing.assert_allclose(restored.score(), model.score(), rtol=1e-4, atol=1e-5)
 
 
 def test_train_model_early_stops_on_the_validation_rows_only(train_matrix, unbiased_split) -> None:
