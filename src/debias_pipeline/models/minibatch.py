@@ -117,13 +117,9 @@ class StaleLayers:
     at their neighbours (T is a constant), against ``(1/(K+1)) Σ_k Â^k Sᵀ g`` for
     the exact step. With Adam that factor hardly changes a base row's step, but
     between refreshes a row's final embedding moves by only 1/(K+1) of it (layers
-    1..K are held), so at one lr the surrogate needs more epochs. On LastFM (K = 3)
-    ``stale`` at lr 1e-3 had its best epochs at 750 to 1170; at lr 4e-3, K+1 times
-    the papers' lr, it reached in 300 epochs what ``exact`` reached at 4e-3, and beat
-    ``exact`` at 1e-3 capped at 300 (docs/performance.md): under ``stale``, scale the
-    lr by K+1 or the epochs. On Gowalla at 4e-3 an epoch learns less (14 % behind
-    ``exact`` at 30 epochs each) and costs about 1/13: 240 stale epochs beat 30 exact
-    ones, for about 60 % of the CPU time. An epoch costs (steps / refresh_every) x about 3K sparse
+    1..K are held), so at one lr the surrogate needs more epochs: scale the lr by
+    K+1, or the epochs (docs/performance.md, "Accuracy against the exact mode", has
+    the LastFM and Gowalla measurements). An epoch costs (steps / refresh_every) x about 3K sparse
     products over nnz(Â), plus steps x O(batch x d) with a row optimizer
     (``optimizer: sparse_adam``): with ``refresh_every`` at least the epoch's steps,
     linear in the interactions. ``clear`` drops the tables at the end of the epoch, so
